@@ -1,0 +1,55 @@
+"""Command line: ``python -m middleware <command>``.
+
+* ``export-actions --base-url URL --auth basic|apikey [--out DIR]``: write the data action files.
+* ``worker``: run the background worker (Procfile ``worker``).
+* ``check-config``: parse the environment and report the first bad setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from middleware.config import Config, ConfigError
+from middleware.contracts import load_contracts
+from middleware.export import export_actions
+
+DATA_ACTIONS_DIR = Path(__file__).resolve().parent.parent / "data_actions"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit status is the process's."""
+    parser = argparse.ArgumentParser(prog="python -m middleware")
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export-actions", help="write data_actions/*.custom.json")
+    export.add_argument("--base-url", required=True, help="public https URL of this service")
+    export.add_argument("--auth", choices=("basic", "apikey"), required=True,
+                        help="credential type of the Genesys integration")
+    export.add_argument("--out", type=Path, default=DATA_ACTIONS_DIR, help="output folder")
+    commands.add_parser("worker", help="run the background worker")
+    commands.add_parser("check-config", help="validate the environment and exit")
+    args = parser.parse_args(argv)
+
+    if args.command == "export-actions":
+        if not args.base_url.startswith(("https://", "http://")):
+            parser.error("--base-url must be an http(s) URL")
+        for path in export_actions(load_contracts(), args.base_url, args.auth, args.out):
+            print(f"wrote {path}")
+        return 0
+    try:
+        config = Config.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print("configuration ok")
+        return 0
+    from middleware.worker import run_worker  # noqa: PLC0415 (only this command needs it)
+
+    return run_worker(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Every setting of the service, the worker and the simulator, read once from the environment.
+
+Nothing else in the package reads ``os.environ``. Each setting is declared once in
+``SETTINGS`` (name, default, documentation) and parsed into a frozen dataclass; a bad
+value stops the process with a message naming the variable. The README's configuration
+table is checked against ``SETTINGS`` by the test suite.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default (``None`` = required or unset) and its meaning."""
+
+    name: str
+    default: str | None
+    doc: str
+    process: str = "web, worker"
+
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("PORT", "8080", "Port the service listens on (gunicorn binds 0.0.0.0:PORT).", "web"),
+    Setting("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis holding tokens, claims and ledgers."),
+    Setting("REDIS_TIMEOUT_MS", "500", "Connect and read timeout of each Redis command."),
+    Setting("GENESYS_REGION", "mypurecloud.com", "Genesys Cloud domain; API at api.<region>."),
+    Setting("GENESYS_API_URL", "", "Overrides the API base URL (e.g. the simulator)."),
+    Setting("GENESYS_LOGIN_URL", "", "Overrides the OAuth base URL (e.g. the simulator)."),
+    Setting("GENESYS_CLIENT_ID", None, "OAuth client-credentials client id (required)."),
+    Setting("GENESYS_CLIENT_SECRET", None, "OAuth client-credentials secret (required)."),
+    Setting(
+        "GENESYS_CONNECT_TIMEOUT_MS", "1000", "Connect timeout of each Genesys call (capped by "
+        "the request deadline)."
+    ),
+    Setting(
+        "GENESYS_READ_TIMEOUT_MS", "3000", "Read timeout of each Genesys call (capped by the "
+        "request deadline)."
+    ),
+    Setting(
+        "ACTION_BASIC_CREDENTIALS", "", "Accepted Basic credentials, `user:password`, comma "
+        "separated (several for rotation).", "web"
+    ),
+    Setting(
+        "ACTION_API_KEYS", "", "Accepted `X-API-Key` values, comma separated. At least one "
+        "credential of either kind is required.", "web"
+    ),
+    Setting(
+        "PII_KEYS", None, "Secrets for hashing numbers in Redis keys, comma separated: the "
+        "first writes, all are tried on reads (required)."
+    ),
+    Setting("DEFAULT_COUNTRY", "US", "ISO 3166 alpha-2 region for national-format numbers."),
+    Setting("MIN_LEAD_MINUTES", "5", "Earliest a callback may be scheduled, from now."),
+    Setting("MAX_SCHEDULE_DAYS", "30", "Latest a callback may be scheduled, from now."),
+    Setting("REQUEST_DEADLINE_MS", "5000", "Every request answers within this budget.", "web"),
+    Setting("LOG_LEVEL", "INFO", "Python log level of the JSON logs."),
+    Setting("SIM_PORT", "8090", "Port of the Genesys simulator.", "sim"),
+    Setting(
+        "SIM_ORG_FILE", "", "Seeded demo org of the simulator (default: the shipped "
+        "middleware/sim/demo_org.json).", "sim"
+    ),
+    Setting(
+        "SIM_RATE_LIMIT_PER_MIN", "300", "Simulator token bucket per client; beyond it answers "
+        "429 with Retry-After.", "sim"
+    ),
+    Setting("SIM_TOKEN_TTL_SECONDS", "86399", "Lifetime of tokens the simulator issues.", "sim"),
+)
+
+_BY_NAME: Final[dict[str, Setting]] = {s.name: s for s in SETTINGS}
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+class _Reader:
+    """Reads declared settings from one environment mapping, naming the variable on error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def raw(self, name: str) -> str:
+        setting = _BY_NAME[name]
+        value = self._environ.get(name, "").strip()
+        if value:
+            return value
+        if setting.default is None:
+            raise ConfigError(f"{name} is required: {setting.doc}")
+        return setting.default
+
+    def parse(self, name: str, convert: Callable[[str], T], what: str) -> T:
+        text = self.raw(name)
+        try:
+            return convert(text)
+        except (ValueError, KeyError, zoneinfo.ZoneInfoNotFoundError) as exc:
+            raise ConfigError(f"{name}={text!r} is not {what}") from exc
+
+    def positive_int(self, name: str) -> int:
+        value = self.parse(name, int, "an integer")
+        if value <= 0:
+            raise ConfigError(f"{name}={value} must be greater than zero")
+        return value
+
+    def csv(self, name: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.raw(name).split(",") if part.strip())
+
+
+def _url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(value)
+    return value.rstrip("/")
+
+
+def _basic_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        user, sep, password = value.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("expected user:password")
+        pairs.append((user, password))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the service and the worker (see ``SETTINGS`` for each meaning)."""
+
+    port: int
+    redis_url: str
+    redis_timeout_s: float
+    genesys_api_url: str
+    genesys_login_url: str
+    genesys_client_id: str
+    genesys_client_secret: str = field(repr=False)
+    genesys_connect_timeout_s: float
+    genesys_read_timeout_s: float
+    basic_credentials: tuple[tuple[str, str], ...] = field(repr=False)
+    api_keys: tuple[str, ...] = field(repr=False)
+    pii_keys: tuple[bytes, ...] = field(repr=False)
+    default_country: str
+    min_lead_minutes: int
+    max_schedule_days: int
+    request_deadline_s: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        """Parse and check every setting; raise ``ConfigError`` naming the first bad one."""
+        r = _Reader(environ)
+        region = r.raw("GENESYS_REGION")
+        if not re.match(r"^[a-z0-9.-]+\.[a-z]{2,}$", region):
+            raise ConfigError(f"GENESYS_REGION={region!r} is not a domain like mypurecloud.com")
+        api_url = r.raw("GENESYS_API_URL")
+        login_url = r.raw("GENESYS_LOGIN_URL")
+        basic = r.parse("ACTION_BASIC_CREDENTIALS",
+                        lambda _: _basic_pairs(r.csv("ACTION_BASIC_CREDENTIALS")),
+                        "a comma-separated list of user:password")
+        api_keys = r.csv("ACTION_API_KEYS")
+        if not basic and not api_keys:
+            raise ConfigError(
+                "ACTION_BASIC_CREDENTIALS or ACTION_API_KEYS must name at least one credential: "
+                "the service refuses to run open"
+            )
+        country = r.raw("DEFAULT_COUNTRY").upper()
+        if not _COUNTRY.match(country):
+            raise ConfigError(f"DEFAULT_COUNTRY={country!r} is not an ISO 3166 alpha-2 code")
+        level = r.raw("LOG_LEVEL").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(f"LOG_LEVEL={level!r} is not DEBUG, INFO, WARNING or ERROR")
+        redis_url = r.raw("REDIS_URL")
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"REDIS_URL={redis_url!r} is not a redis:// URL")
+        return cls(
+            port=r.positive_int("PORT"),
+            redis_url=redis_url,
+            redis_timeout_s=r.positive_int("REDIS_TIMEOUT_MS") / 1000,
+            genesys_api_url=(r.parse("GENESYS_API_URL", _url, "an http(s) URL") if api_url
+                             else f"https://api.{region}"),
+            genesys_login_url=(r.parse("GENESYS_LOGIN_URL", _url, "an http(s) URL")
+                               if login_url else f"https://login.{region}"),
+            genesys_client_id=r.raw("GENESYS_CLIENT_ID"),
+            genesys_client_secret=r.raw("GENESYS_CLIENT_SECRET"),
+            genesys_connect_timeout_s=r.positive_int("GENESYS_CONNECT_TIMEOUT_MS") / 1000,
+            genesys_read_timeout_s=r.positive_int("GENESYS_READ_TIMEOUT_MS") / 1000,
+            basic_credentials=basic,
+            api_keys=api_keys,
+            pii_keys=tuple(k.encode() for k in r.csv("PII_KEYS")),
+            default_country=country,
+            min_lead_minutes=r.positive_int("MIN_LEAD_MINUTES"),
+            max_schedule_days=r.positive_int("MAX_SCHEDULE_DAYS"),
+            request_deadline_s=r.positive_int("REQUEST_DEADLINE_MS") / 1000,
+            log_level=level,
+        )
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Settings of the Genesys simulator process."""
+
+    port: int
+    org_file: str
+    rate_limit_per_min: int
+    token_ttl_s: int
+    client_id: str
+    client_secret: str = field(repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> SimConfig:
+        """The simulator accepts the same client credentials the service is configured with."""
+        r = _Reader(environ)
+        return cls(
+            port=r.positive_int("SIM_PORT"),
+            org_file=r.raw("SIM_ORG_FILE"),
+            rate_limit_per_min=r.positive_int("SIM_RATE_LIMIT_PER_MIN"),
+            token_ttl_s=r.positive_int("SIM_TOKEN_TTL_SECONDS"),
+            client_id=r.raw("GENESYS_CLIENT_ID"),
+            client_secret=r.raw("GENESYS_CLIENT_SECRET"),
+        )

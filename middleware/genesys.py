@@ -1,0 +1,244 @@
+"""The Genesys Cloud Platform API as the service uses it: URLs, token, timeouts, retries, errors.
+
+* OAuth client credentials against ``<login>/oauth/token``. The token is cached in the
+  process and shared with every worker and instance through Redis; one worker fetches
+  (a Redis lock), the others wait for its result. It is refreshed before expiry and
+  fetched again once when Genesys answers 401.
+* Every call has connect and read timeouts cut to the request's remaining deadline,
+  never follows redirects, and never reads proxy settings from the environment (they
+  cost ~0.7 ms a call and could silently reroute traffic).
+* A 429 is retried after its ``Retry-After`` only while that still fits in the deadline;
+  otherwise ``UpstreamUnavailable`` carries the wait to the caller. 5xx, timeouts and
+  connection errors are ``UpstreamUnavailable``; other 4xx are ``UpstreamRejected``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, cast
+
+import requests
+
+from middleware.deadline import Deadline
+from middleware.errors import UpstreamRejected, UpstreamUnavailable
+from middleware.logs import redact
+from middleware.store import Store, client_key
+
+log = logging.getLogger(__name__)
+
+_TOKEN_WAIT_STEP_S: Final = 0.02
+# A 429 wait is only worth it if the retried call still has this long to run afterwards.
+_AFTER_WAIT_MARGIN_S: Final = 0.5
+
+
+@dataclass(frozen=True)
+class GenesysSettings:
+    """Where Genesys is and how long each call may take."""
+
+    api_url: str
+    login_url: str
+    client_id: str
+    client_secret: str
+    connect_timeout_s: float
+    read_timeout_s: float
+
+
+@dataclass(frozen=True)
+class CreatedCallback:
+    """What Genesys answers to a create: the conversation and the ids disconnect needs."""
+
+    conversation_id: str
+    identifiers: list[dict[str, str]]
+
+
+def new_session(pool_size: int = 10) -> requests.Session:
+    """An HTTP session for Genesys: keep-alive pool, no environment proxies, no redirects."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool_size,
+                                            max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+class GenesysClient:
+    """Calls to Genesys Cloud on behalf of one OAuth client."""
+
+    def __init__(self, settings: GenesysSettings, store: Store, session: requests.Session) -> None:
+        self._s = settings
+        self._store = store
+        self._http = session
+        self._client = client_key(settings.client_id)
+        self._lock = threading.Lock()
+        self._token: tuple[str, float] | None = None
+
+    # -- token --------------------------------------------------------------------------
+
+    def token(self, deadline: Deadline) -> str:
+        """A valid access token, from this process, from Redis, or fetched once for all."""
+        now = time.time()
+        local = self._token
+        if local and local[1] > now:
+            return local[0]
+        with self._lock:
+            local = self._token
+            if local and local[1] > time.time():
+                return local[0]
+            self._token = self._shared_token(deadline)
+            return self._token[0]
+
+    def _shared_token(self, deadline: Deadline) -> tuple[str, float]:
+        holder = uuid.uuid4().hex
+        while True:
+            cached = self._store.cached_token(self._client)
+            if cached and cached[1] > time.time():
+                return cached
+            lock_ms = int(max(deadline.remaining(), 1.0) * 1000)
+            if self._store.acquire_token_lock(self._client, holder, lock_ms):
+                try:
+                    return self._fetch_token(deadline)
+                finally:
+                    self._store.release_token_lock(self._client, holder)
+            if deadline.remaining() <= _TOKEN_WAIT_STEP_S:
+                raise UpstreamUnavailable("Timed out waiting for another worker's token fetch")
+            time.sleep(_TOKEN_WAIT_STEP_S)
+
+    def _fetch_token(self, deadline: Deadline) -> tuple[str, float]:
+        try:
+            resp = self._http.post(
+                f"{self._s.login_url}/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(self._s.client_id, self._s.client_secret),
+                timeout=deadline.timeouts(self._s.connect_timeout_s, self._s.read_timeout_s),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(f"OAuth token request failed: {type(exc).__name__}") from exc
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise UpstreamUnavailable(f"OAuth token endpoint answered {resp.status_code}",
+                                      status=resp.status_code,
+                                      retry_after_s=_retry_after(resp))
+        if resp.status_code != 200:
+            raise UpstreamRejected("Genesys refused the OAuth client credentials "
+                                   f"({resp.status_code})", status=resp.status_code)
+        body = resp.json()
+        lifetime = int(body.get("expires_in", 0))
+        if not body.get("access_token") or lifetime <= 0:
+            raise UpstreamUnavailable("OAuth token answer had no token or lifetime")
+        # Refresh well before expiry so no call ever goes out with a token about to die.
+        margin = max(min(60, lifetime // 2), lifetime // 10)
+        refresh_at = time.time() + lifetime - margin
+        self._store.save_token(self._client, body["access_token"], refresh_at, lifetime - margin)
+        log.info("genesys token fetched", extra={"expiresIn": lifetime})
+        return str(body["access_token"]), refresh_at
+
+    def _drop_token(self, token: str) -> None:
+        with self._lock:
+            if self._token and self._token[0] == token:
+                self._token = None
+        self._store.forget_token(self._client, token)
+
+    # -- calls --------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, deadline: Deadline, *,
+             body: Any = None, params: dict[str, str] | None = None) -> Any:
+        """One API call with the shared token; the parsed JSON answer (``None`` when empty)."""
+        refreshed = False
+        while True:
+            token = self.token(deadline)
+            resp = self._send(method, path, deadline, token, body, params)
+            if resp.status_code == 401 and not refreshed:
+                refreshed = True
+                self._drop_token(token)
+                continue
+            if resp.status_code == 429:
+                wait = _retry_after(resp)
+                if wait is not None and wait + _AFTER_WAIT_MARGIN_S < deadline.remaining():
+                    log.info("genesys 429, waiting", extra={"retryAfter": wait, "path": path})
+                    time.sleep(wait)
+                    continue
+                raise UpstreamUnavailable("Genesys rate limit reached", status=429,
+                                          code="too.many.requests.retry.after",
+                                          retry_after_s=wait)
+            return _result(resp, method, path)
+
+    def _send(self, method: str, path: str, deadline: Deadline, token: str,
+              body: Any, params: dict[str, str] | None) -> requests.Response:
+        if deadline.expired:
+            raise UpstreamUnavailable(f"No time left for {method} {path}")
+        try:
+            return self._http.request(
+                method, f"{self._s.api_url}{path}", json=body, params=params,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                timeout=deadline.timeouts(self._s.connect_timeout_s, self._s.read_timeout_s),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(f"{method} {path} failed: {type(exc).__name__}") from exc
+
+    # -- callbacks ----------------------------------------------------------------------
+
+    def create_callback(self, command: dict[str, Any], deadline: Deadline) -> CreatedCallback:
+        """``POST /api/v2/conversations/callbacks``; the new conversation and its identifiers."""
+        answer = self.call("POST", "/api/v2/conversations/callbacks", deadline, body=command)
+        try:
+            return CreatedCallback(
+                conversation_id=str(answer["conversation"]["id"]),
+                identifiers=[{"type": str(i.get("type", "")), "id": str(i["id"])}
+                             for i in answer.get("callbackIdentifiers", [])],
+            )
+        except (KeyError, TypeError) as exc:
+            raise UpstreamUnavailable("Genesys create answer lacked the conversation id") from exc
+
+    def get_callback(self, conversation_id: str, deadline: Deadline) -> dict[str, Any] | None:
+        """The callback conversation, or ``None`` when Genesys does not know it."""
+        try:
+            answer = self.call("GET", f"/api/v2/conversations/callbacks/{conversation_id}",
+                               deadline)
+        except UpstreamRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], answer)
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _result(resp: requests.Response, method: str, path: str) -> Any:
+    if resp.status_code >= 500:
+        raise UpstreamUnavailable(f"{method} {path} answered {resp.status_code}",
+                                  status=resp.status_code)
+    if 300 <= resp.status_code < 400:
+        raise UpstreamRejected(f"{method} {path} answered a redirect, not followed",
+                               status=resp.status_code)
+    if resp.status_code >= 400:
+        code, message = "", ""
+        try:
+            error = resp.json()
+            code, message = str(error.get("code", "")), str(error.get("message", ""))
+        except ValueError:
+            pass
+        raise UpstreamRejected(redact(message or f"{method} {path} answered {resp.status_code}"),
+                               status=resp.status_code, code=code)
+    if not resp.content:
+        return None
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise UpstreamUnavailable(f"{method} {path} answered non-JSON") from exc

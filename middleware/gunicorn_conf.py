@@ -1,0 +1,17 @@
+"""gunicorn settings shipped with the service (Procfile ``web``); the bind comes from PORT.
+
+gthread keeps keep-alive connections and lets a worker wait on Redis or Genesys without
+blocking its siblings. The worker count comes from the command line (Procfile:
+``WEB_CONCURRENCY``, default 2, one per core we size for). ``timeout`` sits
+well above REQUEST_DEADLINE_MS so only a truly stuck worker is killed, and recycled
+workers restart at staggered points.
+"""
+
+worker_class = "gthread"
+threads = 4
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+max_requests = 5000
+max_requests_jitter = 500
+accesslog = None

@@ -1,0 +1,46 @@
+"""Readiness: can this instance accept work that it must never lose?"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from middleware.deadline import Deadline
+from middleware.errors import StoreUnavailable, UpstreamError
+from middleware.genesys import GenesysClient
+from middleware.store import Store
+
+#: Redis settings without which an accepted request could be lost or a claim evicted.
+REQUIRED_REDIS: Final = {
+    "appendonly": "yes",
+    "appendfsync": "always",
+    "maxmemory-policy": "noeviction",
+}
+
+
+class Readiness:
+    """Runs each dependency check and reports them by name."""
+
+    def __init__(self, store: Store, genesys: GenesysClient) -> None:
+        self._store = store
+        self._genesys = genesys
+
+    def __call__(self, deadline: Deadline) -> dict[str, Any]:
+        """``{check: {"ok": bool, "detail": str}}`` for redis, redisDurability and genesys."""
+        report: dict[str, Any] = {}
+        try:
+            self._store.ping()
+            report["redis"] = {"ok": True, "detail": "reachable"}
+            settings = self._store.durability()
+            wrong = [f"{k}={settings.get(k, 'unknown')} (need {v})"
+                     for k, v in REQUIRED_REDIS.items() if settings.get(k) != v]
+            report["redisDurability"] = {"ok": not wrong,
+                                         "detail": "; ".join(wrong) or "AOF always, noeviction"}
+        except StoreUnavailable as exc:
+            report["redis"] = {"ok": False, "detail": str(exc)}
+            report["redisDurability"] = {"ok": False, "detail": "Redis unreachable"}
+        try:
+            self._genesys.token(deadline)
+            report["genesys"] = {"ok": True, "detail": "token obtained"}
+        except (UpstreamError, StoreUnavailable) as exc:
+            report["genesys"] = {"ok": False, "detail": str(exc)}
+        return report

@@ -1,0 +1,305 @@
+"""Shared test rig: a real redis-server on a free port, the Genesys simulator over HTTP,
+the service in-process (with an injected clock) or under real gunicorn.
+
+Nothing here patches the product: collaborators are passed through ``create_app``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import falcon.testing
+import pytest
+import redis
+import requests
+
+from middleware.app import create_app
+from middleware.clock import FixedClock
+from middleware.config import Config
+from middleware.genesys import new_session
+from middleware.store import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_ID = "test-client"
+CLIENT_SECRET = "test-client-secret-value"
+BASIC_USER, BASIC_PASSWORD = "genesys", "basic-secret-one"
+BASIC_USER_2, BASIC_PASSWORD_2 = "genesys-next", "basic-secret-two"
+API_KEY, API_KEY_2 = "api-key-current-0123456789", "api-key-next-9876543210"
+PII_KEY = "pii-key-for-tests"
+#: Every raw number the suite sends; none may appear in a Redis key name.
+TEST_NUMBERS = ("4155552671", "2125550199", "3055550123", "6135550123", "2079460958")
+
+DEMO_AGENT = "a1000000-0000-4000-8000-000000000001"
+DEMO_QUEUE = "b1000000-0000-4000-8000-000000000001"
+#: A Monday, 15:00 UTC (10:00 in New York): inside every seeded working pattern.
+T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``check`` until true, or fail the test after ``timeout_s``."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            if check():
+                return
+        except (OSError, redis.RedisError, requests.RequestException):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout_s}s")
+
+
+# -- Redis -----------------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process owned by the test session."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """Where the service should connect."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        """A plain client for assertions and clean-up."""
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+
+
+def start_redis(directory: Path, port: int | None = None) -> RedisServer:
+    """Start redis-server durable as production runs it: AOF always, noeviction."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed; scripts/test installs it")
+    port = port or free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+         "--maxmemory-policy", "noeviction", "--daemonize", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    server = RedisServer(port, directory, process)
+    wait_for(lambda: bool(server.client().ping()), 10, "redis-server")
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; its key names are checked at the end."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    leaked = [k for k in server.client().scan_iter(count=1000)
+              if any(number in k for number in TEST_NUMBERS)]
+    server.process.terminate()
+    server.process.wait(10)
+    assert not leaked, f"Redis key names hold raw numbers: {leaked[:5]}"
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> redis.Redis:
+    """A client on an emptied database, so tests start from nothing."""
+    client = redis_server.client()
+    client.flushdb()
+    return client
+
+
+# -- Genesys simulator -----------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        pass
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+@dataclass
+class Simulator:
+    """The simulator served over loopback HTTP, with helpers for its control API."""
+
+    url: str
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call a ``/sim`` control route and return its JSON."""
+        resp = requests.request(method, f"{self.url}/sim/{path}", json=body, timeout=5)
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        """Every callback the simulator holds."""
+        return list(self.control("GET", "callbacks")["callbacks"])
+
+    def stats(self) -> dict[str, Any]:
+        """Request counters by route, token fetches, 429s."""
+        return dict(self.control("GET", "stats"))
+
+    def creates(self) -> int:
+        """How many create calls reached the simulator."""
+        return int(self.stats()["requests"].get("POST /api/v2/conversations/callbacks", 0))
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[Simulator]:
+    """The simulator on a free port in a background thread, for the whole session."""
+    from middleware.sim.app import create_sim_app, load_org
+
+    app = create_sim_app(load_org(None), clock=FixedClock(T0), rate_limit_per_min=100_000,
+                         token_ttl_s=3600, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    server = make_server("127.0.0.1", free_port(), app, server_class=_ThreadingServer,
+                         handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Simulator(f"http://127.0.0.1:{server.server_port}")
+    server.shutdown()
+
+
+@pytest.fixture
+def sim(sim_server: Simulator) -> Simulator:
+    """The simulator reset to its seeded org, with no callbacks, faults or counters."""
+    sim_server.control("POST", "reset")
+    sim_server.control("PUT", "ratelimit", {"perMinute": 100_000})
+    return sim_server
+
+
+# -- the service -----------------------------------------------------------------------
+
+
+def service_env(redis_url: str, sim_url: str, **overrides: str) -> dict[str, str]:
+    """The environment the service reads, pointed at the test Redis and simulator."""
+    env = {
+        "REDIS_URL": redis_url,
+        "GENESYS_API_URL": sim_url,
+        "GENESYS_LOGIN_URL": sim_url,
+        "GENESYS_CLIENT_ID": CLIENT_ID,
+        "GENESYS_CLIENT_SECRET": CLIENT_SECRET,
+        "ACTION_BASIC_CREDENTIALS": f"{BASIC_USER}:{BASIC_PASSWORD},{BASIC_USER_2}:{BASIC_PASSWORD_2}",
+        "ACTION_API_KEYS": f"{API_KEY},{API_KEY_2}",
+        "PII_KEYS": PII_KEY,
+        "LOG_LEVEL": "INFO",
+    }
+    env.update(overrides)
+    return env
+
+
+def basic_header(user: str = BASIC_USER, password: str = BASIC_PASSWORD) -> dict[str, str]:
+    """An Authorization header for Basic credentials."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+AUTH = basic_header()
+
+
+@dataclass
+class Service:
+    """The app in-process, its clock, and the parts tests look at."""
+
+    client: falcon.testing.TestClient
+    clock: FixedClock
+    config: Config
+    redis: redis.Redis
+
+    def action(self, name: str, body: dict[str, Any], headers: dict[str, str] | None = None
+               ) -> falcon.testing.Result:
+        """POST an action with valid credentials."""
+        return self.client.simulate_post(f"/v1/actions/{name}", json=body,
+                                         headers={**AUTH, **(headers or {})})
+
+
+@pytest.fixture
+def make_service(redis_client: redis.Redis, redis_server: RedisServer, sim: Simulator
+                 ) -> Callable[..., Service]:
+    """Build the app with settings overridden per test."""
+    def build(**overrides: str) -> Service:
+        config = Config.from_env(service_env(redis_server.url, sim.url, **overrides))
+        clock = FixedClock(T0)
+        app = create_app(config, redis_client=connect(config.redis_url, 1.0),
+                         http=new_session(), clock=clock)
+        return Service(falcon.testing.TestClient(app), clock, config, redis_client)
+    return build
+
+
+@pytest.fixture
+def service(make_service: Callable[..., Service]) -> Service:
+    """The app with the default test settings."""
+    return make_service()
+
+
+def create_body(**fields: Any) -> dict[str, Any]:
+    """A valid create-callback body for the demo agent, overridable field by field."""
+    body: dict[str, Any] = {
+        "customerNumber": "+1 415 555 2671",
+        "customerName": "Grace Customer",
+        "agentId": DEMO_AGENT,
+        "queueId": DEMO_QUEUE,
+        "requestedTime": "2026-11-23T16:00:00Z",
+        "consentGiven": True,
+    }
+    body.update(fields)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+# -- gunicorn --------------------------------------------------------------------------
+
+
+@dataclass
+class Gunicorn:
+    """The service under a real gunicorn master."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_gunicorn(env: dict[str, str], log: Path, workers: int = 2) -> Gunicorn:
+    """Run the shipped gunicorn config on a free port and wait for /healthz."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:middleware.gunicorn_conf",
+         "-w", str(workers), "-b", f"127.0.0.1:{port}", "middleware.wsgi:app"],
+        cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 20, "gunicorn")
+    except TimeoutError:
+        process.kill()
+        raise AssertionError(f"gunicorn did not start:\n{log.read_text()[-3000:]}") from None
+    return Gunicorn(url, process, log)
+
+
+@pytest.fixture
+def gunicorn_service(redis_client: redis.Redis, redis_server: RedisServer, sim: Simulator,
+                     tmp_path: Path) -> Iterator[Gunicorn]:
+    """One gunicorn instance (two workers) against the test Redis and simulator."""
+    server = start_gunicorn(service_env(redis_server.url, sim.url), tmp_path / "gunicorn.log")
+    yield server
+    server.process.terminate()
+    server.process.wait(15)

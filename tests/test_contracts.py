@@ -1,0 +1,98 @@
+"""Wire contracts: schemas import into Genesys, the export matches, OpenAPI is generated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from middleware.contracts import ACTIONS, Contract, load_contracts
+from middleware.errors import ContractViolation
+from middleware.export import action_definition, contract_problems, export_actions, render
+from tests.conftest import ROOT
+
+REAL_EXPORTS = Path("/nonexistent")
+EXPORT_KEYS = {"name", "integrationType", "actionType", "config", "contract", "secure"}
+#: The arguments the committed files were exported with (README, "Genesys setup").
+COMMITTED = ("https://callbacks.example.com", "basic")
+
+
+def test_every_action_has_both_schemas() -> None:
+    """Each action route has an input and an output schema file."""
+    contracts = load_contracts()
+    assert set(contracts) == set(ACTIONS)
+
+
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+def test_schemas_respect_genesys_contract_limits(action: str) -> None:
+    """Draft-04 keywords only, flat, allowed names, outputs open: Genesys will import them."""
+    assert contract_problems(load_contracts()[action]) == []
+
+
+def test_limit_check_catches_what_genesys_refuses() -> None:
+    """A nested object, a $ref, a reserved name and a closed output are each reported."""
+    bad = Contract("bad", "Bad v1",
+                   {"type": "object", "properties": {
+                       "rawRequest": {"type": "string"},
+                       "nested": {"type": "object", "properties": {}},
+                       "ref": {"$ref": "#/x"}}},
+                   {"type": "object", "additionalProperties": False, "properties": {}})
+    problems = "\n".join(contract_problems(bad))
+    for expected in ("reserved", "nested must be a flat", "'$ref'", "additionalProperties"):
+        assert expected in problems
+
+
+def test_committed_data_actions_equal_a_fresh_export(tmp_path: Path) -> None:
+    """The files in data_actions/ are exactly what export-actions writes today."""
+    export_actions(load_contracts(), *COMMITTED, tmp_path)
+    fresh = {p.name: p.read_text() for p in tmp_path.glob("*.custom.json")}
+    committed = {p.name: p.read_text() for p in (ROOT / "data_actions").glob("*.custom.json")}
+    assert committed == fresh, "run: python -m middleware export-actions " \
+        f"--base-url {COMMITTED[0]} --auth {COMMITTED[1]}"
+
+
+def test_export_has_exactly_the_keys_of_a_real_genesys_export() -> None:
+    """Top-level and config keys match real exports; apikey auth templates the header."""
+    contract = load_contracts()["create-callback"]
+    definition = action_definition(contract, "https://svc.example.com", "apikey")
+    assert set(definition) == EXPORT_KEYS
+    assert set(definition["config"]["request"]) == {
+        "requestUrlTemplate", "requestType", "headers", "requestTemplate"}
+    assert set(definition["config"]["response"]) == {
+        "translationMap", "translationMapDefaults", "successTemplate"}
+    assert definition["config"]["request"]["headers"]["X-API-Key"] == "${credentials.apiKey}"
+    assert definition["config"]["request"]["requestTemplate"] == "${input.rawRequest}"
+    assert json.loads(render(definition)) == definition
+
+
+def test_reference_exports_share_our_top_level_keys() -> None:
+    """Every real export in shared/reference has the same top-level keys as ours."""
+    folder = ROOT.parent / "shared" / "reference" / "data-actions"
+    files = sorted(folder.glob("*.custom.json"))
+    if not files:
+        pytest.skip("shared/reference is not beside this checkout")
+    for path in files:
+        assert set(json.loads(path.read_text())) == EXPORT_KEYS, path.name
+
+
+def test_unknown_field_is_refused_naming_it() -> None:
+    """An unexpected field is a contract violation that names the field."""
+    with pytest.raises(ContractViolation, match="colour"):
+        load_contracts()["create-callback"].parse({"colour": "red"})
+
+
+def test_empty_optional_fields_mean_absent() -> None:
+    """Scripts send every field; an empty string is dropped before validation."""
+    fields = load_contracts()["create-callback"].parse({
+        "customerNumber": "+14155552671", "agentId": "a", "queueId": "q",
+        "consentGiven": True, "requestedTime": "", "priority": ""})
+    assert "requestedTime" not in fields and "priority" not in fields
+
+
+def test_answer_fills_every_output_field() -> None:
+    """An answer carries every declared output field, typed, with retryable from the reason."""
+    contract = load_contracts()["create-callback"]
+    out = contract.answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", requestId="r")
+    assert set(out) == set(contract.output_schema["properties"])
+    assert out["retryable"] is True and out["reassigned"] is False and out["callbackId"] == ""

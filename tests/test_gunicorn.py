@@ -1,0 +1,62 @@
+"""The service under real gunicorn (the shipped config, two workers): what depends on it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import AUTH, Gunicorn, Simulator, create_body
+
+pytestmark = pytest.mark.gunicorn
+
+
+def post(server: Gunicorn, body: object, **kwargs: object) -> requests.Response:
+    return requests.post(f"{server.url}/v1/actions/create-callback", json=body,
+                         headers=AUTH, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_create_under_gunicorn(gunicorn_service: Gunicorn, sim: Simulator) -> None:
+    """A create through gunicorn answers CREATED with a callback the simulator returns."""
+    answer = post(gunicorn_service, create_body()).json()
+    assert answer["outcome"] == "CREATED"
+    assert [c["conversationId"] for c in sim.callbacks()] == [answer["callbackId"]]
+
+
+def test_twenty_concurrent_requests_fetch_one_token(gunicorn_service: Gunicorn,
+                                                    sim: Simulator) -> None:
+    """Two worker processes, twenty concurrent creates, an empty cache: one token fetch."""
+    bodies = [create_body(customerNumber=f"+1415555{2600 + i:04d}") for i in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda b: post(gunicorn_service, b).json(), bodies))
+    assert [a["outcome"] for a in answers] == ["CREATED"] * 20
+    assert sim.stats()["tokenFetches"] == 1
+
+
+def _chunks(data: bytes, size: int = 4096) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def test_oversized_chunked_body_is_413(gunicorn_service: Gunicorn) -> None:
+    """A chunked body (no Content-Length) over 64 KiB is refused with 413."""
+    payload = json.dumps(create_body(notes="x" * 70_000)).encode()
+    resp = requests.post(f"{gunicorn_service.url}/v1/actions/create-callback",
+                         data=_chunks(payload), timeout=10,
+                         headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.request.headers.get("Transfer-Encoding") == "chunked"
+    assert resp.status_code == 413
+    assert set(resp.json()) == {"title", "description", "requestId"}
+
+
+def test_small_chunked_body_is_read(gunicorn_service: Gunicorn, sim: Simulator) -> None:
+    """Genesys sends chunked bodies by default; one under the cap is served normally."""
+    payload = json.dumps(create_body()).encode()
+    resp = requests.post(f"{gunicorn_service.url}/v1/actions/create-callback",
+                         data=_chunks(payload, 64), timeout=10,
+                         headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.request.headers.get("Transfer-Encoding") == "chunked"
+    assert resp.json()["outcome"] == "CREATED"
