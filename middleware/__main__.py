@@ -12,9 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+from middleware.app import build_duties, build_services
+from middleware.clock import SystemClock
 from middleware.config import Config, ConfigError
 from middleware.contracts import load_contracts
 from middleware.export import export_actions
+from middleware.genesys import new_session
+from middleware.logs import configure_logging
+from middleware.store import connect
+from middleware.worker import run_worker
 
 DATA_ACTIONS_DIR = Path(__file__).resolve().parent.parent / "data_actions"
 
@@ -46,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print("configuration ok")
         return 0
-    from middleware.worker import run_worker  # noqa: PLC0415 (only this command needs it)
-
-    return run_worker(config)
+    configure_logging(config.log_level)
+    duties = build_duties(build_services(
+        config, redis_client=connect(config.redis_url, config.redis_timeout_s),
+        http=new_session(), clock=SystemClock()))
+    return run_worker(duties)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
-"""The composition root: the one place that builds every collaborator and wires the routes."""
+"""The composition root: the one place that builds every collaborator and wires the routes.
+
+``build_services`` makes the domain objects from the configuration and the three outside
+collaborators (Redis, the HTTP session, the clock); ``create_app`` (the web process) and
+``build_duties`` (the worker) both start from it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import falcon
@@ -12,9 +18,13 @@ from middleware import __version__
 from middleware.callbacks import CallbackService, Rules
 from middleware.clock import Clock
 from middleware.config import Config
-from middleware.contracts import load_contracts, openapi_document
+from middleware.contracts import Contract, load_contracts, openapi_document
+from middleware.duplicates import DuplicateWindow
 from middleware.genesys import GenesysClient, GenesysSettings
 from middleware.health import Readiness
+from middleware.idempotency import IdempotencyGate
+from middleware.numbers import NumberKeys
+from middleware.reconcile import Reconciler, page_size
 from middleware.store import Store
 from middleware.web import (
     ActionResource,
@@ -26,11 +36,26 @@ from middleware.web import (
     install_error_handlers,
     unknown_route,
 )
+from middleware.worker import Duty
+
+# A claim or in-flight key outlives its request by this much, so a slow request keeps it.
+_LEASE_SLACK = timedelta(seconds=5)
 
 
-def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Session,
-               clock: Clock) -> falcon.App[falcon.Request, falcon.Response]:
-    """Build the WSGI app from its configuration and its three outside collaborators."""
+@dataclass(frozen=True)
+class Services:
+    """Every domain collaborator, built once per process."""
+
+    config: Config
+    contracts: dict[str, Contract]
+    store: Store
+    genesys: GenesysClient
+    callbacks: CallbackService
+
+
+def build_services(config: Config, *, redis_client: redis.Redis, http: requests.Session,
+                   clock: Clock) -> Services:
+    """Build the domain objects; no connection is opened until first use."""
     store = Store(redis_client)
     genesys = GenesysClient(GenesysSettings(
         api_url=config.genesys_api_url,
@@ -41,20 +66,44 @@ def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Sess
         read_timeout_s=config.genesys_read_timeout_s,
     ), store, http)
     contracts = load_contracts()
+    lease = timedelta(seconds=config.request_deadline_s) + _LEASE_SLACK
+    window = timedelta(hours=config.duplicate_window_hours)
     callbacks = CallbackService(
         Rules(default_country=config.default_country,
               min_lead=timedelta(minutes=config.min_lead_minutes),
               horizon=timedelta(days=config.max_schedule_days)),
-        contracts["create-callback"], genesys, store, clock,
+        contracts, genesys, store,
+        DuplicateWindow(store, NumberKeys(config.pii_keys), window, lease, clock),
+        IdempotencyGate(store, lease_ms=int(lease.total_seconds() * 1000),
+                        keep_s=int((window + timedelta(days=1)).total_seconds())),
+        clock,
     )
+    return Services(config, contracts, store, genesys, callbacks)
 
+
+def build_duties(services: Services) -> list[Duty]:
+    """The worker's periodic duties."""
+    config = services.config
+    reconciler = Reconciler(services.store, services.genesys, page_size(
+        config.reconcile_batch_size, config.reconcile_interval_s,
+        config.genesys_rate_limit_per_min))
+    return [Duty("reconcile", config.reconcile_interval_s, reconciler.run)]
+
+
+def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Session,
+               clock: Clock) -> falcon.App[falcon.Request, falcon.Response]:
+    """Build the WSGI app from its configuration and its three outside collaborators."""
+    services = build_services(config, redis_client=redis_client, http=http, clock=clock)
+    contracts, callbacks = services.contracts, services.callbacks
     app = falcon.App(middleware=[RequestGuard(
         Authenticator(config.basic_credentials, config.api_keys), config.request_deadline_s)])
     install_error_handlers(app)
     app.add_route("/healthz", HealthResource())
-    app.add_route("/readyz", ReadyResource(Readiness(store, genesys)))
+    app.add_route("/readyz", ReadyResource(Readiness(services.store, services.genesys)))
     app.add_route("/openapi.json", OpenApiResource(openapi_document(contracts, __version__)))
-    app.add_route("/v1/actions/create-callback",
-                  ActionResource(contracts["create-callback"], callbacks.create))
+    for action, handler in (("create-callback", callbacks.create),
+                            ("find-pending-callbacks", callbacks.find_pending),
+                            ("cancel-callback", callbacks.cancel)):
+        app.add_route(f"/v1/actions/{action}", ActionResource(contracts[action], handler))
     app.add_sink(unknown_route, prefix="/")
     return app

@@ -1,32 +1,41 @@
-"""``create-callback``: the pipeline of SPEC §3.1, one visible step per rule.
+"""The callback actions: ``create-callback``, ``find-pending-callbacks``, ``cancel-callback``.
 
-contract → number → consent → time → (duplicate) → (owner) → create in Genesys.
+The create pipeline reads like the spec, one visible step per rule::
+
+    contract → number → (idempotency) → consent → time → duplicate → (owner) → create
+
 The first failing check gives the answer, and nothing reaches Genesys unless every
-check passed. Steps in brackets come with their own modules when they go live.
+check passed. A REJECTED answer leaves nothing behind: the number's claim is released
+and no idempotent answer is stored. The owner step comes with its own module when it
+goes live; until then the agent asked for owns the callback.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from middleware import consent, timing
 from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
-from middleware.errors import UpstreamRejected, UpstreamUnavailable
+from middleware.duplicates import DuplicateWindow, epoch_ms
+from middleware.errors import StoreUnavailable, UpstreamRejected, UpstreamUnavailable
 from middleware.genesys import GenesysClient
+from middleware.idempotency import IdempotencyGate, key_for
 from middleware.numbers import CustomerNumber, normalise
-from middleware.store import Store
+from middleware.store import LedgerRecord, Store
 
 log = logging.getLogger(__name__)
 
 AGENT_OWNED: Final = "AGENT_OWNED_CALLBACK"
-# Kept a little beyond the longest schedule so cancel/reschedule can still find a callback.
-_RECORD_SLACK: Final = timedelta(days=2)
+_CALLBACK_ID: Final = re.compile(r"^[0-9A-Za-z-]{8,64}$")
+
+Answer = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -38,31 +47,69 @@ class Rules:
     horizon: timedelta
 
 
-class CallbackService:
-    """Creates consent-checked, agent-owned callbacks."""
+def from_ms(ms: int) -> datetime:
+    """The instant of a ledger score."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
-    def __init__(self, rules: Rules, contract: Contract, genesys: GenesysClient, store: Store,
+
+class CallbackService:
+    """Creates, finds and cancels consent-checked, agent-owned callbacks."""
+
+    def __init__(self, rules: Rules, contracts: dict[str, Contract], genesys: GenesysClient,
+                 store: Store, window: DuplicateWindow, idempotency: IdempotencyGate,
                  clock: Clock) -> None:
         self._rules = rules
-        self._contract = contract
+        self._create_out = contracts["create-callback"]
+        self._find_out = contracts["find-pending-callbacks"]
+        self._cancel_out = contracts["cancel-callback"]
         self._genesys = genesys
         self._store = store
+        self._window = window
+        self._idempotency = idempotency
         self._clock = clock
 
-    def create(self, fields: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        """Run every check in order and create the callback if all pass; return the answer."""
-        answer = self._contract.answer
-        now = self._clock.now()
-        agent_id = str(fields["agentId"])
-        common = {"requestId": ctx.request_id, "ownerAgentId": agent_id}
+    def _number(self, fields: dict[str, Any]) -> CustomerNumber | None:
+        return normalise(str(fields["customerNumber"]),
+                         str(fields.get("customerCountry") or self._rules.default_country))
 
-        number = normalise(str(fields["customerNumber"]),
-                           str(fields.get("customerCountry") or self._rules.default_country))
+    # -- create-callback ----------------------------------------------------------------
+
+    def create(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
+        """Run every check in order, create the callback if all pass, and return the answer."""
+        agent_id = str(fields["agentId"])
+        number = self._number(fields)
         if number is None:
-            return answer(outcome="REJECTED", reason="INVALID_NUMBER",
-                          message="The customer number is not a valid phone number.", **common)
-        common["customerNumberE164"] = number.e164
-        common["customerTimeZone"] = ",".join(number.zones)
+            return self._create_out.answer(
+                outcome="REJECTED", reason="INVALID_NUMBER", requestId=ctx.request_id,
+                ownerAgentId=agent_id, message="The customer number is not a valid phone number.")
+
+        key = key_for(fields, ctx.idempotency_key, ctx.credential, number.e164)
+        token = uuid.uuid4().hex
+        if key is not None:
+            started = self._idempotency.begin(key, token)
+            if started.replay is not None:
+                log.info("idempotent replay", extra={"number": number.masked})
+                return {**started.replay, "replayed": True, "requestId": ctx.request_id}
+        answer: Answer = {"outcome": "REJECTED"}
+        try:
+            answer = self._create_checked(fields, number, agent_id, token, ctx)
+        finally:
+            if key is not None:
+                try:
+                    self._idempotency.finish(key, token, answer)
+                except StoreUnavailable:
+                    # The in-flight lease expires on its own; the caller gets our answer.
+                    log.warning("could not store the idempotent answer")
+        return answer
+
+    def _create_checked(self, fields: dict[str, Any], number: CustomerNumber, agent_id: str,
+                        token: str, ctx: RequestContext) -> Answer:
+        answer = self._create_out.answer
+        now = self._clock.now()
+        common: dict[str, Any] = {
+            "requestId": ctx.request_id, "ownerAgentId": agent_id,
+            "customerNumberE164": number.e164, "customerTimeZone": ",".join(number.zones),
+        }
 
         verdict = consent.check(fields)
         if verdict.reason != "OK":
@@ -81,35 +128,65 @@ class CallbackService:
                       customerLocalTime=timing.format_local(scheduled, number.zones[0])
                       if number.zones else "")
 
-        token = uuid.uuid4().hex
-        command = self._command(fields, number, agent_id, timing.format_utc(scheduled), token)
-        try:
-            created = self._genesys.create_callback(command, ctx.deadline)
-        except UpstreamUnavailable as exc:
-            log.warning("genesys unavailable for create", extra={"error": exc.message})
+        claim = self._window.claim(number, token, ctx.deadline)
+        if claim.existing is not None:
+            return self._duplicate(claim.existing, common)
+        if not claim.claimed:
             return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE",
-                          message="Genesys Cloud could not be reached in time; nothing was "
-                          "created. Retry the same request.", **common)
-        except UpstreamRejected as exc:
-            log.warning("genesys rejected create",
-                        extra={"status": exc.status, "code": exc.code, "error": exc.message})
-            return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED",
-                          message=f"Genesys Cloud refused the callback: {exc.message}", **common)
+                          message="Another request for this number is being created right "
+                          "now; retry shortly to receive it.", **common)
 
-        self._store.record_callback(created.conversation_id, {
-            "callbackId": created.conversation_id,
-            "identifiers": created.identifiers,
-            "requestToken": token,
-            "agentId": agent_id,
-            "queueId": fields["queueId"],
-            "scheduledTimeUtc": timing.format_utc(scheduled),
-            "createdAt": timing.format_utc(now),
-        }, ttl_s=int((self._rules.horizon + _RECORD_SLACK).total_seconds()))
+        try:
+            created = self._genesys.create_callback(
+                self._command(fields, number, agent_id, timing.format_utc(scheduled), token),
+                ctx.deadline)
+        except (UpstreamUnavailable, UpstreamRejected) as exc:
+            self._window.release(number, token)
+            return self._upstream_failure(exc, common)
+        except BaseException:
+            self._window.release(number, token)
+            raise
+
+        acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
+        self._window.commit(number, token, LedgerRecord(
+            callback_id=created.conversation_id, number_key="", scheduled_ms=epoch_ms(scheduled),
+            agent_id=agent_id, queue_id=str(fields["queueId"]), state="PENDING", acd_id=acd,
+            request_token=token, created_ms=epoch_ms(now)))
         log.info("callback created", extra={"callbackId": created.conversation_id,
                                             "number": number.masked, "agentId": agent_id})
         return answer(outcome="CREATED", reason="OK", callbackId=created.conversation_id,
                       assignedAgentId=agent_id,
                       message=f"Callback scheduled for {timing.format_utc(scheduled)}.", **common)
+
+    def _duplicate(self, existing: LedgerRecord, common: dict[str, Any]) -> Answer:
+        instant = from_ms(existing.scheduled_ms)
+        when = timing.format_utc(instant)
+        zone = str(common["customerTimeZone"]).split(",")[0]
+        log.info("duplicate found", extra={"callbackId": existing.callback_id})
+        return self._create_out.answer(**{
+            **common,
+            "outcome": "DUPLICATE", "reason": "DUPLICATE_PENDING",
+            "message": f"A callback for this number is already scheduled for {when}; "
+                       "no new one was created.",
+            "callbackId": existing.callback_id, "scheduledTimeUtc": when,
+            "assignedAgentId": existing.agent_id, "existingCallbackId": existing.callback_id,
+            "existingScheduledTimeUtc": when, "existingAgentId": existing.agent_id,
+            "customerLocalTime": timing.format_local(instant, zone) if zone else "",
+        })
+
+    def _upstream_failure(self, exc: UpstreamUnavailable | UpstreamRejected,
+                          common: dict[str, Any]) -> Answer:
+        if isinstance(exc, UpstreamUnavailable):
+            log.warning("genesys unavailable for create", extra={"error": exc.message})
+            return self._create_out.answer(
+                outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
+                message="Genesys Cloud could not be reached in time; nothing was created. "
+                "Retry the same request.")
+        log.warning("genesys rejected create",
+                    extra={"status": exc.status, "code": exc.code, "error": exc.message})
+        return self._create_out.answer(
+            outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
+            message=f"Genesys Cloud refused the callback: {exc.message}")
 
     @staticmethod
     def _command(fields: dict[str, Any], number: CustomerNumber, agent_id: str,
@@ -136,3 +213,62 @@ class CallbackService:
         if fields.get("customerName"):
             command["callbackUserName"] = str(fields["customerName"])
         return command
+
+    # -- find-pending-callbacks ---------------------------------------------------------
+
+    def find_pending(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
+        """The number's pending callbacks in the window; the earliest one in detail."""
+        answer = self._find_out.answer
+        common = {"requestId": ctx.request_id, "windowHours": self._window.window_hours}
+        number = self._number(fields)
+        if number is None:
+            return answer(outcome="REJECTED", reason="INVALID_NUMBER",
+                          message="The customer number is not a valid phone number.", **common)
+        pending = self._window.pending(number)
+        if not pending:
+            return answer(outcome="NONE", reason="OK", customerNumberE164=number.e164,
+                          message=f"No callback is pending within {common['windowHours']} "
+                          "hours.", **common)
+        first = pending[0]
+        when = timing.format_utc(from_ms(first.scheduled_ms))
+        return answer(outcome="FOUND", reason="OK", customerNumberE164=number.e164,
+                      hasPending=True, pendingCount=len(pending), callbackId=first.callback_id,
+                      scheduledTimeUtc=when, agentId=first.agent_id, queueId=first.queue_id,
+                      message=f"{len(pending)} callback(s) pending; the next at {when}.",
+                      **common)
+
+    # -- cancel-callback ----------------------------------------------------------------
+
+    def cancel(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
+        """Disconnect a callback created here and take it out of the window."""
+        answer = self._cancel_out.answer
+        callback_id = str(fields["callbackId"])
+        common = {"requestId": ctx.request_id, "callbackId": callback_id}
+        record = self._store.callback(callback_id) if _CALLBACK_ID.match(callback_id) else None
+        if record is None:
+            return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
+                          message="No callback with this id was created through this service.")
+        if record.state == "CANCELLED":
+            return answer(outcome="CANCELLED", reason="OK", **common,
+                          message="The callback was already cancelled.")
+        if not record.pending:
+            return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
+                          message=f"The callback is no longer pending ({record.state.lower()}).")
+        try:
+            self._genesys.disconnect_callback(callback_id, record.acd_id, ctx.deadline)
+        except UpstreamUnavailable:
+            return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
+                          message="Genesys Cloud could not be reached; the callback is "
+                          "unchanged. Retry the same request.")
+        except UpstreamRejected as exc:
+            if exc.status != 404:
+                return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
+                              message=f"Genesys Cloud refused the cancel: {exc.message}")
+            self._store.close_callback(record, "DISCONNECTED")
+            return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
+                          message="Genesys Cloud no longer holds this callback; it was "
+                          "removed from the window.")
+        self._store.close_callback(record, "CANCELLED")
+        log.info("callback cancelled", extra={"callbackId": callback_id})
+        return answer(outcome="CANCELLED", reason="OK", **common,
+                      message="The callback was disconnected in Genesys Cloud.")

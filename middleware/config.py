@@ -64,6 +64,23 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("MIN_LEAD_MINUTES", "5", "Earliest a callback may be scheduled, from now."),
     Setting("MAX_SCHEDULE_DAYS", "30", "Latest a callback may be scheduled, from now."),
     Setting("REQUEST_DEADLINE_MS", "5000", "Every request answers within this budget.", "web"),
+    Setting(
+        "DUPLICATE_WINDOW_HOURS", "48", "A pending callback scheduled within this many hours "
+        "from now makes a new request for the number a DUPLICATE; idempotency keys live at "
+        "least this long."
+    ),
+    Setting(
+        "GENESYS_RATE_LIMIT_PER_MIN", "300", "Genesys API calls per minute this OAuth client "
+        "may make (the org's per-client limit); background work stays within a quarter of it."
+    ),
+    Setting(
+        "RECONCILE_INTERVAL_SECONDS", "60", "How often the worker checks pending callbacks "
+        "against Genesys.", "worker"
+    ),
+    Setting(
+        "RECONCILE_BATCH_SIZE", "50", "Most pending callbacks checked per round (further "
+        "capped by GENESYS_RATE_LIMIT_PER_MIN).", "worker"
+    ),
     Setting("LOG_LEVEL", "INFO", "Python log level of the JSON logs."),
     Setting("SIM_PORT", "8090", "Port of the Genesys simulator.", "sim"),
     Setting(
@@ -149,6 +166,10 @@ class Config:
     min_lead_minutes: int
     max_schedule_days: int
     request_deadline_s: float
+    duplicate_window_hours: int
+    genesys_rate_limit_per_min: int
+    reconcile_interval_s: int
+    reconcile_batch_size: int
     log_level: str
 
     @classmethod
@@ -197,6 +218,10 @@ class Config:
             min_lead_minutes=r.positive_int("MIN_LEAD_MINUTES"),
             max_schedule_days=r.positive_int("MAX_SCHEDULE_DAYS"),
             request_deadline_s=r.positive_int("REQUEST_DEADLINE_MS") / 1000,
+            duplicate_window_hours=r.positive_int("DUPLICATE_WINDOW_HOURS"),
+            genesys_rate_limit_per_min=r.positive_int("GENESYS_RATE_LIMIT_PER_MIN"),
+            reconcile_interval_s=r.positive_int("RECONCILE_INTERVAL_SECONDS"),
+            reconcile_batch_size=r.positive_int("RECONCILE_BATCH_SIZE"),
             log_level=level,
         )
 

@@ -22,6 +22,8 @@ SCHEMAS_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
 #: Action route name -> Genesys data action name. A changed contract is a new name (SPEC §7).
 ACTIONS: Final[dict[str, str]] = {
     "create-callback": "Callback - Create v1",
+    "find-pending-callbacks": "Callback - Find Pending v1",
+    "cancel-callback": "Callback - Cancel v1",
 }
 
 _EMPTY: Final[dict[str, Any]] = {"string": "", "boolean": False, "integer": 0, "number": 0}

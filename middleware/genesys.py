@@ -208,6 +208,32 @@ class GenesysClient:
         return cast(dict[str, Any], answer)
 
 
+    def disconnect_callback(self, conversation_id: str, callback_id: str,
+                            deadline: Deadline) -> None:
+        """Disconnect a scheduled callback (bulk disconnect with its ACD callback id)."""
+        self.call("POST", "/api/v2/conversations/callbacks/bulk/disconnect", deadline, body={
+            "callbackDisconnectIdentifiers": [
+                {"conversationId": conversation_id, "callbackId": callback_id}],
+        })
+
+
+#: Participant states after which a callback will never ring again.
+ENDED_STATES: Final = {"disconnected": "DISCONNECTED", "terminated": "COMPLETED"}
+
+
+def callback_end_state(conversation: dict[str, Any] | None) -> str | None:
+    """``DISCONNECTED``/``COMPLETED`` when Genesys shows the callback over, else ``None``.
+
+    A conversation Genesys no longer knows counts as disconnected.
+    """
+    if conversation is None:
+        return "DISCONNECTED"
+    states = [str(p.get("state", "")).lower() for p in conversation.get("participants", [])]
+    if states and all(s in ENDED_STATES for s in states):
+        return "COMPLETED" if "terminated" in states else "DISCONNECTED"
+    return None
+
+
 def _retry_after(resp: requests.Response) -> float | None:
     value = resp.headers.get("Retry-After", "").strip()
     if not value:

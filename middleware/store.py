@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -26,12 +27,81 @@ T = TypeVar("T")
 
 PREFIX: Final = "cbm:"
 
-# Deleting a lock only while it still holds our token keeps one worker from freeing a lock
-# that expired and was taken by another.
+# Deleting a lock or claim only while it still holds our token keeps one request from
+# freeing a claim that expired and was taken by another.
 _RELEASE_LOCK: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# The duplicate window's check-and-claim, one atomic step for all workers and instances.
+# KEYS[1] the number's claim; KEYS[2..] its pending sets (current HMAC key first, then the
+# ones of older PII keys). ARGV: token, window end ms, claim ttl ms, forget-before ms.
+# A claim already holding our own token means Redis applied an earlier try of this very
+# command whose reply was lost: that is our claim, not somebody else's.
+_CLAIM_WINDOW: Final = """
+for i = 2, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[4])
+  local found = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
+  if #found > 0 then return {'DUPLICATE', found[1], found[2]} end
+end
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return {'CLAIMED'} end
+if held then return {'BUSY', '', tostring(redis.call('PTTL', KEYS[1]))} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return {'CLAIMED'}
+"""
+
+# Record a created (or queued) callback in the ledger and its indexes, then drop our claim.
+# KEYS: claim, number's pending set, record, global pending set.
+# ARGV: token, callback id, scheduled ms, ttl s, then the record's field/value pairs.
+# Every write is idempotent, so a retried command after a lost reply changes nothing.
+_COMMIT_CALLBACK: Final = """
+redis.call('HSET', KEYS[3], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# Take a callback out of the window for good. KEYS: record, number's pending set, global set.
+_CLOSE_CALLBACK: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'st', ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+"""
+
+# Idempotency keys (Stripe semantics). KEYS[1] the key's record.
+# ARGV: fingerprint, owner token, in-flight lease ms.
+_BEGIN_IDEMPOTENT: Final = """
+local cur = redis.call('HMGET', KEYS[1], 'st', 'fp', 'o', 'b')
+if not cur[1] then
+  redis.call('HSET', KEYS[1], 'st', 'inflight', 'fp', ARGV[1], 'o', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'NEW'}
+end
+if cur[2] ~= ARGV[1] then return {'MISMATCH'} end
+if cur[1] == 'done' then return {'REPLAY', cur[4]} end
+if cur[3] == ARGV[2] then return {'NEW'} end
+return {'INFLIGHT', tostring(redis.call('PTTL', KEYS[1]))}
+"""
+
+# ARGV: owner token, answer JSON ('' = forget the key), ttl s.
+_FINISH_IDEMPOTENT: Final = """
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'st', 'done', 'b', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+#: Ledger states: pending ones count in the duplicate window, the others never again.
+PENDING_STATES: Final = frozenset({"PENDING", "QUEUED"})
+TERMINAL_STATES: Final = frozenset({"CANCELLED", "COMPLETED", "DISCONNECTED"})
 
 
 def connect(url: str, timeout_s: float) -> redis.Redis:
@@ -61,6 +131,11 @@ class Store:
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
         self._release_lock = client.register_script(_RELEASE_LOCK)
+        self._claim_window = client.register_script(_CLAIM_WINDOW)
+        self._commit_callback = client.register_script(_COMMIT_CALLBACK)
+        self._close_callback = client.register_script(_CLOSE_CALLBACK)
+        self._begin_idempotent = client.register_script(_BEGIN_IDEMPOTENT)
+        self._finish_idempotent = client.register_script(_FINISH_IDEMPOTENT)
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -119,14 +194,161 @@ class Store:
         key = f"{PREFIX}token-lock:{client}"
         self._call(lambda: self._release_lock(keys=[key], args=[holder]))
 
-    # -- callbacks ----------------------------------------------------------------------
+    # -- the callback ledger and its duplicate window ------------------------------------
 
-    def record_callback(self, callback_id: str, record: dict[str, Any], ttl_s: int) -> None:
-        """Keep what later calls need about a created callback (its identifiers above all)."""
-        key = f"{PREFIX}callback:{callback_id}"
-        self._call(lambda: self._r.set(key, json.dumps(record), ex=ttl_s))
+    @staticmethod
+    def _number(digest: str) -> str:
+        # One hash tag per number keeps its claim and pending set in one Cluster slot.
+        return f"{PREFIX}{{n:{digest}}}"
 
-    def callback(self, callback_id: str) -> dict[str, Any] | None:
-        """A callback created here, or ``None``."""
-        raw = self._call(lambda: self._r.get(f"{PREFIX}callback:{callback_id}"))
-        return cast(dict[str, Any], json.loads(cast(str, raw))) if raw else None
+    def claim_window(self, digests: tuple[str, ...], token: str, window_end_ms: int,
+                     claim_ttl_ms: int, forget_before_ms: int) -> WindowClaim:
+        """Atomically find a pending callback in the window or claim the number for us.
+
+        ``digests[0]`` is the number's current HMAC digest; the others are read too, so
+        rotating ``PII_KEYS`` never hides a pending callback.
+        """
+        keys = [f"{self._number(digests[0])}:claim"]
+        keys += [f"{self._number(d)}:pending" for d in digests]
+        reply = self._call(lambda: self._claim_window(
+            keys=keys, args=[token, window_end_ms, claim_ttl_ms, forget_before_ms]))
+        status = str(reply[0])
+        if status == "DUPLICATE":
+            return WindowClaim(status, str(reply[1]), int(float(reply[2])))
+        if status == "BUSY":
+            return WindowClaim(status, "", max(int(reply[2]), 0))
+        return WindowClaim(status)
+
+    def release_claim(self, digest: str, token: str) -> None:
+        """Give the number back after a refusal or failure, if the claim is still ours."""
+        key = f"{self._number(digest)}:claim"
+        self._call(lambda: self._release_lock(keys=[key], args=[token]))
+
+    def commit_callback(self, digest: str, token: str, record: LedgerRecord,
+                        ttl_s: int) -> None:
+        """Put a created or queued callback in the ledger and the window; release the claim."""
+        fields: list[str | int] = []
+        for name, value in record.to_fields().items():
+            fields += [name, value]
+        keys = [f"{self._number(digest)}:claim", f"{self._number(digest)}:pending",
+                f"{PREFIX}cb:{record.callback_id}", f"{PREFIX}pending"]
+        self._call(lambda: self._commit_callback(
+            keys=keys, args=[token, record.callback_id, record.scheduled_ms, ttl_s, *fields]))
+
+    def callback(self, callback_id: str) -> LedgerRecord | None:
+        """A callback of the ledger, or ``None``."""
+        raw = self._call(lambda: self._r.hgetall(f"{PREFIX}cb:{callback_id}"))
+        return LedgerRecord.from_fields(cast(dict[str, str], raw)) if raw else None
+
+    def callbacks(self, callback_ids: list[str]) -> list[LedgerRecord]:
+        """Several ledger records in one round trip, skipping those that are gone."""
+        pipe = self._r.pipeline(transaction=False)
+        for callback_id in callback_ids:
+            pipe.hgetall(f"{PREFIX}cb:{callback_id}")
+        rows = cast(list[dict[str, str]], self._call(pipe.execute))
+        return [LedgerRecord.from_fields(row) for row in rows if row]
+
+    def close_callback(self, record: LedgerRecord, state: str) -> bool:
+        """Mark a callback terminal and take it out of the window; false if it is unknown."""
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"{state} is not a terminal state")
+        keys = [f"{PREFIX}cb:{record.callback_id}", f"{self._number(record.number_key)}:pending",
+                f"{PREFIX}pending"]
+        return bool(self._call(lambda: self._close_callback(
+            keys=keys, args=[state, record.callback_id])))
+
+    def pending_in_window(self, digests: tuple[str, ...], window_end_ms: int
+                          ) -> list[tuple[str, int]]:
+        """``(callback id, scheduled ms)`` of a number's pending callbacks, earliest first."""
+        pipe = self._r.pipeline(transaction=False)
+        for digest in digests:
+            pipe.zrangebyscore(f"{self._number(digest)}:pending", "-inf", window_end_ms,
+                               withscores=True)
+        rows = cast(list[list[tuple[str, float]]], self._call(pipe.execute))
+        found = [(str(cid), int(score)) for row in rows for cid, score in row]
+        return sorted(found, key=lambda item: (item[1], item[0]))
+
+    def pending_page(self, after_ms: int, limit: int) -> list[tuple[str, int]]:
+        """The next pending callbacks scheduled after ``after_ms``, in order (for the worker).
+
+        Callbacks sharing the last page's millisecond with ones beyond the page wait for
+        the next pass over the ledger; every callback is still visited on every pass.
+        """
+        rows = cast(list[tuple[str, float]], self._call(lambda: self._r.zrangebyscore(
+            f"{PREFIX}pending", f"({after_ms}", "+inf", start=0, num=limit, withscores=True)))
+        return [(str(cid), int(score)) for cid, score in rows]
+
+    def forget_pending(self, callback_ids: list[str]) -> None:
+        """Drop ids from the worker's index whose ledger records have expired."""
+        self._call(lambda: self._r.zrem(f"{PREFIX}pending", *callback_ids))
+
+    def reconcile_cursor(self) -> int:
+        """The scheduled time (ms) where the worker's last reconciliation page stopped."""
+        raw = self._call(lambda: self._r.get(f"{PREFIX}reconcile-cursor"))
+        return int(cast(str, raw)) if raw else -1
+
+    def save_reconcile_cursor(self, after_ms: int) -> None:
+        """Remember where the next reconciliation page starts (-1: from the beginning)."""
+        self._call(lambda: self._r.set(f"{PREFIX}reconcile-cursor", str(after_ms)))
+
+    # -- idempotency keys ---------------------------------------------------------------
+
+    def begin_idempotent(self, scope: str, fingerprint: str, owner: str, lease_ms: int
+                         ) -> tuple[str, str]:
+        """``(NEW|REPLAY|MISMATCH|INFLIGHT, stored answer or ms left in flight)``."""
+        reply = self._call(lambda: self._begin_idempotent(
+            keys=[f"{PREFIX}idem:{scope}"], args=[fingerprint, owner, lease_ms]))
+        return str(reply[0]), str(reply[1]) if len(reply) > 1 else ""
+
+    def finish_idempotent(self, scope: str, owner: str, answer: str, ttl_s: int) -> None:
+        """Store the answer for replays (``answer`` empty: forget the key altogether)."""
+        self._call(lambda: self._finish_idempotent(
+            keys=[f"{PREFIX}idem:{scope}"], args=[owner, answer, ttl_s]))
+
+
+@dataclass(frozen=True)
+class WindowClaim:
+    """``CLAIMED`` (go ahead), ``DUPLICATE`` (``callback_id`` pending) or ``BUSY`` (in flight)."""
+
+    status: str
+    callback_id: str = ""
+    value_ms: int = 0
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One callback created or queued here: all that duplicates, cancel and the worker need."""
+
+    callback_id: str
+    number_key: str
+    scheduled_ms: int
+    agent_id: str
+    queue_id: str
+    state: str
+    acd_id: str
+    request_token: str
+    created_ms: int
+
+    # Short field names: a pending callback must stay well under 512 bytes of Redis.
+    _FIELDS: ClassVar[dict[str, str]] = {
+        "callback_id": "id", "number_key": "n", "scheduled_ms": "s", "agent_id": "a",
+        "queue_id": "q", "state": "st", "acd_id": "x", "request_token": "t",
+        "created_ms": "c",
+    }
+
+    def to_fields(self) -> dict[str, str | int]:
+        """The Redis hash of this record."""
+        return {short: getattr(self, name) for name, short in self._FIELDS.items()}
+
+    @classmethod
+    def from_fields(cls, raw: dict[str, str]) -> LedgerRecord:
+        """Read a record back from its Redis hash."""
+        values: dict[str, Any] = {name: raw.get(short, "") for name, short in cls._FIELDS.items()}
+        values["scheduled_ms"] = int(values["scheduled_ms"] or 0)
+        values["created_ms"] = int(values["created_ms"] or 0)
+        return cls(**values)
+
+    @property
+    def pending(self) -> bool:
+        """Whether it still counts in the duplicate window."""
+        return self.state in PENDING_STATES

@@ -2,7 +2,7 @@
 
 A duty does one bounded batch of work per call and reports how many items it handled;
 the loop never lets one duty's failure stop the others. Duties live in the modules of
-the rule they serve and are listed in ``build_duties``.
+the rule they serve and are listed in ``app.build_duties``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from middleware.config import Config
 from middleware.deadline import Deadline
 from middleware.errors import StoreUnavailable, UpstreamError
-from middleware.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +28,6 @@ class Duty:
     name: str
     interval_s: float
     run: Callable[[Deadline], int]
-
-
-def build_duties(config: Config) -> list[Duty]:
-    """The duties of this release (none yet: they arrive with the rules that need them)."""
-    return []
 
 
 def run_loop(duties: list[Duty], stop: threading.Event, batch_budget_s: float = 30.0) -> None:
@@ -57,9 +50,8 @@ def run_loop(duties: list[Duty], stop: threading.Event, batch_budget_s: float = 
         stop.wait(max(wait, 0.05))
 
 
-def run_worker(config: Config) -> int:
+def run_worker(duties: list[Duty]) -> int:
     """Procfile entry point: run until SIGTERM or SIGINT, finishing the current batch."""
-    configure_logging(config.log_level)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -68,7 +60,6 @@ def run_worker(config: Config) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    duties = build_duties(config)
     log.info("worker started", extra={"duties": [d.name for d in duties]})
     run_loop(duties, stop)
     return 0

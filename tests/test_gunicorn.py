@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import AUTH, Gunicorn, Simulator, create_body
+from tests.conftest import (
+    AUTH,
+    Gunicorn,
+    RedisServer,
+    Simulator,
+    create_body,
+    service_env,
+    start_gunicorn,
+)
 
 pytestmark = pytest.mark.gunicorn
 
@@ -60,3 +70,32 @@ def test_small_chunked_body_is_read(gunicorn_service: Gunicorn, sim: Simulator) 
                          headers={**AUTH, "Content-Type": "application/json"})
     assert resp.request.headers.get("Transfer-Encoding") == "chunked"
     assert resp.json()["outcome"] == "CREATED"
+
+
+def test_fifty_concurrent_creates_over_two_instances_make_one_callback(
+        redis_client: object, redis_server: RedisServer, sim: Simulator, tmp_path: Path) -> None:
+    """50 requests for one number, two gunicorn instances on one Redis: exactly one callback."""
+    env = service_env(redis_server.url, sim.url)
+    servers = [start_gunicorn(env, tmp_path / f"g{i}.log") for i in range(2)]
+    try:
+        def send(i: int) -> dict[str, Any]:
+            server = servers[i % 2]
+            body = create_body(customerNumber=["+14155552671", "(415) 555-2671",
+                                               "tel:+1-415-555-2671"][i % 3])
+            resp = requests.post(f"{server.url}/v1/actions/create-callback", json=body,
+                                 headers={**AUTH, "Idempotency-Key": f"k-{i}"}, timeout=15)
+            assert resp.status_code == 200, resp.text
+            return dict(resp.json())
+
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(send, range(50)))
+    finally:
+        for server in servers:
+            server.process.terminate()
+            server.process.wait(15)
+    created = [a for a in answers if a["outcome"] == "CREATED"]
+    assert len(created) == 1, [a["outcome"] + "/" + a["reason"] for a in answers]
+    winner = created[0]["callbackId"]
+    assert all(a["outcome"] == "DUPLICATE" and a["existingCallbackId"] == winner
+               for a in answers if a is not created[0])
+    assert [c["conversationId"] for c in sim.callbacks()] == [winner]

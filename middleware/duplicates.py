@@ -1,0 +1,102 @@
+"""The duplicate window: one pending callback per customer number within DUPLICATE_WINDOW_HOURS.
+
+A number has a pending callback when the ledger holds one for its E.164 form that is not
+completed, cancelled or disconnected and is scheduled no later than now + the window.
+Finding it and claiming the number for a new create are one atomic Redis step
+(``Store.claim_window``), so concurrent requests through any number of workers and
+instances create exactly one callback: the winner creates, the others wait for its
+result and answer DUPLICATE with it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Final
+
+from middleware.clock import Clock
+from middleware.deadline import Deadline
+from middleware.numbers import CustomerNumber, NumberKeys
+from middleware.store import LedgerRecord, Store
+
+#: Owned callbacks live at most 168 h past their time in Genesys; older entries are stale.
+FORGET_AFTER: Final = timedelta(days=8)
+_POLL_S: Final = 0.025
+# Leave this much of the deadline to answer after waiting for another request's create.
+_ANSWER_MARGIN_S: Final = 0.3
+
+
+def epoch_ms(instant: datetime) -> int:
+    """Milliseconds since the epoch, the score of the ledger's sorted sets."""
+    return int(instant.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``existing`` is set for a duplicate; ``busy`` when another request kept the number."""
+
+    claimed: bool
+    existing: LedgerRecord | None = None
+    busy: bool = False
+
+
+class DuplicateWindow:
+    """Finds pending callbacks for a number and claims it for one create at a time."""
+
+    def __init__(self, store: Store, keys: NumberKeys, window: timedelta, claim_ttl: timedelta,
+                 clock: Clock) -> None:
+        self._store = store
+        self._keys = keys
+        self._window = window
+        self._claim_ttl_ms = int(claim_ttl.total_seconds() * 1000)
+        self._clock = clock
+
+    @property
+    def window_hours(self) -> int:
+        """The window's length, as flows see it."""
+        return int(self._window.total_seconds() // 3600)
+
+    def claim(self, number: CustomerNumber, token: str, deadline: Deadline) -> Claim:
+        """Claim the number for ``token``, or return the pending callback that blocks it.
+
+        While another request holds the claim (it is creating right now), wait for its
+        result within the deadline: it either becomes the pending callback we return, or
+        is released and we claim.
+        """
+        digests = self._keys.all(number.e164)
+        while True:
+            now = self._clock.now()
+            result = self._store.claim_window(
+                digests, token, epoch_ms(now + self._window), self._claim_ttl_ms,
+                epoch_ms(now - FORGET_AFTER))
+            if result.status == "CLAIMED":
+                return Claim(claimed=True)
+            if result.status == "DUPLICATE":
+                record = self._store.callback(result.callback_id)
+                if record is not None and record.pending:
+                    return Claim(claimed=False, existing=record)
+                # The index outlived its record: drop it, then look again.
+                if record is not None:
+                    self._store.close_callback(record, "DISCONNECTED")
+                continue
+            if deadline.remaining() <= _ANSWER_MARGIN_S + _POLL_S:
+                return Claim(claimed=False, busy=True)
+            time.sleep(_POLL_S)
+
+    def commit(self, number: CustomerNumber, token: str, record: LedgerRecord) -> None:
+        """Record the created callback in the window and release the claim."""
+        ttl = max(record.scheduled_ms - epoch_ms(self._clock.now()), 0) // 1000
+        ttl += int(FORGET_AFTER.total_seconds())
+        digest = self._keys.current(number.e164)
+        self._store.commit_callback(digest, token, replace(record, number_key=digest), ttl)
+
+    def release(self, number: CustomerNumber, token: str) -> None:
+        """Free the number after a refusal, so it never blocks a later valid request."""
+        self._store.release_claim(self._keys.current(number.e164), token)
+
+    def pending(self, number: CustomerNumber) -> list[LedgerRecord]:
+        """The number's pending callbacks in the window, earliest first."""
+        end = epoch_ms(self._clock.now() + self._window)
+        found = self._store.pending_in_window(self._keys.all(number.e164), end)
+        return [r for r in self._store.callbacks([cid for cid, _ in found]) if r.pending]

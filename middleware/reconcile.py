@@ -1,0 +1,67 @@
+"""Keeping the ledger in step with Genesys: callbacks that ended there leave the window.
+
+A worker duty walks the ledger's pending callbacks in scheduled order, a bounded page
+per round, and asks Genesys about each. A page is capped so that reconciliation uses at
+most a quarter of ``GENESYS_RATE_LIMIT_PER_MIN``, leaving the rest to live requests.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from middleware.deadline import Deadline
+from middleware.errors import UpstreamRejected, UpstreamUnavailable
+from middleware.genesys import GenesysClient, callback_end_state
+from middleware.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def page_size(batch_size: int, interval_s: int, rate_limit_per_min: int) -> int:
+    """Callbacks per round: the configured batch, within a quarter of the rate limit."""
+    share = rate_limit_per_min * interval_s // (60 * 4)
+    return max(1, min(batch_size, share))
+
+
+class Reconciler:
+    """One round checks the next page of pending callbacks against Genesys."""
+
+    def __init__(self, store: Store, genesys: GenesysClient, batch: int) -> None:
+        self._store = store
+        self._genesys = genesys
+        self._batch = batch
+
+    def run(self, deadline: Deadline) -> int:
+        """Check one page; return how many callbacks left the window."""
+        page = self._store.pending_page(self._store.reconcile_cursor(), self._batch)
+        if not page:
+            self._store.save_reconcile_cursor(-1)
+            return 0
+        records = {r.callback_id: r for r in self._store.callbacks([cid for cid, _ in page])}
+        gone = [cid for cid, _ in page if cid not in records]
+        if gone:
+            # Their records expired long after their time: nothing left to reconcile.
+            self._store.forget_pending(gone)
+        closed, cursor = 0, self._store.reconcile_cursor()
+        for callback_id, scheduled_ms in page:
+            record = records.get(callback_id)
+            if record is not None and record.pending and record.state != "QUEUED":
+                try:
+                    conversation = self._genesys.get_callback(callback_id, deadline)
+                except UpstreamUnavailable as exc:
+                    log.warning("reconcile paused: genesys unavailable",
+                                extra={"error": exc.message})
+                    break
+                except UpstreamRejected as exc:
+                    log.warning("reconcile skipped a callback", extra={
+                        "callbackId": callback_id, "status": exc.status})
+                else:
+                    ended = callback_end_state(conversation)
+                    if ended is not None:
+                        self._store.close_callback(record, ended)
+                        closed += 1
+                        log.info("callback left the window",
+                                 extra={"callbackId": callback_id, "state": ended})
+            cursor = scheduled_ms
+        self._store.save_reconcile_cursor(cursor)
+        return closed
