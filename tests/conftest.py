@@ -281,11 +281,12 @@ class Gunicorn:
 def start_gunicorn(env: dict[str, str], log: Path, workers: int = 2) -> Gunicorn:
     """Run the shipped gunicorn config on a free port and wait for /healthz."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:middleware.gunicorn_conf",
-         "-w", str(workers), "-b", f"127.0.0.1:{port}", "middleware.wsgi:app"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:middleware.gunicorn_conf",
+             "-w", str(workers), "-b", f"127.0.0.1:{port}", "middleware.wsgi:app"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 20, "gunicorn")
