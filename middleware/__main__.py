@@ -3,6 +3,8 @@
 * ``export-actions --base-url URL --auth basic|apikey [--out DIR]``: write the data action files.
 * ``worker``: run the background worker (Procfile ``worker``).
 * ``check-config``: parse the environment and report the first bad setting.
+* ``consent-evidence --number N [--country CC] [--format table|json]``: one customer's
+  consents, revocations and callbacks in time order.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from middleware.app import build_duties, build_services
 from middleware.clock import SystemClock
 from middleware.config import Config, ConfigError
 from middleware.contracts import load_contracts
+from middleware.evidence import render_evidence
 from middleware.export import export_actions
 from middleware.genesys import new_session
 from middleware.logs import configure_logging
+from middleware.numbers import normalise
 from middleware.store import connect
 from middleware.worker import run_worker
 
@@ -36,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--out", type=Path, default=DATA_ACTIONS_DIR, help="output folder")
     commands.add_parser("worker", help="run the background worker")
     commands.add_parser("check-config", help="validate the environment and exit")
+    evidence = commands.add_parser("consent-evidence",
+                                   help="print one customer's consent history")
+    evidence.add_argument("--number", required=True, help="the customer number, any format")
+    evidence.add_argument("--country", default="", help="ISO 3166 hint for national numbers")
+    evidence.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args(argv)
 
     if args.command == "export-actions":
@@ -53,10 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration ok")
         return 0
     configure_logging(config.log_level)
-    duties = build_duties(build_services(
-        config, redis_client=connect(config.redis_url, config.redis_timeout_s),
-        http=new_session(), clock=SystemClock()))
-    return run_worker(duties)
+    services = build_services(config,
+                              redis_client=connect(config.redis_url, config.redis_timeout_s),
+                              http=new_session(), clock=SystemClock())
+    if args.command == "consent-evidence":
+        number = normalise(args.number, args.country or config.default_country)
+        if number is None:
+            print("not a valid phone number", file=sys.stderr)
+            return 2
+        events = services.consents.evidence(number)
+        print(render_evidence(number.e164, events, args.format))
+        return 0
+    return run_worker(build_duties(services))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from middleware import __version__
 from middleware.callbacks import CallbackService, Rules
 from middleware.clock import Clock
 from middleware.config import Config
+from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
 from middleware.duplicates import DuplicateWindow
 from middleware.genesys import GenesysClient, GenesysSettings
@@ -50,7 +51,10 @@ class Services:
     contracts: dict[str, Contract]
     store: Store
     genesys: GenesysClient
+    window: DuplicateWindow
+    consents: ConsentLedger
     callbacks: CallbackService
+    consent_actions: ConsentService
 
 
 def build_services(config: Config, *, redis_client: redis.Redis, http: requests.Session,
@@ -67,24 +71,31 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
     ), store, http)
     contracts = load_contracts()
     lease = timedelta(seconds=config.request_deadline_s) + _LEASE_SLACK
-    window = timedelta(hours=config.duplicate_window_hours)
+    window_length = timedelta(hours=config.duplicate_window_hours)
+    retention = timedelta(days=config.consent_retention_days)
+    keys = NumberKeys(config.pii_keys)
+    window = DuplicateWindow(store, keys, window_length, lease, clock, retention)
+    consents = ConsentLedger(store, keys, clock, timedelta(hours=config.consent_max_age_hours),
+                             retention)
     callbacks = CallbackService(
         Rules(default_country=config.default_country,
               min_lead=timedelta(minutes=config.min_lead_minutes),
               horizon=timedelta(days=config.max_schedule_days)),
-        contracts, genesys, store,
-        DuplicateWindow(store, NumberKeys(config.pii_keys), window, lease, clock),
+        contracts, genesys, store, window,
         IdempotencyGate(store, lease_ms=int(lease.total_seconds() * 1000),
-                        keep_s=int((window + timedelta(days=1)).total_seconds())),
-        clock,
+                        keep_s=int((window_length + timedelta(days=1)).total_seconds())),
+        consents, clock,
     )
-    return Services(config, contracts, store, genesys, callbacks)
+    consent_actions = ConsentService(consents, window, callbacks.cancel_record, contracts,
+                                     config.default_country, clock)
+    return Services(config, contracts, store, genesys, window, consents, callbacks,
+                    consent_actions)
 
 
 def build_duties(services: Services) -> list[Duty]:
     """The worker's periodic duties."""
     config = services.config
-    reconciler = Reconciler(services.store, services.genesys, page_size(
+    reconciler = Reconciler(services.store, services.genesys, services.window, page_size(
         config.reconcile_batch_size, config.reconcile_interval_s,
         config.genesys_rate_limit_per_min))
     return [Duty("reconcile", config.reconcile_interval_s, reconciler.run)]
@@ -94,7 +105,8 @@ def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Sess
                clock: Clock) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app from its configuration and its three outside collaborators."""
     services = build_services(config, redis_client=redis_client, http=http, clock=clock)
-    contracts, callbacks = services.contracts, services.callbacks
+    contracts, callbacks, consent = services.contracts, services.callbacks, \
+        services.consent_actions
     app = falcon.App(middleware=[RequestGuard(
         Authenticator(config.basic_credentials, config.api_keys), config.request_deadline_s)])
     install_error_handlers(app)
@@ -103,7 +115,9 @@ def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Sess
     app.add_route("/openapi.json", OpenApiResource(openapi_document(contracts, __version__)))
     for action, handler in (("create-callback", callbacks.create),
                             ("find-pending-callbacks", callbacks.find_pending),
-                            ("cancel-callback", callbacks.cancel)):
+                            ("cancel-callback", callbacks.cancel),
+                            ("record-consent", consent.record_consent),
+                            ("revoke-consent", consent.revoke_consent)):
         app.add_route(f"/v1/actions/{action}", ActionResource(contracts[action], handler))
     app.add_sink(unknown_route, prefix="/")
     return app

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from middleware import consent, timing
+from middleware import timing
 from middleware.clock import Clock
+from middleware.consent import ConsentLedger
 from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.duplicates import DuplicateWindow, epoch_ms
@@ -57,7 +58,7 @@ class CallbackService:
 
     def __init__(self, rules: Rules, contracts: dict[str, Contract], genesys: GenesysClient,
                  store: Store, window: DuplicateWindow, idempotency: IdempotencyGate,
-                 clock: Clock) -> None:
+                 consents: ConsentLedger, clock: Clock) -> None:
         self._rules = rules
         self._create_out = contracts["create-callback"]
         self._find_out = contracts["find-pending-callbacks"]
@@ -66,6 +67,7 @@ class CallbackService:
         self._store = store
         self._window = window
         self._idempotency = idempotency
+        self._consents = consents
         self._clock = clock
 
     def _number(self, fields: dict[str, Any]) -> CustomerNumber | None:
@@ -111,10 +113,10 @@ class CallbackService:
             "customerNumberE164": number.e164, "customerTimeZone": ",".join(number.zones),
         }
 
-        verdict = consent.check(fields)
+        verdict = self._consents.check(fields, number)
         if verdict.reason != "OK":
             return answer(outcome="REJECTED", reason=verdict.reason, message=verdict.message,
-                          **common)
+                          consentId=str(fields.get("consentId") or ""), **common)
 
         when = timing.resolve(fields.get("requestedTime"), fields.get("requestedLocalTime"),
                               fields.get("timeZone"), now, self._rules.min_lead,
@@ -137,9 +139,12 @@ class CallbackService:
                           "now; retry shortly to receive it.", **common)
 
         try:
+            consent_id = verdict.consent_id or self._consents.record(
+                number, fields, verdict.captured or now, via="create-callback")
+            common["consentId"] = consent_id
             created = self._genesys.create_callback(
-                self._command(fields, number, agent_id, timing.format_utc(scheduled), token),
-                ctx.deadline)
+                self._command(fields, number, agent_id, timing.format_utc(scheduled), token,
+                              consent_id), ctx.deadline)
         except (UpstreamUnavailable, UpstreamRejected) as exc:
             self._window.release(number, token)
             return self._upstream_failure(exc, common)
@@ -151,7 +156,7 @@ class CallbackService:
         self._window.commit(number, token, LedgerRecord(
             callback_id=created.conversation_id, number_key="", scheduled_ms=epoch_ms(scheduled),
             agent_id=agent_id, queue_id=str(fields["queueId"]), state="PENDING", acd_id=acd,
-            request_token=token, created_ms=epoch_ms(now)))
+            request_token=token, created_ms=epoch_ms(now), consent_id=consent_id))
         log.info("callback created", extra={"callbackId": created.conversation_id,
                                             "number": number.masked, "agentId": agent_id})
         return answer(outcome="CREATED", reason="OK", callbackId=created.conversation_id,
@@ -190,7 +195,7 @@ class CallbackService:
 
     @staticmethod
     def _command(fields: dict[str, Any], number: CustomerNumber, agent_id: str,
-                 scheduled_utc: str, token: str) -> dict[str, Any]:
+                 scheduled_utc: str, token: str, consent_id: str) -> dict[str, Any]:
         """The agent-owned ``CreateCallbackCommand`` exactly as SPEC §4 describes it."""
         routing: dict[str, Any] = {
             "queueId": fields["queueId"],
@@ -199,7 +204,7 @@ class CallbackService:
         }
         if "priority" in fields:
             routing["priority"] = fields["priority"]
-        data = {"requestToken": token}
+        data = {"requestToken": token, "consentId": consent_id}
         for key in ("reference", "notes"):
             if fields.get(key):
                 data[key] = str(fields[key])
@@ -255,20 +260,34 @@ class CallbackService:
             return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
                           message=f"The callback is no longer pending ({record.state.lower()}).")
         try:
-            self._genesys.disconnect_callback(callback_id, record.acd_id, ctx.deadline)
+            ended = self.cancel_record(record, ctx)
         except UpstreamUnavailable:
             return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
                           message="Genesys Cloud could not be reached; the callback is "
                           "unchanged. Retry the same request.")
         except UpstreamRejected as exc:
-            if exc.status != 404:
-                return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
-                              message=f"Genesys Cloud refused the cancel: {exc.message}")
-            self._store.close_callback(record, "DISCONNECTED")
+            return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
+                          message=f"Genesys Cloud refused the cancel: {exc.message}")
+        if ended == "DISCONNECTED":
             return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
                           message="Genesys Cloud no longer holds this callback; it was "
                           "removed from the window.")
-        self._store.close_callback(record, "CANCELLED")
-        log.info("callback cancelled", extra={"callbackId": callback_id})
         return answer(outcome="CANCELLED", reason="OK", **common,
                       message="The callback was disconnected in Genesys Cloud.")
+
+    def cancel_record(self, record: LedgerRecord, ctx: RequestContext) -> str:
+        """Disconnect a pending callback in Genesys and close it in the ledger.
+
+        Returns ``CANCELLED``, or ``DISCONNECTED`` when Genesys no longer knew it; raises
+        ``UpstreamUnavailable``/``UpstreamRejected`` with the ledger unchanged.
+        """
+        try:
+            self._genesys.disconnect_callback(record.callback_id, record.acd_id, ctx.deadline)
+        except UpstreamRejected as exc:
+            if exc.status != 404:
+                raise
+            self._window.close(record, "DISCONNECTED")
+            return "DISCONNECTED"
+        self._window.close(record, "CANCELLED")
+        log.info("callback cancelled", extra={"callbackId": record.callback_id})
+        return "CANCELLED"

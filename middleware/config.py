@@ -70,6 +70,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "least this long."
     ),
     Setting(
+        "CONSENT_MAX_AGE_HOURS", "72", "A consent captured longer ago than this is "
+        "CONSENT_STALE."
+    ),
+    Setting(
+        "CONSENT_RETENTION_DAYS", "1825", "How long consent records and each number's "
+        "evidence history are kept (5 years)."
+    ),
+    Setting(
         "GENESYS_RATE_LIMIT_PER_MIN", "300", "Genesys API calls per minute this OAuth client "
         "may make (the org's per-client limit); background work stays within a quarter of it."
     ),
@@ -167,6 +175,8 @@ class Config:
     max_schedule_days: int
     request_deadline_s: float
     duplicate_window_hours: int
+    consent_max_age_hours: int
+    consent_retention_days: int
     genesys_rate_limit_per_min: int
     reconcile_interval_s: int
     reconcile_batch_size: int
@@ -219,6 +229,8 @@ class Config:
             max_schedule_days=r.positive_int("MAX_SCHEDULE_DAYS"),
             request_deadline_s=r.positive_int("REQUEST_DEADLINE_MS") / 1000,
             duplicate_window_hours=r.positive_int("DUPLICATE_WINDOW_HOURS"),
+            consent_max_age_hours=r.positive_int("CONSENT_MAX_AGE_HOURS"),
+            consent_retention_days=r.positive_int("CONSENT_RETENTION_DAYS"),
             genesys_rate_limit_per_min=r.positive_int("GENESYS_RATE_LIMIT_PER_MIN"),
             reconcile_interval_s=r.positive_int("RECONCILE_INTERVAL_SECONDS"),
             reconcile_batch_size=r.positive_int("RECONCILE_BATCH_SIZE"),

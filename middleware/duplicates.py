@@ -45,8 +45,9 @@ class DuplicateWindow:
     """Finds pending callbacks for a number and claims it for one create at a time."""
 
     def __init__(self, store: Store, keys: NumberKeys, window: timedelta, claim_ttl: timedelta,
-                 clock: Clock) -> None:
+                 clock: Clock, evidence_ttl: timedelta) -> None:
         self._store = store
+        self._evidence_ttl_s = int(evidence_ttl.total_seconds())
         self._keys = keys
         self._window = window
         self._claim_ttl_ms = int(claim_ttl.total_seconds() * 1000)
@@ -76,27 +77,39 @@ class DuplicateWindow:
                 record = self._store.callback(result.callback_id)
                 if record is not None and record.pending:
                     return Claim(claimed=False, existing=record)
-                # The index outlived its record: drop it, then look again.
-                if record is not None:
-                    self._store.close_callback(record, "DISCONNECTED")
+                # The index outlived its record (or its end): drop it, then look again.
+                self._store.unindex(result.callback_id, digests)
                 continue
             if deadline.remaining() <= _ANSWER_MARGIN_S + _POLL_S:
                 return Claim(claimed=False, busy=True)
             time.sleep(_POLL_S)
 
     def commit(self, number: CustomerNumber, token: str, record: LedgerRecord) -> None:
-        """Record the created callback in the window and release the claim."""
-        ttl = max(record.scheduled_ms - epoch_ms(self._clock.now()), 0) // 1000
+        """Record the created callback in the window and the number's evidence history,
+        and release the claim."""
+        now = self._clock.now()
+        ttl = max(record.scheduled_ms - epoch_ms(now), 0) // 1000
         ttl += int(FORGET_AFTER.total_seconds())
         digest = self._keys.current(number.e164)
-        self._store.commit_callback(digest, token, replace(record, number_key=digest), ttl)
+        event = {"event": "callback", "callbackId": record.callback_id, "state": record.state,
+                 "consentId": record.consent_id, "agentId": record.agent_id,
+                 "queueId": record.queue_id, "scheduledMs": str(record.scheduled_ms),
+                 "at": now.isoformat(timespec="milliseconds")}
+        self._store.commit_callback(digest, token, replace(record, number_key=digest), ttl,
+                                    event, self._evidence_ttl_s)
+
+    def close(self, record: LedgerRecord, state: str) -> None:
+        """Take a callback out of the window for good (cancelled, completed, disconnected)."""
+        self._store.close_callback(record, state, self._clock.now().isoformat(
+            timespec="milliseconds"), self._evidence_ttl_s)
 
     def release(self, number: CustomerNumber, token: str) -> None:
         """Free the number after a refusal, so it never blocks a later valid request."""
         self._store.release_claim(self._keys.current(number.e164), token)
 
-    def pending(self, number: CustomerNumber) -> list[LedgerRecord]:
-        """The number's pending callbacks in the window, earliest first."""
-        end = epoch_ms(self._clock.now() + self._window)
+    def pending(self, number: CustomerNumber, *, window_only: bool = True
+                ) -> list[LedgerRecord]:
+        """The number's pending callbacks, earliest first: in the window, or all of them."""
+        end = epoch_ms(self._clock.now() + self._window) if window_only else 2**62
         found = self._store.pending_in_window(self._keys.all(number.e164), end)
         return [r for r in self._store.callbacks([cid for cid, _ in found]) if r.pending]

@@ -20,6 +20,9 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 # Seven or more digits, optionally with the separators people type, is treated as a number.
 _PHONE: Final = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
 _BEARER: Final = re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# Genesys ids are UUIDs, whose digit runs would otherwise look like numbers.
+_UUID: Final = re.compile(r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                          r"[0-9a-fA-F]{12})")
 _RESERVED: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
 }
@@ -37,7 +40,10 @@ def mask_number(text: str) -> str:
 def redact(text: str) -> str:
     """Mask phone numbers and credentials anywhere in a free-text string."""
     text = _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
-    return _PHONE.sub(lambda m: mask_number(m.group(0)), text)
+    parts = _UUID.split(text)
+    # split() with one group alternates: plain text at even indexes, UUIDs at odd ones.
+    return "".join(part if i % 2 else _PHONE.sub(lambda m: mask_number(m.group(0)), part)
+                   for i, part in enumerate(parts))
 
 
 class JsonFormatter(logging.Formatter):

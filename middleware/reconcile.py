@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from middleware.deadline import Deadline
+from middleware.duplicates import DuplicateWindow
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.genesys import GenesysClient, callback_end_state
 from middleware.store import Store
@@ -26,9 +27,11 @@ def page_size(batch_size: int, interval_s: int, rate_limit_per_min: int) -> int:
 class Reconciler:
     """One round checks the next page of pending callbacks against Genesys."""
 
-    def __init__(self, store: Store, genesys: GenesysClient, batch: int) -> None:
+    def __init__(self, store: Store, genesys: GenesysClient, window: DuplicateWindow,
+                 batch: int) -> None:
         self._store = store
         self._genesys = genesys
+        self._window = window
         self._batch = batch
 
     def run(self, deadline: Deadline) -> int:
@@ -58,7 +61,7 @@ class Reconciler:
                 else:
                     ended = callback_end_state(conversation)
                     if ended is not None:
-                        self._store.close_callback(record, ended)
+                        self._window.close(record, ended)
                         closed += 1
                         log.info("callback left the window",
                                  extra={"callbackId": callback_id, "state": ended})

@@ -224,16 +224,86 @@ class Store:
         key = f"{self._number(digest)}:claim"
         self._call(lambda: self._release_lock(keys=[key], args=[token]))
 
-    def commit_callback(self, digest: str, token: str, record: LedgerRecord,
-                        ttl_s: int) -> None:
-        """Put a created or queued callback in the ledger and the window; release the claim."""
+    def commit_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
+                        event: dict[str, str], history_ttl_s: int) -> None:
+        """Put a created or queued callback in the ledger, the window and the number's
+        evidence history, in one transaction; release the claim."""
         fields: list[str | int] = []
         for name, value in record.to_fields().items():
             fields += [name, value]
         keys = [f"{self._number(digest)}:claim", f"{self._number(digest)}:pending",
                 f"{PREFIX}cb:{record.callback_id}", f"{PREFIX}pending"]
-        self._call(lambda: self._commit_callback(
-            keys=keys, args=[token, record.callback_id, record.scheduled_ms, ttl_s, *fields]))
+        pipe = self._r.pipeline(transaction=True)
+        self._commit_callback(keys=keys, args=[token, record.callback_id, record.scheduled_ms,
+                                               ttl_s, *fields], client=pipe)
+        self._append_history(pipe, digest, event, history_ttl_s)
+        self._call(pipe.execute)
+
+    def _append_history(self, pipe: Any, digest: str, event: dict[str, str],
+                        ttl_s: int) -> None:
+        key = f"{self._number(digest)}:history"
+        pipe.xadd(key, event)
+        pipe.expire(key, ttl_s)
+
+    def append_history(self, digest: str, event: dict[str, str], ttl_s: int) -> None:
+        """Add one event to the number's evidence history (kept ``ttl_s`` after the last)."""
+        pipe = self._r.pipeline(transaction=True)
+        self._append_history(pipe, digest, event, ttl_s)
+        self._call(pipe.execute)
+
+    def history(self, digests: tuple[str, ...]) -> list[dict[str, str]]:
+        """Every evidence event of a number (under any PII key), in the order written."""
+        pipe = self._r.pipeline(transaction=False)
+        for digest in digests:
+            pipe.xrange(f"{self._number(digest)}:history")
+        rows = cast(list[list[tuple[str, dict[str, str]]]], self._call(pipe.execute))
+        events = [(entry_id, event) for row in rows for entry_id, event in row]
+        return [event for _, event in sorted(events, key=lambda e: _stream_order(e[0]))]
+
+    # -- consent records ----------------------------------------------------------------
+
+    def save_consent(self, digest: str, record: dict[str, str], captured_ms: int,
+                     lifts: bool, retention_s: int) -> None:
+        """Store a consent or revocation record, its history event and the number's state.
+
+        Records are append-only: a revocation is a new record, never an edit. ``lifts``
+        marks a consent that may end an earlier revocation (one from ``record-consent``).
+        """
+        state = f"{self._number(digest)}:consent"
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(f"{PREFIX}consent:{record['consentId']}", mapping=cast(Any, record))
+        pipe.expire(f"{PREFIX}consent:{record['consentId']}", retention_s)
+        if record["kind"] == "REVOCATION":
+            pipe.hset(state, "revokedMs", captured_ms)
+        elif lifts:
+            pipe.hset(state, "liftedMs", captured_ms)
+        pipe.expire(state, retention_s)
+        self._append_history(pipe, digest, {"event": record["kind"].lower(), **record},
+                             retention_s)
+        self._call(pipe.execute)
+
+    def consent(self, consent_id: str) -> dict[str, str] | None:
+        """A consent or revocation record, or ``None``."""
+        raw = self._call(lambda: self._r.hgetall(f"{PREFIX}consent:{consent_id}"))
+        return cast(dict[str, str], raw) if raw else None
+
+    def consent_state(self, digests: tuple[str, ...]) -> tuple[int, int]:
+        """``(latest revocation ms, latest lifting consent capture ms)``, 0 when none."""
+        pipe = self._r.pipeline(transaction=False)
+        for digest in digests:
+            pipe.hmget(f"{self._number(digest)}:consent", "revokedMs", "liftedMs")
+        rows = cast(list[list[str | None]], self._call(pipe.execute))
+        revoked = max((int(r[0]) for r in rows if r[0]), default=0)
+        lifted = max((int(r[1]) for r in rows if r[1]), default=0)
+        return revoked, lifted
+
+    def unindex(self, callback_id: str, digests: tuple[str, ...]) -> None:
+        """Drop a callback id from the window's indexes (its record is gone or terminal)."""
+        pipe = self._r.pipeline(transaction=True)
+        for digest in digests:
+            pipe.zrem(f"{self._number(digest)}:pending", callback_id)
+        pipe.zrem(f"{PREFIX}pending", callback_id)
+        self._call(pipe.execute)
 
     def callback(self, callback_id: str) -> LedgerRecord | None:
         """A callback of the ledger, or ``None``."""
@@ -248,14 +318,19 @@ class Store:
         rows = cast(list[dict[str, str]], self._call(pipe.execute))
         return [LedgerRecord.from_fields(row) for row in rows if row]
 
-    def close_callback(self, record: LedgerRecord, state: str) -> bool:
-        """Mark a callback terminal and take it out of the window; false if it is unknown."""
+    def close_callback(self, record: LedgerRecord, state: str, at: str,
+                       history_ttl_s: int) -> None:
+        """Mark a callback terminal, take it out of the window and note it in the history."""
         if state not in TERMINAL_STATES:
             raise ValueError(f"{state} is not a terminal state")
         keys = [f"{PREFIX}cb:{record.callback_id}", f"{self._number(record.number_key)}:pending",
                 f"{PREFIX}pending"]
-        return bool(self._call(lambda: self._close_callback(
-            keys=keys, args=[state, record.callback_id])))
+        pipe = self._r.pipeline(transaction=True)
+        self._close_callback(keys=keys, args=[state, record.callback_id], client=pipe)
+        self._append_history(pipe, record.number_key, {
+            "event": "callback-closed", "callbackId": record.callback_id, "state": state,
+            "at": at}, history_ttl_s)
+        self._call(pipe.execute)
 
     def pending_in_window(self, digests: tuple[str, ...], window_end_ms: int
                           ) -> list[tuple[str, int]]:
@@ -306,6 +381,11 @@ class Store:
             keys=[f"{PREFIX}idem:{scope}"], args=[owner, answer, ttl_s]))
 
 
+def _stream_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 @dataclass(frozen=True)
 class WindowClaim:
     """``CLAIMED`` (go ahead), ``DUPLICATE`` (``callback_id`` pending) or ``BUSY`` (in flight)."""
@@ -328,12 +408,13 @@ class LedgerRecord:
     acd_id: str
     request_token: str
     created_ms: int
+    consent_id: str = ""
 
     # Short field names: a pending callback must stay well under 512 bytes of Redis.
     _FIELDS: ClassVar[dict[str, str]] = {
         "callback_id": "id", "number_key": "n", "scheduled_ms": "s", "agent_id": "a",
         "queue_id": "q", "state": "st", "acd_id": "x", "request_token": "t",
-        "created_ms": "c",
+        "created_ms": "c", "consent_id": "k",
     }
 
     def to_fields(self) -> dict[str, str | int]:

@@ -7,6 +7,8 @@ Nothing here patches the product: collaborators are passed through ``create_app`
 from __future__ import annotations
 
 import base64
+import io
+import logging
 import os
 import shutil
 import socket
@@ -31,6 +33,7 @@ from middleware.app import create_app
 from middleware.clock import FixedClock
 from middleware.config import Config
 from middleware.genesys import new_session
+from middleware.logs import JsonFormatter
 from middleware.store import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +70,32 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{what} not ready after {timeout_s}s")
+
+
+# -- logs ------------------------------------------------------------------------------
+
+
+def assert_no_numbers(text: str, where: str) -> None:
+    """Fail if any full test number appears in ``text``."""
+    leaked = [n for n in TEST_NUMBERS if n in text.replace(" ", "").replace("-", "")]
+    assert not leaked, f"{where} holds full phone numbers: {leaked}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_capture() -> Iterator[io.StringIO]:
+    """Every log line of the suite, formatted as production formats it, checked at the end."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+    assert stream.getvalue(), "no log line was captured: the check below would prove nothing"
+    assert_no_numbers(stream.getvalue(), "the suite's log lines")
 
 
 # -- Redis -----------------------------------------------------------------------------
@@ -304,3 +333,4 @@ def gunicorn_service(redis_client: redis.Redis, redis_server: RedisServer, sim: 
     yield server
     server.process.terminate()
     server.process.wait(15)
+    assert_no_numbers(server.log.read_text(), "gunicorn's log")

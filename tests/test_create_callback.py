@@ -52,7 +52,7 @@ def test_create_command_is_exactly_the_agent_owned_shape(service: Service, sim: 
     assert request["callbackUserName"] == "Grace Customer"
     assert request["callbackScheduledTime"] == "2026-11-23T16:00:00.000Z"
     assert request["validateCallbackNumbers"] is True
-    assert set(request["data"]) == {"requestToken", "reference", "notes"}
+    assert set(request["data"]) == {"requestToken", "consentId", "reference", "notes"}
     assert set(request) == {"routingData", "callbackNumbers", "callbackUserName",
                             "callbackScheduledTime", "validateCallbackNumbers", "data"}
 

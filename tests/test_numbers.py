@@ -56,3 +56,10 @@ def test_logs_show_at_most_last_four_digits() -> None:
     text = redact("call (415) 555-2671 with Bearer abc.def-123 now")
     assert "555" not in text and "2671" in text
     assert "abc.def" not in text
+
+
+def test_redaction_keeps_genesys_ids_readable() -> None:
+    """UUIDs in log lines survive masking; a number beside them does not."""
+    text = redact("agent a1000000-0000-4000-8000-000000000001 number +14155552671")
+    assert "a1000000-0000-4000-8000-000000000001" in text
+    assert "4155552671" not in text
