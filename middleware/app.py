@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import falcon
 import redis
 import requests
 
 from middleware import __version__
-from middleware.callbacks import CallbackService, Rules
+from middleware.callbacks import CallbackService
+from middleware.calling_hours import load_rules
 from middleware.clock import Clock
 from middleware.config import Config
 from middleware.consent import ConsentLedger, ConsentService
@@ -26,7 +28,9 @@ from middleware.health import Readiness
 from middleware.idempotency import IdempotencyGate
 from middleware.numbers import NumberKeys
 from middleware.reconcile import Reconciler, page_size
+from middleware.scheduling import TimeService, load_profiles
 from middleware.store import Store
+from middleware.timing import TimePolicy
 from middleware.web import (
     ActionResource,
     Authenticator,
@@ -68,7 +72,7 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
         client_secret=config.genesys_client_secret,
         connect_timeout_s=config.genesys_connect_timeout_s,
         read_timeout_s=config.genesys_read_timeout_s,
-    ), store, http)
+    ), store, http, cache_ttl_s=config.cache_ttl_s)
     contracts = load_contracts()
     lease = timedelta(seconds=config.request_deadline_s) + _LEASE_SLACK
     window_length = timedelta(hours=config.duplicate_window_hours)
@@ -77,14 +81,17 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
     window = DuplicateWindow(store, keys, window_length, lease, clock, retention)
     consents = ConsentLedger(store, keys, clock, timedelta(hours=config.consent_max_age_hours),
                              retention)
+    times = TimeService(
+        genesys, load_profiles(config.agent_profiles_file),
+        load_rules(Path(config.calling_hours_file) if config.calling_hours_file else None),
+        TimePolicy(timedelta(minutes=config.min_lead_minutes),
+                   timedelta(days=config.max_schedule_days), config.calling_hours_policy,
+                   config.strict_offsets))
     callbacks = CallbackService(
-        Rules(default_country=config.default_country,
-              min_lead=timedelta(minutes=config.min_lead_minutes),
-              horizon=timedelta(days=config.max_schedule_days)),
-        contracts, genesys, store, window,
+        config.default_country, contracts, genesys, store, window,
         IdempotencyGate(store, lease_ms=int(lease.total_seconds() * 1000),
                         keep_s=int((window_length + timedelta(days=1)).total_seconds())),
-        consents, clock,
+        consents, times, clock,
     )
     consent_actions = ConsentService(consents, window, callbacks.cancel_record, contracts,
                                      config.default_country, clock)

@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from middleware import timing
@@ -29,6 +28,7 @@ from middleware.errors import StoreUnavailable, UpstreamRejected, UpstreamUnavai
 from middleware.genesys import GenesysClient
 from middleware.idempotency import IdempotencyGate, key_for
 from middleware.numbers import CustomerNumber, normalise
+from middleware.scheduling import TimeService
 from middleware.store import LedgerRecord, Store
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,18 @@ _CALLBACK_ID: Final = re.compile(r"^[0-9A-Za-z-]{8,64}$")
 Answer = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Rules:
-    """The settings the create rules depend on."""
-
-    default_country: str
-    min_lead: timedelta
-    horizon: timedelta
+def _time_fields(instant: datetime, agent_zone: str, number: CustomerNumber | None,
+                 customer_zones: str = "") -> dict[str, str]:
+    """The readable-back times of an answer: agent's and customer's zone and local time."""
+    zones = ",".join(number.zones) if number is not None else customer_zones
+    first = zones.split(",")[0]
+    return {
+        "scheduledTimeUtc": timing.format_utc(instant),
+        "agentTimeZone": agent_zone,
+        "agentLocalTime": timing.format_local(instant, agent_zone) if agent_zone else "",
+        "customerTimeZone": zones,
+        "customerLocalTime": timing.format_local(instant, first) if first else "",
+    }
 
 
 def from_ms(ms: int) -> datetime:
@@ -56,10 +61,11 @@ def from_ms(ms: int) -> datetime:
 class CallbackService:
     """Creates, finds and cancels consent-checked, agent-owned callbacks."""
 
-    def __init__(self, rules: Rules, contracts: dict[str, Contract], genesys: GenesysClient,
+    def __init__(self, default_country: str, contracts: dict[str, Contract],
+                 genesys: GenesysClient,
                  store: Store, window: DuplicateWindow, idempotency: IdempotencyGate,
-                 consents: ConsentLedger, clock: Clock) -> None:
-        self._rules = rules
+                 consents: ConsentLedger, times: TimeService, clock: Clock) -> None:
+        self._country = default_country
         self._create_out = contracts["create-callback"]
         self._find_out = contracts["find-pending-callbacks"]
         self._cancel_out = contracts["cancel-callback"]
@@ -68,11 +74,12 @@ class CallbackService:
         self._window = window
         self._idempotency = idempotency
         self._consents = consents
+        self._times = times
         self._clock = clock
 
     def _number(self, fields: dict[str, Any]) -> CustomerNumber | None:
         return normalise(str(fields["customerNumber"]),
-                         str(fields.get("customerCountry") or self._rules.default_country))
+                         str(fields.get("customerCountry") or self._country))
 
     # -- create-callback ----------------------------------------------------------------
 
@@ -118,17 +125,21 @@ class CallbackService:
             return answer(outcome="REJECTED", reason=verdict.reason, message=verdict.message,
                           consentId=str(fields.get("consentId") or ""), **common)
 
-        when = timing.resolve(fields.get("requestedTime"), fields.get("requestedLocalTime"),
-                              fields.get("timeZone"), now, self._rules.min_lead,
-                              self._rules.horizon)
+        try:
+            profile = self._times.profile(agent_id, now, ctx.deadline)
+            queue = self._genesys.queue(str(fields["queueId"]), ctx.deadline)
+        except (UpstreamUnavailable, UpstreamRejected) as exc:
+            return self._upstream_failure(exc, common, reading=True)
+        time_ctx = self._times.context(now, profile, number, queue)
+        when = self._times.check(self._times.parse(fields, profile), time_ctx)
+        common["agentTimeZone"] = profile.zone
         if not when.ok or when.instant is None:
             return answer(outcome="REJECTED", reason=when.reason, message=when.message,
                           suggestedTimeUtc=timing.format_utc(when.suggested)
                           if when.suggested else "", **common)
         scheduled = when.instant
-        common.update(scheduledTimeUtc=timing.format_utc(scheduled),
-                      customerLocalTime=timing.format_local(scheduled, number.zones[0])
-                      if number.zones else "")
+        common.update(_time_fields(scheduled, profile.zone, number),
+                      warnings=",".join(when.warnings))
 
         claim = self._window.claim(number, token, ctx.deadline)
         if claim.existing is not None:
@@ -166,7 +177,6 @@ class CallbackService:
     def _duplicate(self, existing: LedgerRecord, common: dict[str, Any]) -> Answer:
         instant = from_ms(existing.scheduled_ms)
         when = timing.format_utc(instant)
-        zone = str(common["customerTimeZone"]).split(",")[0]
         log.info("duplicate found", extra={"callbackId": existing.callback_id})
         return self._create_out.answer(**{
             **common,
@@ -176,13 +186,14 @@ class CallbackService:
             "callbackId": existing.callback_id, "scheduledTimeUtc": when,
             "assignedAgentId": existing.agent_id, "existingCallbackId": existing.callback_id,
             "existingScheduledTimeUtc": when, "existingAgentId": existing.agent_id,
-            "customerLocalTime": timing.format_local(instant, zone) if zone else "",
+            **_time_fields(instant, "", None, str(common["customerTimeZone"])),
+            "agentTimeZone": "", "agentLocalTime": "",
         })
 
     def _upstream_failure(self, exc: UpstreamUnavailable | UpstreamRejected,
-                          common: dict[str, Any]) -> Answer:
+                          common: dict[str, Any], *, reading: bool = False) -> Answer:
         if isinstance(exc, UpstreamUnavailable):
-            log.warning("genesys unavailable for create", extra={"error": exc.message})
+            log.warning("genesys unavailable", extra={"error": exc.message, "reading": reading})
             return self._create_out.answer(
                 outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
                 message="Genesys Cloud could not be reached in time; nothing was created. "

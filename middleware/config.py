@@ -65,6 +65,26 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("MAX_SCHEDULE_DAYS", "30", "Latest a callback may be scheduled, from now."),
     Setting("REQUEST_DEADLINE_MS", "5000", "Every request answers within this budget.", "web"),
     Setting(
+        "AGENT_PROFILES_FILE", "", "JSON file with the zone and weekly hours of agents without "
+        "WFM, per agent or per team (format in the README)."
+    ),
+    Setting(
+        "CALLING_HOURS_FILE", "", "JSON rules of legal calling hours (default: the shipped "
+        "middleware/data/calling_hours.json)."
+    ),
+    Setting(
+        "CALLING_HOURS_POLICY", "enforce", "`enforce` refuses times outside the customer's "
+        "calling hours, `warn` adds a warning, `off` skips the rule."
+    ),
+    Setting(
+        "STRICT_OFFSETS", "false", "`true` refuses a requestedTime whose offset matches no "
+        "zone involved (TIMEZONE_MISMATCH) instead of warning OFFSET_MISMATCH."
+    ),
+    Setting(
+        "CACHE_TTL_SECONDS", "60", "How long Genesys reads (WFM units, shifts, queues, users) "
+        "are cached in each process."
+    ),
+    Setting(
         "DUPLICATE_WINDOW_HOURS", "48", "A pending callback scheduled within this many hours "
         "from now makes a new request for the number a DUPLICATE; idempotency keys live at "
         "least this long."
@@ -134,6 +154,15 @@ class _Reader:
             raise ConfigError(f"{name}={value} must be greater than zero")
         return value
 
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.raw(name).lower()
+        if value not in allowed:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        return self.choice(name, ("true", "false", "1", "0", "yes", "no")) in ("true", "1", "yes")
+
     def csv(self, name: str) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.raw(name).split(",") if part.strip())
 
@@ -174,6 +203,11 @@ class Config:
     min_lead_minutes: int
     max_schedule_days: int
     request_deadline_s: float
+    agent_profiles_file: str
+    calling_hours_file: str
+    calling_hours_policy: str
+    strict_offsets: bool
+    cache_ttl_s: int
     duplicate_window_hours: int
     consent_max_age_hours: int
     consent_retention_days: int
@@ -228,6 +262,11 @@ class Config:
             min_lead_minutes=r.positive_int("MIN_LEAD_MINUTES"),
             max_schedule_days=r.positive_int("MAX_SCHEDULE_DAYS"),
             request_deadline_s=r.positive_int("REQUEST_DEADLINE_MS") / 1000,
+            agent_profiles_file=r.raw("AGENT_PROFILES_FILE"),
+            calling_hours_file=r.raw("CALLING_HOURS_FILE"),
+            calling_hours_policy=r.choice("CALLING_HOURS_POLICY", ("enforce", "warn", "off")),
+            strict_offsets=r.boolean("STRICT_OFFSETS"),
+            cache_ttl_s=r.positive_int("CACHE_TTL_SECONDS"),
             duplicate_window_hours=r.positive_int("DUPLICATE_WINDOW_HOURS"),
             consent_max_age_hours=r.positive_int("CONSENT_MAX_AGE_HOURS"),
             consent_retention_days=r.positive_int("CONSENT_RETENTION_DAYS"),

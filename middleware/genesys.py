@@ -19,8 +19,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, cast
+from urllib.parse import quote
 
 import requests
 
@@ -48,6 +50,40 @@ class GenesysSettings:
     read_timeout_s: float
 
 
+class TtlCache:
+    """A small per-process cache of Genesys reads; entries expire after ``ttl_s``."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 4096) -> None:
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._data: dict[tuple[str, ...], tuple[float, Any]] = {}
+
+    def get(self, key: tuple[str, ...]) -> tuple[bool, Any]:
+        """``(True, value)`` while fresh, else ``(False, None)``."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or entry[0] < time.monotonic():
+                return False, None
+            return True, entry[1]
+
+    def put(self, key: tuple[str, ...], value: Any) -> None:
+        """Keep a value; the oldest entries go when the cache is full."""
+        with self._lock:
+            if len(self._data) >= self._max:
+                for old in sorted(self._data, key=lambda k: self._data[k][0])[: self._max // 4]:
+                    del self._data[old]
+            self._data[key] = (time.monotonic() + self._ttl, value)
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A published WFM shift, UTC."""
+
+    start: datetime
+    end: datetime
+
+
 @dataclass(frozen=True)
 class CreatedCallback:
     """What Genesys answers to a create: the conversation and the ids disconnect needs."""
@@ -70,10 +106,12 @@ def new_session(pool_size: int = 10) -> requests.Session:
 class GenesysClient:
     """Calls to Genesys Cloud on behalf of one OAuth client."""
 
-    def __init__(self, settings: GenesysSettings, store: Store, session: requests.Session) -> None:
+    def __init__(self, settings: GenesysSettings, store: Store, session: requests.Session,
+                 cache_ttl_s: float = 60.0) -> None:
         self._s = settings
         self._store = store
         self._http = session
+        self._cache = TtlCache(cache_ttl_s)
         self._client = client_key(settings.client_id)
         self._lock = threading.Lock()
         self._token: tuple[str, float] | None = None
@@ -217,6 +255,86 @@ class GenesysClient:
         })
 
 
+    def patch_callback(self, conversation_id: str, agent_id: str, scheduled_utc: str,
+                       deadline: Deadline) -> None:
+        """Move a scheduled callback to a new time (``PATCH /api/v2/conversations/callbacks``)."""
+        self.call("PATCH", "/api/v2/conversations/callbacks", deadline, body={
+            "conversationId": conversation_id, "agentId": agent_id,
+            "callbackScheduledTime": scheduled_utc})
+
+    # -- cached reads -------------------------------------------------------------------
+
+    def _cached_get(self, key: tuple[str, ...], path: str, deadline: Deadline,
+                    params: dict[str, str] | None = None, missing_ok: bool = False) -> Any:
+        hit, value = self._cache.get(key)
+        if hit:
+            return value
+        try:
+            value = self.call("GET", path, deadline, params=params)
+        except UpstreamRejected as exc:
+            if not (missing_ok and exc.status == 404):
+                raise
+            value = None
+        self._cache.put(key, value)
+        return value
+
+    def queue(self, queue_id: str, deadline: Deadline) -> dict[str, Any] | None:
+        """The routing queue (with ``agentOwnedRouting``), or ``None`` if unknown."""
+        return cast(dict[str, Any] | None, self._cached_get(
+            ("queue", queue_id), f"/api/v2/routing/queues/{_seg(queue_id)}", deadline,
+            missing_ok=True))
+
+    def agent_time_zone(self, agent_id: str, deadline: Deadline
+                        ) -> tuple[str, str] | None:
+        """``(management unit id, IANA zone)`` of a WFM agent, or ``None`` without WFM.
+
+        The zone is the business unit's ``settings.timeZone`` (agent → MU → BU).
+        """
+        ref = self._cached_get(
+            ("wfm-agent", agent_id),
+            f"/api/v2/workforcemanagement/agents/{_seg(agent_id)}/managementunit",
+            deadline, missing_ok=True)
+        if not ref:
+            return None
+        mu_id = str(ref["managementUnit"]["id"])
+        bu_id = str((ref.get("businessUnit") or {}).get("id") or "")
+        if not bu_id:
+            unit = self._cached_get(("mu", mu_id), "/api/v2/workforcemanagement/"
+                                    f"managementunits/{_seg(mu_id)}", deadline)
+            bu_id = str(unit["businessUnit"]["id"])
+        bu = self._cached_get(("bu", bu_id), "/api/v2/workforcemanagement/businessunits/"
+                              f"{_seg(bu_id)}", deadline,
+                              params={"expand": "settings.timeZone"})
+        zone = str(((bu or {}).get("settings") or {}).get("timeZone") or "")
+        return (mu_id, zone) if zone else None
+
+    def published_shifts(self, mu_id: str, agent_id: str, start: date, end: date,
+                         deadline: Deadline) -> list[Shift] | None:
+        """The agent's published shifts between two dates, or ``None`` while WFM is still
+        processing the search (hours unknown)."""
+        key = ("shifts", mu_id, agent_id, start.isoformat(), end.isoformat())
+        hit, value = self._cache.get(key)
+        if hit:
+            return cast(list[Shift] | None, value)
+        answer = self.call(
+            "POST", f"/api/v2/workforcemanagement/managementunits/{_seg(mu_id)}"
+            "/agentschedules/search", deadline, body={
+                "startDate": f"{start.isoformat()}T00:00:00.000Z",
+                "endDate": f"{end.isoformat()}T00:00:00.000Z", "userIds": [agent_id]})
+        if str(answer.get("status", "")) != "Complete" or answer.get("result") is None:
+            return None
+        shifts = []
+        for schedule in answer["result"].get("agentSchedules", []):
+            if (schedule.get("user") or {}).get("id") != agent_id:
+                continue
+            for shift in schedule.get("shifts", []):
+                begin = datetime.fromisoformat(str(shift["startDate"]).replace("Z", "+00:00"))
+                shifts.append(Shift(begin, begin + timedelta(minutes=int(shift["lengthMinutes"]))))
+        shifts.sort(key=lambda s: (s.start, s.end))
+        self._cache.put(key, shifts)
+        return shifts
+
+
 #: Participant states after which a callback will never ring again.
 ENDED_STATES: Final = {"disconnected": "DISCONNECTED", "terminated": "COMPLETED"}
 
@@ -232,6 +350,11 @@ def callback_end_state(conversation: dict[str, Any] | None) -> str | None:
     if states and all(s in ENDED_STATES for s in states):
         return "COMPLETED" if "terminated" in states else "DISCONNECTED"
     return None
+
+
+def _seg(value: str) -> str:
+    """An id as one URL path segment, whatever a caller put in it."""
+    return quote(value, safe="")
 
 
 def _retry_after(resp: requests.Response) -> float | None:

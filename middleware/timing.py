@@ -1,20 +1,46 @@
-"""Turning the requested time into one UTC instant, and the rules every instant must pass.
+"""Time rules (SPEC §4 "Time"): one explicit UTC instant, validated and explained.
 
-Pure functions of their arguments (the caller passes ``now``): no I/O, no clock.
-Live rules: an offset is required on ``requestedTime``; ``requestedLocalTime`` is read
-in an explicit ``timeZone`` with daylight-saving gaps and folds refused; the instant
-must lie between now + ``MIN_LEAD_MINUTES`` and now + ``MAX_SCHEDULE_DAYS``.
+Pure functions of their arguments: no I/O and no clock (the caller passes ``now``), so
+every rule can be tested on its own and by property. In the SPEC §3.8 order:
+
+1. parse: ``requestedTime`` must carry an offset (``TIMEZONE_MISSING``); a
+   ``requestedLocalTime`` is read in ``timeZone`` (default the agent's zone), refusing
+   times a daylight-saving change skips (``NONEXISTENT_LOCAL_TIME``) or repeats
+   (``AMBIGUOUS_LOCAL_TIME``), and unknown zone names (``UNKNOWN_TIME_ZONE``);
+2. ``TIME_IN_PAST`` (also: sooner than the lead time), then ``TIME_TOO_FAR``;
+3. an offset matching neither UTC, the agent's zone nor a customer zone: warning
+   ``OFFSET_MISMATCH``, or ``TIMEZONE_MISMATCH`` under ``STRICT_OFFSETS``;
+4. the customer's legal calling hours in every zone of the number
+   (``OUTSIDE_CALLING_HOURS``, or only a warning under policy ``warn``);
+5. the agent's hours: working that local date but not at that time is
+   ``OUTSIDE_AGENT_HOURS``; not working that date at all is the owner rule's business
+   (unless ``strict_day``, as ``validate-callback-time`` asks); unknown hours pass with
+   warning ``AGENT_HOURS_UNKNOWN``.
+
+A rejection carries ``suggested``: the earliest whole minute after the requested instant
+that passes every rule at once, the agent working (when the hours are known).
 """
 
 from __future__ import annotations
 
 import math
 import zoneinfo
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Final
 
 _MINUTE: Final = timedelta(minutes=1)
+_SKEW_SEARCH_DAYS: Final = 9  # a weekly calling window reopens within a week and a day
+Interval = tuple[datetime, datetime]
+
+
+@lru_cache(maxsize=512)
+def zone_info(name: str) -> zoneinfo.ZoneInfo:
+    """A cached ZoneInfo; raises ``ZoneInfoNotFoundError``/``ValueError`` for a bad name."""
+    return zoneinfo.ZoneInfo(name)
 
 
 @dataclass(frozen=True)
@@ -29,7 +55,7 @@ class TimeCheck:
 
     @property
     def ok(self) -> bool:
-        """Whether every time rule passed."""
+        """Whether every time rule passed (warnings allowed)."""
         return self.reason == "OK"
 
 
@@ -41,7 +67,7 @@ def format_utc(instant: datetime) -> str:
 
 def format_local(instant: datetime, zone: str) -> str:
     """The instant as wall-clock time in ``zone``, with its offset."""
-    return instant.astimezone(zoneinfo.ZoneInfo(zone)).isoformat(timespec="seconds")
+    return instant.astimezone(zone_info(zone)).isoformat(timespec="seconds")
 
 
 def ceil_minute(instant: datetime) -> datetime:
@@ -57,36 +83,45 @@ def _parse(text: str) -> datetime | None:
         return None
 
 
-def resolve(requested_time: str | None, local_time: str | None, zone: str | None,
-            now: datetime, min_lead: timedelta, horizon: timedelta) -> TimeCheck:
-    """Apply the time rules in the SPEC §3.8 order and return the instant or the first failure.
+# -- 1. parsing ------------------------------------------------------------------------
 
-    With neither time given, the answer is the earliest allowed instant ("as soon as
-    possible").
-    """
-    earliest = ceil_minute(now + min_lead)
+
+@dataclass(frozen=True)
+class Requested:
+    """What the caller asked for: an instant (with the offset written), ASAP, or a failure."""
+
+    instant: datetime | None = None
+    offset: timedelta | None = None
+    failure: TimeCheck | None = None
+
+    @property
+    def asap(self) -> bool:
+        """Neither time was given: as soon as possible."""
+        return self.instant is None and self.failure is None
+
+
+def parse_request(requested_time: str | None, local_time: str | None,
+                  zone: str | None) -> Requested:
+    """Turn ``requestedTime`` or ``requestedLocalTime`` + ``timeZone`` into one UTC instant."""
     if requested_time and local_time:
-        return TimeCheck(None, "INVALID_TIME",
-                         "Send either requestedTime or requestedLocalTime, not both.")
+        return Requested(failure=TimeCheck(
+            None, "INVALID_TIME", "Send either requestedTime or requestedLocalTime, not both."))
     if requested_time:
         parsed = _parse(requested_time)
         if parsed is None:
-            return TimeCheck(None, "INVALID_TIME",
-                             "requestedTime is not an ISO-8601 date and time.")
+            return Requested(failure=TimeCheck(
+                None, "INVALID_TIME", "requestedTime is not an ISO-8601 date and time."))
         if parsed.tzinfo is None:
-            return TimeCheck(None, "TIMEZONE_MISSING",
-                             "requestedTime has no UTC offset; add one (e.g. Z or -05:00) or "
-                             "send requestedLocalTime with timeZone.")
-        instant = parsed.astimezone(UTC)
-    elif local_time:
+            return Requested(failure=TimeCheck(
+                None, "TIMEZONE_MISSING", "requestedTime has no UTC offset; add one (e.g. Z or "
+                "-05:00) or send requestedLocalTime with timeZone."))
+        return Requested(parsed.astimezone(UTC), parsed.utcoffset())
+    if local_time:
         local = resolve_local(local_time, zone)
         if not local.ok:
-            return local
-        assert local.instant is not None  # noqa: S101  (ok implies an instant)
-        instant = local.instant
-    else:
-        return TimeCheck(earliest)
-    return check_window(instant, now, min_lead, horizon)
+            return Requested(failure=local)
+        return Requested(local.instant)
+    return Requested()
 
 
 def resolve_local(local_time: str, zone: str | None) -> TimeCheck:
@@ -101,9 +136,9 @@ def resolve_local(local_time: str, zone: str | None) -> TimeCheck:
     if not zone:
         return TimeCheck(None, "TIMEZONE_MISSING",
                          "requestedLocalTime needs timeZone (an IANA name such as "
-                         "America/New_York).")
+                         "America/New_York): the agent's own zone is not known.")
     try:
-        tz = zoneinfo.ZoneInfo(zone)
+        tz = zone_info(zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return TimeCheck(None, "UNKNOWN_TIME_ZONE", f"timeZone {zone!r} is not an IANA time zone.")
     first = parsed.replace(tzinfo=tz, fold=0)
@@ -136,18 +171,272 @@ def _transition(low: datetime, high: datetime, tz: zoneinfo.ZoneInfo) -> datetim
     return low.replace(microsecond=0) + timedelta(seconds=1)
 
 
-def check_window(instant: datetime, now: datetime, min_lead: timedelta,
-                 horizon: timedelta) -> TimeCheck:
-    """Lead time and horizon: not sooner than now + lead, not later than now + horizon."""
-    earliest = ceil_minute(now + min_lead)
-    latest = now + horizon
-    if instant < now + min_lead:
-        minutes = math.ceil(min_lead.total_seconds() / 60)
-        return TimeCheck(None, "TIME_IN_PAST",
-                         f"{format_utc(instant)} is in the past or less than {minutes} minutes "
-                         "ahead.", suggested=earliest)
-    if instant > latest:
-        return TimeCheck(None, "TIME_TOO_FAR",
-                         f"{format_utc(instant)} is beyond the scheduling horizon "
-                         f"({format_utc(latest)}).")
-    return TimeCheck(instant)
+# -- weekly hours, as the profile and calling-hours files write them --------------------
+
+WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekly = dict[int, tuple[int, int]]
+
+
+def _hhmm(text: str, where: str) -> int:
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts):
+        raise ValueError(f"{where}: {text!r} is not HH:MM")
+    hours, minutes = int(parts[0]), int(parts[1])
+    if minutes > 59 or hours > 24 or (hours == 24 and minutes):
+        raise ValueError(f"{where}: {text!r} is not HH:MM")
+    return hours * 60 + minutes
+
+
+def _day_range(spec: str, where: str) -> list[int]:
+    first, _, last = spec.partition("-")
+    if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+        raise ValueError(f"{where}: {spec!r} is not a weekday or range like mon-fri")
+    start, end = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+    return list(range(start, end + 1)) if start <= end else \
+        list(range(start, 7)) + list(range(end + 1))
+
+
+def parse_weekly(hours: dict[str, object], where: str) -> Weekly:
+    """``{"mon-fri": ["09:00", "17:00"], "sat": [...]}`` → minutes per weekday (0 = Monday).
+
+    Raises ``ValueError`` naming ``where`` and the bad entry.
+    """
+    weekly: Weekly = {}
+    for spec, pair in hours.items():
+        at = f"{where} {spec}"
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError(f'{at}: expected ["HH:MM", "HH:MM"]')
+        start, end = _hhmm(str(pair[0]), at), _hhmm(str(pair[1]), at)
+        if start >= end:
+            raise ValueError(f"{at}: the window must end after it starts")
+        for day in _day_range(spec.lower(), at):
+            weekly[day] = (start, end)
+    return weekly
+
+
+def weekly_shifts(weekly: Weekly, zone: str, first_day: date, days: int) -> tuple[Interval, ...]:
+    """The weekly hours as UTC intervals over ``days`` local dates from ``first_day``."""
+    tz = zone_info(zone)
+    shifts = []
+    for offset in range(days):
+        day = first_day + timedelta(days=offset)
+        window = weekly.get(day.weekday())
+        if window:
+            shifts.append((_local_instant(day, window[0], tz), _local_instant(day, window[1], tz)))
+    return tuple(shifts)
+
+
+# -- the inputs of the rules -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentHours:
+    """The agent's zone and published working intervals (UTC, ``[start, end)``, sorted)."""
+
+    zone: str
+    shifts: tuple[Interval, ...]
+
+    def works_on(self, day: date) -> bool:
+        """Whether a shift starts on this local date."""
+        tz = zone_info(self.zone)
+        return any(start.astimezone(tz).date() == day for start, _ in self.shifts)
+
+    def working_at(self, instant: datetime) -> bool:
+        """Whether a shift covers the instant."""
+        i = bisect_right(self.shifts, (instant, datetime.max.replace(tzinfo=UTC)))
+        return any(start <= instant < end for start, end in self.shifts[max(i - 2, 0):i])
+
+    def next_working(self, instant: datetime) -> datetime | None:
+        """The first instant at or after ``instant`` inside a shift."""
+        for start, end in self.shifts:
+            if end > instant:
+                return max(start, instant)
+        return None
+
+
+@dataclass(frozen=True)
+class CallingHours:
+    """Legal calling windows of a number: per weekday (0 = Monday) local minutes
+    ``[start, end]``, the same in each of the number's zones."""
+
+    zones: tuple[str, ...]
+    windows: dict[int, tuple[int, int]]
+    rule: str
+
+    def allows(self, instant: datetime) -> bool:
+        """Whether the instant is inside the window in every zone."""
+        return all(self._allows_in(instant, zone) for zone in self.zones)
+
+    def _allows_in(self, instant: datetime, zone: str) -> bool:
+        local = instant.astimezone(zone_info(zone))
+        window = self.windows.get(local.weekday())
+        if window is None:
+            return False
+        minute = local.hour * 60 + local.minute + (local.second + local.microsecond / 1e6) / 60
+        return window[0] <= minute <= window[1]
+
+    def next_allowed(self, instant: datetime) -> datetime | None:
+        """The first instant at or after ``instant`` allowed in the first failing zone."""
+        for zone in self.zones:
+            if not self._allows_in(instant, zone):
+                return self._next_in(instant, zone)
+        return instant
+
+    def _next_in(self, instant: datetime, zone: str) -> datetime | None:
+        tz = zone_info(zone)
+        day = instant.astimezone(tz).date()
+        for offset in range(_SKEW_SEARCH_DAYS):
+            current = day + timedelta(days=offset)
+            window = self.windows.get(current.weekday())
+            if window is None:
+                continue
+            opens = _local_instant(current, window[0], tz)
+            closes = _local_instant(current, window[1], tz)
+            if instant <= closes:
+                return max(opens, instant)
+        return None
+
+
+def _local_instant(day: date, minute: int, tz: zoneinfo.ZoneInfo) -> datetime:
+    """The UTC instant of a local wall-clock minute of ``day`` (1440 = next midnight).
+
+    ``fold=0`` reads a repeated minute as its first occurrence and a skipped one as just
+    after the gap, the conservative choice for both ends of a calling window.
+    """
+    wall = datetime.combine(day, time(0)) + timedelta(minutes=minute)
+    return wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class TimePolicy:
+    """The settings of the time rules."""
+
+    min_lead: timedelta
+    horizon: timedelta
+    calling_policy: str = "enforce"
+    strict_offsets: bool = False
+
+
+@dataclass(frozen=True)
+class TimeContext:
+    """Everything the rules look at besides the instant itself."""
+
+    now: datetime
+    policy: TimePolicy
+    agent: AgentHours | None = None
+    customer: CallingHours | None = None
+    agent_zone: str = ""
+    strict_day: bool = False
+
+    @property
+    def earliest(self) -> datetime:
+        """Now plus the lead time."""
+        return self.now + self.policy.min_lead
+
+    @property
+    def latest(self) -> datetime:
+        """Now plus the horizon."""
+        return self.now + self.policy.horizon
+
+
+# -- 2-5. the rules --------------------------------------------------------------------
+
+
+def evaluate(instant: datetime, ctx: TimeContext, offset: timedelta | None = None) -> TimeCheck:
+    """Apply rules 2-5 to one instant; a rejection carries the earliest later valid minute."""
+    warnings: list[str] = []
+    if instant < ctx.earliest:
+        minutes = math.ceil(ctx.policy.min_lead.total_seconds() / 60)
+        return TimeCheck(None, "TIME_IN_PAST", f"{format_utc(instant)} is in the past or less "
+                         f"than {minutes} minutes ahead.", earliest_valid(instant, ctx))
+    if instant > ctx.latest:
+        return TimeCheck(None, "TIME_TOO_FAR", f"{format_utc(instant)} is beyond the "
+                         f"scheduling horizon ({format_utc(ctx.latest)}).")
+    if offset is not None and not _offset_explained(instant, offset, ctx):
+        if ctx.policy.strict_offsets:
+            return TimeCheck(None, "TIMEZONE_MISMATCH", "The time's UTC offset matches neither "
+                             "UTC, the agent's zone nor the customer's; check the zone it was "
+                             "entered in.", earliest_valid(instant, ctx))
+        warnings.append("OFFSET_MISMATCH")
+    customer = ctx.customer
+    if customer is not None and ctx.policy.calling_policy != "off" \
+            and not customer.allows(instant):
+        if ctx.policy.calling_policy == "enforce":
+            return TimeCheck(None, "OUTSIDE_CALLING_HOURS", f"{format_utc(instant)} is outside "
+                             f"the legal calling hours in {', '.join(customer.zones)} "
+                             f"({customer.rule}).", earliest_valid(instant, ctx))
+        warnings.append("OUTSIDE_CALLING_HOURS")
+    agent = ctx.agent
+    if agent is None:
+        warnings.append("AGENT_HOURS_UNKNOWN")
+    elif not agent.working_at(instant):
+        local_day = instant.astimezone(zone_info(agent.zone)).date()
+        if ctx.strict_day or agent.works_on(local_day):
+            return TimeCheck(None, "OUTSIDE_AGENT_HOURS", f"The agent does not work at "
+                             f"{format_local(instant, agent.zone)} ({agent.zone}).",
+                             earliest_valid(instant, ctx))
+    return TimeCheck(instant, warnings=tuple(warnings))
+
+
+def _offset_explained(instant: datetime, offset: timedelta, ctx: TimeContext) -> bool:
+    zones = ([ctx.agent_zone] if ctx.agent_zone else []) + \
+        (list(ctx.customer.zones) if ctx.customer else [])
+    return offset == timedelta(0) or any(
+        instant.astimezone(zone_info(z)).utcoffset() == offset for z in zones)
+
+
+def passes(instant: datetime, ctx: TimeContext) -> bool:
+    """Whether ``instant`` passes every rule at once, the agent working when hours are known
+    (the standard suggestions meet)."""
+    if not ctx.earliest <= instant <= ctx.latest:
+        return False
+    if ctx.customer is not None and ctx.policy.calling_policy == "enforce" \
+            and not ctx.customer.allows(instant):
+        return False
+    return ctx.agent is None or ctx.agent.working_at(instant)
+
+
+def earliest_valid(after: datetime, ctx: TimeContext) -> datetime | None:
+    """The earliest whole minute at or after ``after`` (and the lead time) passing every rule,
+    or ``None`` when there is none within the horizon."""
+    rules: list[Callable[[datetime], datetime | None]] = []
+    if ctx.customer is not None and ctx.policy.calling_policy == "enforce":
+        rules.append(ctx.customer.next_allowed)
+    if ctx.agent is not None:
+        rules.append(ctx.agent.next_working)
+    candidate = ceil_minute(max(after, ctx.earliest))
+    # Each rule jumps the candidate to its own next opening; the loop ends when none has to
+    # jump, or the candidate leaves the horizon. Every jump moves forward by at least a minute.
+    for _ in range(10_000):
+        if candidate > ctx.latest:
+            return None
+        moved = False
+        for next_ok in rules:
+            opening = next_ok(candidate)
+            if opening is None:
+                return None
+            if opening > candidate:
+                candidate = ceil_minute(opening)
+                moved = True
+        if not moved and passes(candidate, ctx):
+            return candidate
+        if not moved:
+            candidate += _MINUTE
+    return None
+
+
+def as_soon_as_possible(ctx: TimeContext) -> TimeCheck:
+    """The first instant from now + lead passing every rule (``ASAP_DEFERRED`` when later)."""
+    first = earliest_valid(ctx.earliest, ctx)
+    if first is None and ctx.agent is not None and not ctx.strict_day:
+        # The agent never works in the horizon: schedule by the customer's hours alone and
+        # let the owner rule find someone who does.
+        first = earliest_valid(ctx.earliest, TimeContext(ctx.now, ctx.policy, None,
+                                                         ctx.customer, ctx.agent_zone))
+    if first is None:
+        return TimeCheck(None, "OUTSIDE_CALLING_HOURS", "No time within the horizon is inside "
+                         "the customer's calling hours.")
+    check = evaluate(first, ctx)
+    warnings = check.warnings + (("ASAP_DEFERRED",) if first > ceil_minute(ctx.earliest)
+                                 else ())
+    return TimeCheck(first, warnings=warnings)

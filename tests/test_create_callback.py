@@ -31,7 +31,7 @@ def test_valid_request_creates_agent_owned_callback(service: Service, sim: Simul
     body = answer_of(service.action("create-callback", create_body()))
     assert (body["outcome"], body["reason"], body["retryable"]) == ("CREATED", "OK", False)
     assert body["customerNumberE164"] == "+14155552671"
-    assert body["scheduledTimeUtc"] == "2026-11-23T16:00:00.000Z"
+    assert body["scheduledTimeUtc"] == "2026-11-23T19:00:00.000Z"
     assert body["assignedAgentId"] == DEMO_AGENT and body["reassigned"] is False
     held = sim.callbacks()
     assert [c["conversationId"] for c in held] == [body["callbackId"]]
@@ -50,7 +50,7 @@ def test_create_command_is_exactly_the_agent_owned_shape(service: Service, sim: 
     }
     assert request["callbackNumbers"] == ["+14155552671"]
     assert request["callbackUserName"] == "Grace Customer"
-    assert request["callbackScheduledTime"] == "2026-11-23T16:00:00.000Z"
+    assert request["callbackScheduledTime"] == "2026-11-23T19:00:00.000Z"
     assert request["validateCallbackNumbers"] is True
     assert set(request["data"]) == {"requestToken", "consentId", "reference", "notes"}
     assert set(request) == {"routingData", "callbackNumbers", "callbackUserName",
@@ -90,17 +90,20 @@ def test_consent_given_must_be_boolean(service: Service) -> None:
 
 
 def test_offset_time_is_converted_to_utc(service: Service, sim: Simulator) -> None:
-    """11:30 at -05:00 is scheduled at 16:30Z in Genesys."""
+    """14:30 at -05:00 is scheduled at 19:30Z in Genesys, and read back in both zones."""
     body = answer_of(service.action("create-callback", create_body(
-        requestedTime="2026-11-23T11:30:00-05:00")))
-    assert body["scheduledTimeUtc"] == "2026-11-23T16:30:00.000Z"
-    assert sim.callbacks()[0]["callbackScheduledTime"] == "2026-11-23T16:30:00.000Z"
+        requestedTime="2026-11-23T14:30:00-05:00")))
+    assert body["scheduledTimeUtc"] == "2026-11-23T19:30:00.000Z"
+    assert sim.callbacks()[0]["callbackScheduledTime"] == "2026-11-23T19:30:00.000Z"
+    assert body["agentTimeZone"] == "America/New_York"
+    assert body["agentLocalTime"] == "2026-11-23T14:30:00-05:00"
+    assert body["customerLocalTime"] == "2026-11-23T11:30:00-08:00"
 
 
 def test_time_without_offset_is_timezone_missing(service: Service, sim: Simulator) -> None:
     """A time with no offset is REJECTED TIMEZONE_MISSING, nothing created."""
     body = answer_of(service.action("create-callback", create_body(
-        requestedTime="2026-11-23T16:00:00")))
+        requestedTime="2026-11-23T19:00:00")))
     assert (body["outcome"], body["reason"]) == ("REJECTED", "TIMEZONE_MISSING")
     assert sim.creates() == 0
 
@@ -108,9 +111,9 @@ def test_time_without_offset_is_timezone_missing(service: Service, sim: Simulato
 def test_past_time_is_rejected_with_suggestion(service: Service, sim: Simulator) -> None:
     """A time before now + lead is TIME_IN_PAST with the earliest valid time suggested."""
     body = answer_of(service.action("create-callback", create_body(
-        requestedTime="2026-11-23T14:00:00Z")))
+        requestedTime="2026-11-23T17:00:00Z")))
     assert (body["reason"], body["suggestedTimeUtc"]) == ("TIME_IN_PAST",
-                                                          "2026-11-23T15:05:00.000Z")
+                                                          "2026-11-23T18:05:00.000Z")
     assert sim.creates() == 0
 
 
@@ -125,7 +128,7 @@ def test_far_time_is_rejected(service: Service, sim: Simulator) -> None:
 def test_asap_schedules_at_lead_time(service: Service, sim: Simulator) -> None:
     """Without a time, the callback is scheduled now + MIN_LEAD_MINUTES."""
     body = answer_of(service.action("create-callback", create_body(requestedTime="")))
-    assert body["scheduledTimeUtc"] == "2026-11-23T15:05:00.000Z"
+    assert body["scheduledTimeUtc"] == "2026-11-23T18:05:00.000Z"
 
 
 def test_check_order_number_before_consent(service: Service) -> None:
