@@ -57,6 +57,7 @@ class Services:
     genesys: GenesysClient
     window: DuplicateWindow
     consents: ConsentLedger
+    times: TimeService
     callbacks: CallbackService
     consent_actions: ConsentService
 
@@ -86,7 +87,9 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
         load_rules(Path(config.calling_hours_file) if config.calling_hours_file else None),
         TimePolicy(timedelta(minutes=config.min_lead_minutes),
                    timedelta(days=config.max_schedule_days), config.calling_hours_policy,
-                   config.strict_offsets))
+                   config.strict_offsets),
+        contract=contracts["validate-callback-time"], default_country=config.default_country,
+        clock=clock)
     callbacks = CallbackService(
         config.default_country, contracts, genesys, store, window,
         IdempotencyGate(store, lease_ms=int(lease.total_seconds() * 1000),
@@ -95,7 +98,7 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
     )
     consent_actions = ConsentService(consents, window, callbacks.cancel_record, contracts,
                                      config.default_country, clock)
-    return Services(config, contracts, store, genesys, window, consents, callbacks,
+    return Services(config, contracts, store, genesys, window, consents, times, callbacks,
                     consent_actions)
 
 
@@ -123,6 +126,8 @@ def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Sess
     for action, handler in (("create-callback", callbacks.create),
                             ("find-pending-callbacks", callbacks.find_pending),
                             ("cancel-callback", callbacks.cancel),
+                            ("validate-callback-time", services.times.validate),
+                            ("reschedule-callback", callbacks.reschedule),
                             ("record-consent", consent.record_consent),
                             ("revoke-consent", consent.revoke_consent)):
         app.add_route(f"/v1/actions/{action}", ActionResource(contracts[action], handler))

@@ -69,6 +69,7 @@ class CallbackService:
         self._create_out = contracts["create-callback"]
         self._find_out = contracts["find-pending-callbacks"]
         self._cancel_out = contracts["cancel-callback"]
+        self._reschedule_out = contracts["reschedule-callback"]
         self._genesys = genesys
         self._store = store
         self._window = window
@@ -167,7 +168,8 @@ class CallbackService:
         self._window.commit(number, token, LedgerRecord(
             callback_id=created.conversation_id, number_key="", scheduled_ms=epoch_ms(scheduled),
             agent_id=agent_id, queue_id=str(fields["queueId"]), state="PENDING", acd_id=acd,
-            request_token=token, created_ms=epoch_ms(now), consent_id=consent_id))
+            request_token=token, created_ms=epoch_ms(now), consent_id=consent_id,
+            e164=number.e164))
         log.info("callback created", extra={"callbackId": created.conversation_id,
                                             "number": number.masked, "agentId": agent_id})
         return answer(outcome="CREATED", reason="OK", callbackId=created.conversation_id,
@@ -191,18 +193,19 @@ class CallbackService:
         })
 
     def _upstream_failure(self, exc: UpstreamUnavailable | UpstreamRejected,
-                          common: dict[str, Any], *, reading: bool = False) -> Answer:
+                          common: dict[str, Any], *, reading: bool = False,
+                          contract: Contract | None = None) -> Answer:
+        out = contract or self._create_out
         if isinstance(exc, UpstreamUnavailable):
             log.warning("genesys unavailable", extra={"error": exc.message, "reading": reading})
-            return self._create_out.answer(
+            return out.answer(
                 outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
-                message="Genesys Cloud could not be reached in time; nothing was created. "
+                message="Genesys Cloud could not be reached in time; nothing was changed. "
                 "Retry the same request.")
-        log.warning("genesys rejected create",
-                    extra={"status": exc.status, "code": exc.code, "error": exc.message})
-        return self._create_out.answer(
-            outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
-            message=f"Genesys Cloud refused the callback: {exc.message}")
+        log.warning("genesys refused", extra={"status": exc.status, "code": exc.code,
+                                              "error": exc.message})
+        return out.answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
+                          message=f"Genesys Cloud refused the request: {exc.message}")
 
     @staticmethod
     def _command(fields: dict[str, Any], number: CustomerNumber, agent_id: str,
@@ -252,6 +255,53 @@ class CallbackService:
                       scheduledTimeUtc=when, agentId=first.agent_id, queueId=first.queue_id,
                       message=f"{len(pending)} callback(s) pending; the next at {when}.",
                       **common)
+
+    # -- reschedule-callback ------------------------------------------------------------
+
+    def reschedule(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
+        """Move a pending callback created here to a new time, re-running the time rules."""
+        out = self._reschedule_out
+        callback_id = str(fields["callbackId"])
+        common: dict[str, Any] = {"requestId": ctx.request_id, "callbackId": callback_id}
+        record = self._store.callback(callback_id) if _CALLBACK_ID.match(callback_id) else None
+        if record is None or not record.pending:
+            return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
+                              message="No pending callback with this id was created here.")
+        number = normalise(record.e164, self._country) if record.e164 else None
+        common.update(ownerAgentId=record.agent_id, assignedAgentId=record.agent_id,
+                      consentId=record.consent_id,
+                      customerNumberE164=number.e164 if number else "")
+        now = self._clock.now()
+        try:
+            profile = self._times.profile(record.agent_id, now, ctx.deadline)
+            queue = self._genesys.queue(record.queue_id, ctx.deadline)
+        except (UpstreamUnavailable, UpstreamRejected) as exc:
+            return self._upstream_failure(exc, common, reading=True, contract=out)
+        when = self._times.check(self._times.parse(fields, profile),
+                                 self._times.context(now, profile, number, queue))
+        if not when.ok or when.instant is None:
+            return out.answer(outcome="REJECTED", reason=when.reason, message=when.message,
+                              agentTimeZone=profile.zone,
+                              suggestedTimeUtc=timing.format_utc(when.suggested)
+                              if when.suggested else "", **common)
+        scheduled = when.instant
+        common.update(_time_fields(scheduled, profile.zone, number),
+                      warnings=",".join(when.warnings))
+        try:
+            self._genesys.patch_callback(callback_id, record.agent_id,
+                                         timing.format_utc(scheduled), ctx.deadline)
+        except UpstreamRejected as exc:
+            if exc.status == 404:
+                self._window.close(record, "DISCONNECTED")
+                return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
+                                  message="Genesys Cloud no longer holds this callback.")
+            return self._upstream_failure(exc, common, contract=out)
+        except UpstreamUnavailable as exc:
+            return self._upstream_failure(exc, common, contract=out)
+        self._window.move(record, epoch_ms(scheduled))
+        log.info("callback rescheduled", extra={"callbackId": callback_id})
+        return out.answer(outcome="RESCHEDULED", reason="OK", **common,
+                          message=f"Callback moved to {timing.format_utc(scheduled)}.")
 
     # -- cancel-callback ----------------------------------------------------------------
 

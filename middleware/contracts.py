@@ -24,6 +24,8 @@ ACTIONS: Final[dict[str, str]] = {
     "create-callback": "Callback - Create v1",
     "find-pending-callbacks": "Callback - Find Pending v1",
     "cancel-callback": "Callback - Cancel v1",
+    "validate-callback-time": "Callback - Validate Time v1",
+    "reschedule-callback": "Callback - Reschedule v1",
     "record-consent": "Consent - Record v1",
     "revoke-consent": "Consent - Revoke v1",
 }

@@ -98,6 +98,14 @@ class DuplicateWindow:
         self._store.commit_callback(digest, token, replace(record, number_key=digest), ttl,
                                     event, self._evidence_ttl_s)
 
+    def move(self, record: LedgerRecord, scheduled_ms: int) -> None:
+        """Give a pending callback its new time in the window and the history."""
+        now = self._clock.now()
+        self._store.move_callback(record, scheduled_ms, {
+            "event": "callback-rescheduled", "callbackId": record.callback_id,
+            "scheduledMs": str(scheduled_ms), "at": now.isoformat(timespec="milliseconds")},
+            self._evidence_ttl_s)
+
     def close(self, record: LedgerRecord, state: str) -> None:
         """Take a callback out of the window for good (cancelled, completed, disconnected)."""
         self._store.close_callback(record, state, self._clock.now().isoformat(

@@ -23,8 +23,10 @@ def _details(event: dict[str, str]) -> str:
             if event.get(key):
                 parts.append(f"{label} {event[key]}")
         return "; ".join(parts)
-    if kind == "callback":
+    if kind in ("callback", "callback-rescheduled"):
         scheduled = datetime.fromtimestamp(int(event.get("scheduledMs", "0")) / 1000, UTC)
+        if kind == "callback-rescheduled":
+            return f"moved to {scheduled.isoformat(timespec='seconds')}"
         return (f"scheduled {scheduled.isoformat(timespec='seconds')}; agent "
                 f"{event.get('agentId', '') or 'queue'}; consent {event.get('consentId', '')}")
     return f"state {event.get('state', '')}"

@@ -27,9 +27,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from middleware.calling_hours import Rule, calling_hours
+from middleware.clock import Clock
+from middleware.context import RequestContext
+from middleware.contracts import Contract
 from middleware.deadline import Deadline
+from middleware.errors import UpstreamError, UpstreamUnavailable
 from middleware.genesys import GenesysClient
-from middleware.numbers import CustomerNumber
+from middleware.numbers import CustomerNumber, normalise
 from middleware.timing import (
     AgentHours,
     Requested,
@@ -39,6 +43,8 @@ from middleware.timing import (
     Weekly,
     as_soon_as_possible,
     evaluate,
+    format_local,
+    format_utc,
     parse_request,
     parse_weekly,
     weekly_shifts,
@@ -101,14 +107,51 @@ class AgentProfile:
 
 
 class TimeService:
-    """Builds each request's time context from Genesys and the files, and runs the rules."""
+    """Builds each request's time context from Genesys and the files, and runs the rules;
+    serves ``validate-callback-time``."""
 
     def __init__(self, genesys: GenesysClient, profiles: dict[str, FileProfile],
-                 rules: list[Rule], policy: TimePolicy) -> None:
+                 rules: list[Rule], policy: TimePolicy, *, contract: Contract,
+                 default_country: str, clock: Clock) -> None:
         self._genesys = genesys
         self._profiles = profiles
         self._rules = rules
         self._policy = policy
+        self._contract = contract
+        self._country = default_country
+        self._clock = clock
+
+    def validate(self, fields: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """The time rules for one agent and number, a day off included; writes nothing."""
+        answer = self._contract.answer
+        common: dict[str, Any] = {"requestId": ctx.request_id}
+        number = normalise(str(fields["customerNumber"]),
+                           str(fields.get("customerCountry") or self._country))
+        if number is None:
+            return answer(outcome="INVALID", reason="INVALID_NUMBER", **common,
+                          message="The customer number is not a valid phone number.")
+        now = self._clock.now()
+        try:
+            profile = self.profile(str(fields["agentId"]), now, ctx.deadline)
+        except UpstreamError as exc:
+            reason = "UPSTREAM_UNAVAILABLE" if isinstance(exc, UpstreamUnavailable) \
+                else "UPSTREAM_REJECTED"
+            return answer(outcome="INVALID", reason=reason, **common,
+                          message="Genesys Cloud could not give the agent's schedule; retry.")
+        time_ctx = self.context(now, profile, number, None, strict_day=True)
+        check = self.check(self.parse(fields, profile), time_ctx)
+        common.update(agentTimeZone=profile.zone, customerTimeZone=",".join(number.zones))
+        if not check.ok or check.instant is None:
+            return answer(outcome="INVALID", reason=check.reason, message=check.message,
+                          suggestedTimeUtc=format_utc(check.suggested) if check.suggested
+                          else "", **common)
+        instant = check.instant
+        first_zone = number.zones[0] if number.zones else ""
+        return answer(outcome="VALID", reason="OK", valid=True, **common,
+                      scheduledTimeUtc=format_utc(instant), warnings=",".join(check.warnings),
+                      agentLocalTime=format_local(instant, profile.zone) if profile.zone else "",
+                      customerLocalTime=format_local(instant, first_zone) if first_zone else "",
+                      message=f"{format_utc(instant)} passes every time rule.")
 
     def profile(self, agent_id: str, now: datetime, deadline: Deadline) -> AgentProfile:
         """The agent's zone and working hours over the scheduling horizon."""

@@ -297,6 +297,17 @@ class Store:
         lifted = max((int(r[1]) for r in rows if r[1]), default=0)
         return revoked, lifted
 
+    def move_callback(self, record: LedgerRecord, scheduled_ms: int, event: dict[str, str],
+                      history_ttl_s: int) -> None:
+        """A pending callback got a new time: update its record, indexes and history."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(f"{PREFIX}cb:{record.callback_id}", "s", scheduled_ms)
+        pipe.zadd(f"{self._number(record.number_key)}:pending",
+                  {record.callback_id: scheduled_ms}, xx=True)
+        pipe.zadd(f"{PREFIX}pending", {record.callback_id: scheduled_ms}, xx=True)
+        self._append_history(pipe, record.number_key, event, history_ttl_s)
+        self._call(pipe.execute)
+
     def unindex(self, callback_id: str, digests: tuple[str, ...]) -> None:
         """Drop a callback id from the window's indexes (its record is gone or terminal)."""
         pipe = self._r.pipeline(transaction=True)
@@ -409,12 +420,13 @@ class LedgerRecord:
     request_token: str
     created_ms: int
     consent_id: str = ""
+    e164: str = ""
 
     # Short field names: a pending callback must stay well under 512 bytes of Redis.
     _FIELDS: ClassVar[dict[str, str]] = {
         "callback_id": "id", "number_key": "n", "scheduled_ms": "s", "agent_id": "a",
         "queue_id": "q", "state": "st", "acd_id": "x", "request_token": "t",
-        "created_ms": "c", "consent_id": "k",
+        "created_ms": "c", "consent_id": "k", "e164": "e",
     }
 
     def to_fields(self) -> dict[str, str | int]:
