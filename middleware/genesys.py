@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, cast
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 
@@ -48,6 +48,7 @@ class GenesysSettings:
     client_secret: str
     connect_timeout_s: float
     read_timeout_s: float
+    rate_limit_per_min: int = 300
 
 
 class TtlCache:
@@ -184,12 +185,26 @@ class GenesysClient:
 
     # -- calls --------------------------------------------------------------------------
 
+    def _throttle(self, deadline: Deadline) -> None:
+        """Take one call from the budget all workers and instances share, waiting for it only
+        while the deadline allows: a burst of requests cannot exhaust the org's API quota."""
+        limit = self._s.rate_limit_per_min
+        while True:
+            wait_ms = self._store.take_rate_token(self._client, limit, limit / 60_000)
+            if wait_ms <= 0:
+                return
+            if wait_ms / 1000 + _AFTER_WAIT_MARGIN_S >= deadline.remaining():
+                raise UpstreamUnavailable("GENESYS_RATE_LIMIT_PER_MIN reached", status=429,
+                                          retry_after_s=wait_ms / 1000)
+            time.sleep(wait_ms / 1000)
+
     def call(self, method: str, path: str, deadline: Deadline, *,
              body: Any = None, params: dict[str, str] | None = None) -> Any:
         """One API call with the shared token; the parsed JSON answer (``None`` when empty)."""
         refreshed = False
         while True:
             token = self.token(deadline)
+            self._throttle(deadline)
             resp = self._send(method, path, deadline, token, body, params)
             if resp.status_code == 401 and not refreshed:
                 refreshed = True
@@ -335,6 +350,70 @@ class GenesysClient:
         return shifts
 
 
+    def user(self, user_id: str, deadline: Deadline) -> dict[str, Any] | None:
+        """A user in any state (the API hides inactive ones by default) with presence, routing
+        status, out of office and team; ``None`` when Genesys does not know the id."""
+        return cast(dict[str, Any] | None, self._cached_get(
+            ("user", user_id), f"/api/v2/users/{_seg(user_id)}", deadline,
+            params={"state": "any",
+                    "expand": "presence,routingStatus,outOfOffice,team"}, missing_ok=True))
+
+    def user_queue_ids(self, user_id: str, deadline: Deadline) -> set[str]:
+        """Ids of the queues the user is a member of."""
+        hit, value = self._cache.get(("user-queues", user_id))
+        if hit:
+            return cast(set[str], value)
+        ids: set[str] = set()
+        for page in range(1, 11):
+            answer = self.call("GET", f"/api/v2/users/{_seg(user_id)}/queues", deadline,
+                               params={"pageSize": "100", "pageNumber": str(page)})
+            ids |= {str(q["id"]) for q in answer.get("entities", [])}
+            if page >= int(answer.get("pageCount") or 1):
+                break
+        self._cache.put(("user-queues", user_id), ids)
+        return ids
+
+    def team_member_ids(self, team_id: str, deadline: Deadline) -> list[str]:
+        """Ids of a team's members (cursor paging)."""
+        hit, value = self._cache.get(("team", team_id))
+        if hit:
+            return cast(list[str], value)
+        ids: list[str] = []
+        params = {"pageSize": "100"}
+        for _ in range(20):
+            answer = self.call("GET", f"/api/v2/teams/{_seg(team_id)}/members", deadline,
+                               params=params)
+            ids += [str(m["id"]) for m in answer.get("entities", [])]
+            after = _query_value(str(answer.get("nextUri") or ""), "after")
+            if not after:
+                break
+            params = {"pageSize": "100", "after": after}
+        self._cache.put(("team", team_id), ids)
+        return ids
+
+    def approved_time_off_days(self, mu_id: str, user_id: str, start: date, end: date,
+                               deadline: Deadline) -> set[date]:
+        """Local dates (management unit zone) of the user's approved time off."""
+        key = ("time-off", mu_id, user_id, start.isoformat(), end.isoformat())
+        hit, value = self._cache.get(key)
+        if hit:
+            return cast(set[date], value)
+        answer = self.call(
+            "POST", f"/api/v2/workforcemanagement/managementunits/{_seg(mu_id)}"
+            "/timeoffrequests/query", deadline, body={
+                "userIds": [user_id], "statuses": ["APPROVED"],
+                "dateRange": {"startDate": start.isoformat(), "endDate": end.isoformat()}})
+        days: set[date] = set()
+        for entry in answer.get("entities", []):
+            if entry.get("status") != "APPROVED":
+                continue
+            days |= {date.fromisoformat(d) for d in entry.get("fullDayManagementUnitDates", [])}
+            for text in entry.get("partialDayStartDateTimes", []):
+                days.add(datetime.fromisoformat(str(text).replace("Z", "+00:00")).date())
+        self._cache.put(key, days)
+        return days
+
+
 #: Participant states after which a callback will never ring again.
 ENDED_STATES: Final = {"disconnected": "DISCONNECTED", "terminated": "COMPLETED"}
 
@@ -350,6 +429,11 @@ def callback_end_state(conversation: dict[str, Any] | None) -> str | None:
     if states and all(s in ENDED_STATES for s in states):
         return "COMPLETED" if "terminated" in states else "DISCONNECTED"
     return None
+
+
+def _query_value(uri: str, name: str) -> str:
+    values = parse_qs(urlsplit(uri).query).get(name, [])
+    return values[0] if values else ""
 
 
 def _seg(value: str) -> str:

@@ -53,7 +53,7 @@ return {'CLAIMED'}
 """
 
 # Record a created (or queued) callback in the ledger and its indexes, then drop our claim.
-# KEYS: claim, number's pending set, record, global pending set.
+# KEYS: claim, number's pending set, record, global pending set, owner's pending set.
 # ARGV: token, callback id, scheduled ms, ttl s, then the record's field/value pairs.
 # Every write is idempotent, so a retried command after a lost reply changes nothing.
 _COMMIT_CALLBACK: Final = """
@@ -62,17 +62,39 @@ redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
-# Take a callback out of the window for good. KEYS: record, number's pending set, global set.
+# Take a callback out of the window for good.
+# KEYS: record, number's pending set, global set, owner's pending set.
 _CLOSE_CALLBACK: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'st', ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
 return 1
+"""
+
+# A token bucket shared by every worker and instance. KEYS[1] the bucket.
+# ARGV: capacity, refill per ms. Returns 0 when a token was taken, else ms to wait.
+# Redis' own clock keeps every instance on one timeline.
+_TAKE_TOKEN: Final = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ms')
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local tokens = tonumber(state[1]) or capacity
+local last = tonumber(state[2]) or ms
+tokens = math.min(capacity, tokens + math.max(0, ms - last) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ms', ms)
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 1000)
+return wait
 """
 
 # Idempotency keys (Stripe semantics). KEYS[1] the key's record.
@@ -101,7 +123,7 @@ return 1
 
 #: Ledger states: pending ones count in the duplicate window, the others never again.
 PENDING_STATES: Final = frozenset({"PENDING", "QUEUED"})
-TERMINAL_STATES: Final = frozenset({"CANCELLED", "COMPLETED", "DISCONNECTED"})
+TERMINAL_STATES: Final = frozenset({"CANCELLED", "COMPLETED", "DISCONNECTED", "REASSIGNED"})
 
 
 def connect(url: str, timeout_s: float) -> redis.Redis:
@@ -136,6 +158,7 @@ class Store:
         self._close_callback = client.register_script(_CLOSE_CALLBACK)
         self._begin_idempotent = client.register_script(_BEGIN_IDEMPOTENT)
         self._finish_idempotent = client.register_script(_FINISH_IDEMPOTENT)
+        self._take_token = client.register_script(_TAKE_TOKEN)
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -232,7 +255,8 @@ class Store:
         for name, value in record.to_fields().items():
             fields += [name, value]
         keys = [f"{self._number(digest)}:claim", f"{self._number(digest)}:pending",
-                f"{PREFIX}cb:{record.callback_id}", f"{PREFIX}pending"]
+                f"{PREFIX}cb:{record.callback_id}", f"{PREFIX}pending",
+                self._owned(record.agent_id)]
         pipe = self._r.pipeline(transaction=True)
         self._commit_callback(keys=keys, args=[token, record.callback_id, record.scheduled_ms,
                                                ttl_s, *fields], client=pipe)
@@ -305,8 +329,38 @@ class Store:
         pipe.zadd(f"{self._number(record.number_key)}:pending",
                   {record.callback_id: scheduled_ms}, xx=True)
         pipe.zadd(f"{PREFIX}pending", {record.callback_id: scheduled_ms}, xx=True)
+        pipe.zadd(self._owned(record.agent_id), {record.callback_id: scheduled_ms}, xx=True)
         self._append_history(pipe, record.number_key, event, history_ttl_s)
         self._call(pipe.execute)
+
+    @staticmethod
+    def _owned(agent_id: str) -> str:
+        # Callbacks that went to the queue have no owner; they share one set.
+        return f"{PREFIX}agent:{agent_id or '-'}:pending"
+
+    def pending_owned_counts(self, agent_ids: list[str]) -> dict[str, int]:
+        """How many pending callbacks each agent owns here (the reassignment order)."""
+        pipe = self._r.pipeline(transaction=False)
+        for agent_id in agent_ids:
+            pipe.zcard(self._owned(agent_id))
+        counts = cast(list[int], self._call(pipe.execute))
+        return dict(zip(agent_ids, counts, strict=True))
+
+    def due_between(self, start_ms: int, end_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Pending callbacks scheduled in ``[start, end]``, earliest first."""
+        rows = cast(list[tuple[str, float]], self._call(lambda: self._r.zrangebyscore(
+            f"{PREFIX}pending", start_ms, end_ms, start=0, num=limit, withscores=True)))
+        return [(str(cid), int(score)) for cid, score in rows]
+
+    def mark_replaced(self, record: LedgerRecord, replacement_id: str) -> None:
+        """Note on a callback that a replacement exists and it only awaits its disconnect."""
+        self._call(lambda: self._r.hset(f"{PREFIX}cb:{record.callback_id}", "r",
+                                        replacement_id))
+
+    def take_rate_token(self, client: str, capacity: int, per_ms: float) -> int:
+        """Take one token from the shared Genesys call budget; 0, or ms until one is free."""
+        return int(self._call(lambda: self._take_token(
+            keys=[f"{PREFIX}rate:{client}"], args=[capacity, per_ms])))
 
     def unindex(self, callback_id: str, digests: tuple[str, ...]) -> None:
         """Drop a callback id from the window's indexes (its record is gone or terminal)."""
@@ -335,7 +389,7 @@ class Store:
         if state not in TERMINAL_STATES:
             raise ValueError(f"{state} is not a terminal state")
         keys = [f"{PREFIX}cb:{record.callback_id}", f"{self._number(record.number_key)}:pending",
-                f"{PREFIX}pending"]
+                f"{PREFIX}pending", self._owned(record.agent_id)]
         pipe = self._r.pipeline(transaction=True)
         self._close_callback(keys=keys, args=[state, record.callback_id], client=pipe)
         self._append_history(pipe, record.number_key, {
@@ -421,12 +475,13 @@ class LedgerRecord:
     created_ms: int
     consent_id: str = ""
     e164: str = ""
+    replaced_by: str = ""
 
     # Short field names: a pending callback must stay well under 512 bytes of Redis.
     _FIELDS: ClassVar[dict[str, str]] = {
         "callback_id": "id", "number_key": "n", "scheduled_ms": "s", "agent_id": "a",
         "queue_id": "q", "state": "st", "acd_id": "x", "request_token": "t",
-        "created_ms": "c", "consent_id": "k", "e164": "e",
+        "created_ms": "c", "consent_id": "k", "e164": "e", "replaced_by": "r",
     }
 
     def to_fields(self) -> dict[str, str | int]:
