@@ -27,6 +27,7 @@ from middleware.genesys import GenesysClient, GenesysSettings
 from middleware.health import Readiness
 from middleware.idempotency import IdempotencyGate
 from middleware.numbers import NumberKeys
+from middleware.owner import OwnerRule, OwnerService
 from middleware.reconcile import Reconciler, page_size
 from middleware.scheduling import TimeService, load_profiles
 from middleware.store import Store
@@ -58,6 +59,7 @@ class Services:
     window: DuplicateWindow
     consents: ConsentLedger
     times: TimeService
+    owner: OwnerRule
     callbacks: CallbackService
     consent_actions: ConsentService
 
@@ -91,16 +93,19 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
                    config.strict_offsets),
         contract=contracts["validate-callback-time"], default_country=config.default_country,
         clock=clock)
+    owner = OwnerRule(genesys, times, store,
+                      timedelta(minutes=config.immediate_window_minutes),
+                      config.reassign_fallback, clock)
     callbacks = CallbackService(
         config.default_country, contracts, genesys, store, window,
         IdempotencyGate(store, lease_ms=int(lease.total_seconds() * 1000),
                         keep_s=int((window_length + timedelta(days=1)).total_seconds())),
-        consents, times, clock,
+        consents, times, owner, clock,
     )
     consent_actions = ConsentService(consents, window, callbacks.cancel_record, contracts,
                                      config.default_country, clock)
-    return Services(config, contracts, store, genesys, window, consents, times, callbacks,
-                    consent_actions)
+    return Services(config, contracts, store, genesys, window, consents, times, owner,
+                    callbacks, consent_actions)
 
 
 def build_duties(services: Services) -> list[Duty]:
@@ -129,6 +134,9 @@ def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Sess
                             ("cancel-callback", callbacks.cancel),
                             ("validate-callback-time", services.times.validate),
                             ("reschedule-callback", callbacks.reschedule),
+                            ("resolve-callback-owner", OwnerService(
+                                services.owner, contracts["resolve-callback-owner"],
+                                clock).resolve_owner),
                             ("record-consent", consent.record_consent),
                             ("revoke-consent", consent.revoke_consent)):
         app.add_route(f"/v1/actions/{action}", ActionResource(contracts[action], handler))

@@ -28,6 +28,7 @@ from middleware.errors import StoreUnavailable, UpstreamRejected, UpstreamUnavai
 from middleware.genesys import GenesysClient
 from middleware.idempotency import IdempotencyGate, key_for
 from middleware.numbers import CustomerNumber, normalise
+from middleware.owner import OwnerRule
 from middleware.scheduling import TimeService
 from middleware.store import LedgerRecord, Store
 
@@ -64,7 +65,8 @@ class CallbackService:
     def __init__(self, default_country: str, contracts: dict[str, Contract],
                  genesys: GenesysClient,
                  store: Store, window: DuplicateWindow, idempotency: IdempotencyGate,
-                 consents: ConsentLedger, times: TimeService, clock: Clock) -> None:
+                 consents: ConsentLedger, times: TimeService, owner: OwnerRule,
+                 clock: Clock) -> None:
         self._country = default_country
         self._create_out = contracts["create-callback"]
         self._find_out = contracts["find-pending-callbacks"]
@@ -76,6 +78,7 @@ class CallbackService:
         self._idempotency = idempotency
         self._consents = consents
         self._times = times
+        self._owner = owner
         self._clock = clock
 
     def _number(self, fields: dict[str, Any]) -> CustomerNumber | None:
@@ -151,11 +154,36 @@ class CallbackService:
                           "now; retry shortly to receive it.", **common)
 
         try:
+            decision = self._owner.resolve(
+                agent_id, str(fields["queueId"]), scheduled, ctx.deadline,
+                allow_reassignment=fields.get("allowReassignment", True) is not False)
+        except (UpstreamUnavailable, UpstreamRejected) as exc:
+            self._window.release(number, token)
+            return self._upstream_failure(exc, common, reading=True)
+        except BaseException:
+            self._window.release(number, token)
+            raise
+        if decision.outcome in ("UNKNOWN_AGENT", "NONE"):
+            self._window.release(number, token)
+            if decision.outcome == "UNKNOWN_AGENT":
+                return answer(outcome="REJECTED", reason="UNKNOWN_AGENT", **common,
+                              message="The agent id is not a Genesys user.")
+            return answer(outcome="REJECTED", reason="NO_AVAILABLE_OWNER", **common,
+                          reassignReason=decision.reassign_reason,
+                          message=f"The agent is unavailable ({decision.reassign_reason}) and "
+                          "no one else may own the callback.")
+        assigned = decision.assigned
+        if decision.reassigned:
+            zone = decision.profile.zone if decision.profile is not None else ""
+            common.update(_time_fields(scheduled, zone, number), reassigned=True,
+                          reassignReason=decision.reassign_reason)
+
+        try:
             consent_id = verdict.consent_id or self._consents.record(
                 number, fields, verdict.captured or now, via="create-callback")
             common["consentId"] = consent_id
             created = self._genesys.create_callback(
-                self._command(fields, number, agent_id, timing.format_utc(scheduled), token,
+                self._command(fields, number, assigned, timing.format_utc(scheduled), token,
                               consent_id), ctx.deadline)
         except (UpstreamUnavailable, UpstreamRejected) as exc:
             self._window.release(number, token)
@@ -167,13 +195,13 @@ class CallbackService:
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
         self._window.commit(number, token, LedgerRecord(
             callback_id=created.conversation_id, number_key="", scheduled_ms=epoch_ms(scheduled),
-            agent_id=agent_id, queue_id=str(fields["queueId"]), state="PENDING", acd_id=acd,
+            agent_id=assigned, queue_id=str(fields["queueId"]), state="PENDING", acd_id=acd,
             request_token=token, created_ms=epoch_ms(now), consent_id=consent_id,
             e164=number.e164))
         log.info("callback created", extra={"callbackId": created.conversation_id,
-                                            "number": number.masked, "agentId": agent_id})
+                                            "number": number.masked, "agentId": assigned})
         return answer(outcome="CREATED", reason="OK", callbackId=created.conversation_id,
-                      assignedAgentId=agent_id,
+                      assignedAgentId=assigned,
                       message=f"Callback scheduled for {timing.format_utc(scheduled)}.", **common)
 
     def _duplicate(self, existing: LedgerRecord, common: dict[str, Any]) -> Answer:
@@ -210,12 +238,12 @@ class CallbackService:
     @staticmethod
     def _command(fields: dict[str, Any], number: CustomerNumber, agent_id: str,
                  scheduled_utc: str, token: str, consent_id: str) -> dict[str, Any]:
-        """The agent-owned ``CreateCallbackCommand`` exactly as SPEC §4 describes it."""
-        routing: dict[str, Any] = {
-            "queueId": fields["queueId"],
-            "scoredAgents": [{"agent": {"id": agent_id}, "score": 100}],
-            "routingFlags": [AGENT_OWNED],
-        }
+        """The agent-owned ``CreateCallbackCommand`` exactly as SPEC §4 describes it; with no
+        agent (the queue fallback) it carries no owner fields."""
+        routing: dict[str, Any] = {"queueId": fields["queueId"]}
+        if agent_id:
+            routing["scoredAgents"] = [{"agent": {"id": agent_id}, "score": 100}]
+            routing["routingFlags"] = [AGENT_OWNED]
         if "priority" in fields:
             routing["priority"] = fields["priority"]
         data = {"requestToken": token, "consentId": consent_id}

@@ -81,6 +81,18 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "zone involved (TIMEZONE_MISMATCH) instead of warning OFFSET_MISMATCH."
     ),
     Setting(
+        "IMMEDIATE_WINDOW_MINUTES", "15", "Callbacks due within this many minutes also need "
+        "the owner on queue and online (routing status, presence)."
+    ),
+    Setting(
+        "REASSIGN_FALLBACK", "queue", "When neither a teammate nor the manager can own it: "
+        "`queue` (callback without owner) or `reject` (NO_AVAILABLE_OWNER)."
+    ),
+    Setting(
+        "REASSIGN_LOOKAHEAD_MINUTES", "120", "The worker moves callbacks due within this many "
+        "minutes away from owners who have become unavailable.", "worker"
+    ),
+    Setting(
         "CACHE_TTL_SECONDS", "60", "How long Genesys reads (WFM units, shifts, queues, users) "
         "are cached in each process."
     ),
@@ -208,6 +220,9 @@ class Config:
     calling_hours_policy: str
     strict_offsets: bool
     cache_ttl_s: int
+    immediate_window_minutes: int
+    reassign_fallback: str
+    reassign_lookahead_minutes: int
     duplicate_window_hours: int
     consent_max_age_hours: int
     consent_retention_days: int
@@ -267,6 +282,9 @@ class Config:
             calling_hours_policy=r.choice("CALLING_HOURS_POLICY", ("enforce", "warn", "off")),
             strict_offsets=r.boolean("STRICT_OFFSETS"),
             cache_ttl_s=r.positive_int("CACHE_TTL_SECONDS"),
+            immediate_window_minutes=r.positive_int("IMMEDIATE_WINDOW_MINUTES"),
+            reassign_fallback=r.choice("REASSIGN_FALLBACK", ("queue", "reject")),
+            reassign_lookahead_minutes=r.positive_int("REASSIGN_LOOKAHEAD_MINUTES"),
             duplicate_window_hours=r.positive_int("DUPLICATE_WINDOW_HOURS"),
             consent_max_age_hours=r.positive_int("CONSENT_MAX_AGE_HOURS"),
             consent_retention_days=r.positive_int("CONSENT_RETENTION_DAYS"),

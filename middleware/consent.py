@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from middleware.clock import Clock
@@ -30,7 +30,7 @@ from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamError
 from middleware.numbers import CustomerNumber, NumberKeys, normalise
 from middleware.store import LedgerRecord, Store
-from middleware.timing import format_utc
+from middleware.timing import format_utc, parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ class ConsentDecision:
     message: str
     consent_id: str = ""
     captured: datetime | None = None
-
-
-def _parse_instant(text: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else None
 
 
 class ConsentLedger:
@@ -81,10 +73,10 @@ class ConsentLedger:
             if record is None:
                 return ConsentDecision("CONSENT_NOT_FOUND", "No consent with this consentId "
                                        "was recorded for this number.")
-            captured = _parse_instant(record["capturedAt"])
+            captured = parse_instant(record["capturedAt"])
         else:
             text = str(fields.get("consentCapturedAt") or "")
-            captured = _parse_instant(text) if text else now
+            captured = parse_instant(text) if text else now
             if captured is None:
                 return ConsentDecision("INVALID_TIME", "consentCapturedAt is not an ISO-8601 "
                                        "instant with offset, so the consent cannot be dated.")
@@ -168,7 +160,7 @@ class ConsentService:
                           message="The customer number is not a valid phone number.")
         now = self._clock.now()
         text = str(fields.get("consentCapturedAt") or "")
-        captured = _parse_instant(text) if text else now
+        captured = parse_instant(text) if text else now
         if captured is None:
             return answer(outcome="REJECTED", reason="INVALID_TIME", requestId=ctx.request_id,
                           message="consentCapturedAt must be an ISO-8601 instant with offset.")

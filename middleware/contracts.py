@@ -26,6 +26,7 @@ ACTIONS: Final[dict[str, str]] = {
     "cancel-callback": "Callback - Cancel v1",
     "validate-callback-time": "Callback - Validate Time v1",
     "reschedule-callback": "Callback - Reschedule v1",
+    "resolve-callback-owner": "Callback - Resolve Owner v1",
     "record-consent": "Consent - Record v1",
     "revoke-consent": "Consent - Revoke v1",
 }

@@ -99,11 +99,13 @@ def load_profiles(path: str) -> dict[str, FileProfile]:
 
 @dataclass(frozen=True)
 class AgentProfile:
-    """The agent's zone (empty when unknown) and hours (``None`` when unknown)."""
+    """The agent's zone (empty when unknown) and hours (``None`` when unknown); the WFM
+    management unit when the agent has one."""
 
     zone: str
     hours: AgentHours | None
     source: str
+    management_unit: str = ""
 
 
 class TimeService:
@@ -163,7 +165,7 @@ class TimeService:
             shifts = self._genesys.published_shifts(mu_id, agent_id, first, last, deadline)
             hours = None if shifts is None else AgentHours(
                 zone, tuple((s.start, s.end) for s in shifts))
-            return AgentProfile(zone, hours, "wfm")
+            return AgentProfile(zone, hours, "wfm", mu_id)
         file_profile = self._profiles.get(agent_id)
         if file_profile is not None:
             zone = file_profile.zone

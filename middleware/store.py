@@ -81,7 +81,7 @@ return 1
 # A token bucket shared by every worker and instance. KEYS[1] the bucket.
 # ARGV: capacity, refill per ms. Returns 0 when a token was taken, else ms to wait.
 # Redis' own clock keeps every instance on one timeline.
-_TAKE_TOKEN: Final = """
+_TAKE_RATE_SLOT: Final = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ms')
@@ -158,7 +158,7 @@ class Store:
         self._close_callback = client.register_script(_CLOSE_CALLBACK)
         self._begin_idempotent = client.register_script(_BEGIN_IDEMPOTENT)
         self._finish_idempotent = client.register_script(_FINISH_IDEMPOTENT)
-        self._take_token = client.register_script(_TAKE_TOKEN)
+        self._take_token = client.register_script(_TAKE_RATE_SLOT)
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:

@@ -77,10 +77,15 @@ def ceil_minute(instant: datetime) -> datetime:
 
 
 def _parse(text: str) -> datetime | None:
+    """An ISO-8601 date-time, or ``None``; instants at the very ends of the calendar (which
+    no conversion to UTC survives) count as unparseable."""
     try:
-        return datetime.fromisoformat(text.strip())
+        parsed = datetime.fromisoformat(text.strip())
     except ValueError:
         return None
+    if not 2 <= parsed.year <= 9998:
+        return None
+    return parsed
 
 
 # -- 1. parsing ------------------------------------------------------------------------
@@ -98,6 +103,12 @@ class Requested:
     def asap(self) -> bool:
         """Neither time was given: as soon as possible."""
         return self.instant is None and self.failure is None
+
+
+def parse_instant(text: str) -> datetime | None:
+    """An ISO-8601 instant with offset, in UTC; ``None`` without offset or unparseable."""
+    parsed = _parse(text)
+    return parsed.astimezone(UTC) if parsed is not None and parsed.tzinfo else None
 
 
 def parse_request(requested_time: str | None, local_time: str | None,
