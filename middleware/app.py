@@ -28,6 +28,7 @@ from middleware.health import Readiness
 from middleware.idempotency import IdempotencyGate
 from middleware.numbers import NumberKeys
 from middleware.owner import OwnerRule, OwnerService
+from middleware.reassign import Reassigner
 from middleware.reconcile import Reconciler, page_size
 from middleware.scheduling import TimeService, load_profiles
 from middleware.store import Store
@@ -62,6 +63,7 @@ class Services:
     owner: OwnerRule
     callbacks: CallbackService
     consent_actions: ConsentService
+    clock: Clock
 
 
 def build_services(config: Config, *, redis_client: redis.Redis, http: requests.Session,
@@ -105,7 +107,7 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
     consent_actions = ConsentService(consents, window, callbacks.cancel_record, contracts,
                                      config.default_country, clock)
     return Services(config, contracts, store, genesys, window, consents, times, owner,
-                    callbacks, consent_actions)
+                    callbacks, consent_actions, clock)
 
 
 def build_duties(services: Services) -> list[Duty]:
@@ -114,7 +116,11 @@ def build_duties(services: Services) -> list[Duty]:
     reconciler = Reconciler(services.store, services.genesys, services.window, page_size(
         config.reconcile_batch_size, config.reconcile_interval_s,
         config.genesys_rate_limit_per_min))
-    return [Duty("reconcile", config.reconcile_interval_s, reconciler.run)]
+    reassigner = Reassigner(services.store, services.owner, services.callbacks,
+                            timedelta(minutes=config.reassign_lookahead_minutes),
+                            config.reconcile_batch_size, services.clock)
+    return [Duty("reconcile", config.reconcile_interval_s, reconciler.run),
+            Duty("reassign", config.reconcile_interval_s, reassigner.run)]
 
 
 def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Session,

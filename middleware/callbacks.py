@@ -23,12 +23,13 @@ from middleware.clock import Clock
 from middleware.consent import ConsentLedger
 from middleware.context import RequestContext
 from middleware.contracts import Contract
+from middleware.deadline import Deadline
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import StoreUnavailable, UpstreamRejected, UpstreamUnavailable
 from middleware.genesys import GenesysClient
 from middleware.idempotency import IdempotencyGate, key_for
 from middleware.numbers import CustomerNumber, normalise
-from middleware.owner import OwnerRule
+from middleware.owner import OwnerDecision, OwnerRule
 from middleware.scheduling import TimeService
 from middleware.store import LedgerRecord, Store
 
@@ -316,6 +317,27 @@ class CallbackService:
         common.update(_time_fields(scheduled, profile.zone, number),
                       warnings=",".join(when.warnings))
         try:
+            # A queue callback has no agent to PATCH with (the API requires one): it is
+            # re-created at the new time, still without an owner.
+            decision = self._owner.resolve(record.agent_id, record.queue_id, scheduled,
+                                           ctx.deadline) if record.agent_id \
+                else OwnerDecision("QUEUE", "")
+            if decision.outcome in ("NONE", "UNKNOWN_AGENT"):
+                return out.answer(outcome="REJECTED", reason="NO_AVAILABLE_OWNER", **common,
+                                  reassignReason=decision.reassign_reason,
+                                  message="Nobody can own the callback at the new time; "
+                                  "it was left unchanged.")
+            if decision.reassigned:
+                new_id = self.replace_owner(record, decision.assigned, scheduled,
+                                            ctx.deadline, decision.reassign_reason)
+                zone = decision.profile.zone if decision.profile is not None else ""
+                common.update(_time_fields(scheduled, zone, number))
+                return out.answer(outcome="RESCHEDULED", reason="OK", **{
+                    **common, "callbackId": new_id, "previousCallbackId": callback_id,
+                    "assignedAgentId": decision.assigned, "reassigned": True,
+                    "reassignReason": decision.reassign_reason,
+                    "message": f"Callback moved to {timing.format_utc(scheduled)} with a new "
+                               f"owner ({decision.reassign_reason})."})
             self._genesys.patch_callback(callback_id, record.agent_id,
                                          timing.format_utc(scheduled), ctx.deadline)
         except UpstreamRejected as exc:
@@ -330,6 +352,61 @@ class CallbackService:
         log.info("callback rescheduled", extra={"callbackId": callback_id})
         return out.answer(outcome="RESCHEDULED", reason="OK", **common,
                           message=f"Callback moved to {timing.format_utc(scheduled)}.")
+
+    # -- moving ownership: disconnect plus a new agent-owned create ---------------------
+
+    def replace_owner(self, record: LedgerRecord, new_agent: str, scheduled: datetime,
+                      deadline: Deadline, reason: str) -> str:
+        """Give a pending callback a new owner (``""``: the queue) and return the new id.
+
+        The Genesys PATCH cannot move ownership, so this creates the new callback first and
+        then disconnects the old one: a failure in between leaves two callbacks the ledger
+        knows about (the old one marked replaced, its disconnect retried by the worker),
+        never none.
+        """
+        number = normalise(record.e164, self._country) if record.e164 else None
+        if number is None:
+            raise ValueError(f"callback {record.callback_id} has no number in the ledger")
+        old = self._genesys.get_callback(record.callback_id, deadline) or {}
+        customer: dict[str, Any] = next((p for p in old.get("participants", [])
+                                         if p.get("purpose") == "customer"), {})
+        attributes = dict(customer.get("attributes") or {})
+        token = uuid.uuid4().hex
+        fields = {"queueId": record.queue_id, "customerName": customer.get("callbackUserName"),
+                  "reference": attributes.get("reference"), "notes": attributes.get("notes")}
+        created = self._genesys.create_callback(self._command(
+            fields, number, new_agent, timing.format_utc(scheduled), token, record.consent_id),
+            deadline)
+        acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
+        self._store.mark_replaced(record, created.conversation_id)
+        self._window.commit(number, token, LedgerRecord(
+            callback_id=created.conversation_id, number_key="",
+            scheduled_ms=epoch_ms(scheduled), agent_id=new_agent, queue_id=record.queue_id,
+            state="PENDING", acd_id=acd, request_token=token,
+            created_ms=epoch_ms(self._clock.now()), consent_id=record.consent_id,
+            e164=record.e164), event="callback-reassigned", replaces=record.callback_id)
+        log.info("callback reassigned", extra={
+            "callbackId": record.callback_id, "newCallbackId": created.conversation_id,
+            "fromAgentId": record.agent_id, "toAgentId": new_agent or "queue",
+            "reason": reason})
+        self.finish_replacement(record, deadline)
+        return created.conversation_id
+
+    def finish_replacement(self, record: LedgerRecord, deadline: Deadline) -> bool:
+        """Disconnect a replaced callback; false (retried later) if Genesys cannot now."""
+        try:
+            self._genesys.disconnect_callback(record.callback_id, record.acd_id, deadline)
+        except UpstreamRejected as exc:
+            if exc.status != 404:
+                log.warning("replaced callback not disconnected yet",
+                            extra={"callbackId": record.callback_id, "status": exc.status})
+                return False
+        except UpstreamUnavailable:
+            log.warning("replaced callback not disconnected yet",
+                        extra={"callbackId": record.callback_id})
+            return False
+        self._window.close(record, "REASSIGNED")
+        return True
 
     # -- cancel-callback ----------------------------------------------------------------
 

@@ -84,19 +84,22 @@ class DuplicateWindow:
                 return Claim(claimed=False, busy=True)
             time.sleep(_POLL_S)
 
-    def commit(self, number: CustomerNumber, token: str, record: LedgerRecord) -> None:
+    def commit(self, number: CustomerNumber, token: str, record: LedgerRecord, *,
+               event: str = "callback", replaces: str = "") -> None:
         """Record the created callback in the window and the number's evidence history,
         and release the claim."""
         now = self._clock.now()
         ttl = max(record.scheduled_ms - epoch_ms(now), 0) // 1000
         ttl += int(FORGET_AFTER.total_seconds())
         digest = self._keys.current(number.e164)
-        event = {"event": "callback", "callbackId": record.callback_id, "state": record.state,
+        entry = {"event": event, "callbackId": record.callback_id, "state": record.state,
                  "consentId": record.consent_id, "agentId": record.agent_id,
                  "queueId": record.queue_id, "scheduledMs": str(record.scheduled_ms),
                  "at": now.isoformat(timespec="milliseconds")}
+        if replaces:
+            entry["replaces"] = replaces
         self._store.commit_callback(digest, token, replace(record, number_key=digest), ttl,
-                                    event, self._evidence_ttl_s)
+                                    entry, self._evidence_ttl_s)
 
     def move(self, record: LedgerRecord, scheduled_ms: int) -> None:
         """Give a pending callback its new time in the window and the history."""

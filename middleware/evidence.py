@@ -23,10 +23,14 @@ def _details(event: dict[str, str]) -> str:
             if event.get(key):
                 parts.append(f"{label} {event[key]}")
         return "; ".join(parts)
-    if kind in ("callback", "callback-rescheduled"):
+    if kind in ("callback", "callback-rescheduled", "callback-reassigned"):
         scheduled = datetime.fromtimestamp(int(event.get("scheduledMs", "0")) / 1000, UTC)
         if kind == "callback-rescheduled":
             return f"moved to {scheduled.isoformat(timespec='seconds')}"
+        if kind == "callback-reassigned":
+            return (f"replaces {event.get('replaces', '')}; scheduled "
+                    f"{scheduled.isoformat(timespec='seconds')}; agent "
+                    f"{event.get('agentId', '') or 'queue'}")
         return (f"scheduled {scheduled.isoformat(timespec='seconds')}; agent "
                 f"{event.get('agentId', '') or 'queue'}; consent {event.get('consentId', '')}")
     return f"state {event.get('state', '')}"

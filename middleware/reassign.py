@@ -1,0 +1,68 @@
+"""Ahead of time: callbacks due soon whose owner has since become unavailable get a new owner.
+
+A worker duty looks at the pending callbacks due within ``REASSIGN_LOOKAHEAD_MINUTES``;
+for each agent-owned one whose owner is now unavailable at its time (time off entered
+after creation, out of office, left the company...), the owner rule picks a new owner
+and the callback is replaced (create for the new owner, then disconnect the old one).
+Each move is recorded in the number's evidence history and logged. A replacement whose
+old callback could not be disconnected yet is finished on a later round.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from middleware.callbacks import CallbackService, from_ms
+from middleware.clock import Clock
+from middleware.deadline import Deadline
+from middleware.duplicates import epoch_ms
+from middleware.errors import UpstreamError
+from middleware.owner import OwnerRule
+from middleware.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Reassigner:
+    """One round over the callbacks falling due soon."""
+
+    def __init__(self, store: Store, owner: OwnerRule, callbacks: CallbackService,
+                 lookahead: timedelta, batch: int, clock: Clock) -> None:
+        self._store = store
+        self._owner = owner
+        self._callbacks = callbacks
+        self._lookahead = lookahead
+        self._batch = batch
+        self._clock = clock
+
+    def run(self, deadline: Deadline) -> int:
+        """Check the callbacks due within the lookahead; return how many moved."""
+        now = self._clock.now()
+        due = self._store.due_between(epoch_ms(now), epoch_ms(now + self._lookahead),
+                                      self._batch)
+        moved = 0
+        for record in self._store.callbacks([cid for cid, _ in due]):
+            if not record.pending or not record.agent_id or record.state == "QUEUED":
+                continue
+            if record.replaced_by:
+                self._callbacks.finish_replacement(record, deadline)
+                continue
+            at = from_ms(record.scheduled_ms)
+            try:
+                found = self._owner.availability(record.agent_id, record.queue_id, at, deadline)
+                if found is not None and found.available:
+                    continue
+                decision = self._owner.resolve(record.agent_id, record.queue_id, at, deadline)
+                if decision.outcome not in ("REASSIGNED", "QUEUE"):
+                    log.warning("owner unavailable and no one can take over", extra={
+                        "callbackId": record.callback_id, "agentId": record.agent_id,
+                        "reason": decision.reassign_reason or decision.outcome})
+                    continue
+                self._callbacks.replace_owner(record, decision.assigned, at, deadline,
+                                              decision.reassign_reason)
+                moved += 1
+            except UpstreamError as exc:
+                log.warning("reassignment paused: genesys", extra={"error": exc.message})
+                break
+        return moved
