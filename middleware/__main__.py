@@ -5,6 +5,8 @@
 * ``check-config``: parse the environment and report the first bad setting.
 * ``consent-evidence --number N [--country CC] [--format table|json]``: one customer's
   consents, revocations and callbacks in time order.
+* ``dead-letters list`` / ``dead-letters replay (TOKEN ... | --all)``: queued callbacks that
+  exhausted their attempts, and putting them back in the outbox.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from middleware.app import build_duties, build_services
+from middleware.app import Services, build_duties, build_services
 from middleware.clock import SystemClock
 from middleware.config import Config, ConfigError
 from middleware.contracts import load_contracts
@@ -23,6 +25,7 @@ from middleware.export import export_actions
 from middleware.genesys import new_session
 from middleware.logs import configure_logging
 from middleware.numbers import normalise
+from middleware.outbox import replay_dead_letters
 from middleware.store import connect
 from middleware.worker import run_worker
 
@@ -45,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     evidence.add_argument("--number", required=True, help="the customer number, any format")
     evidence.add_argument("--country", default="", help="ISO 3166 hint for national numbers")
     evidence.add_argument("--format", choices=("table", "json"), default="table")
+    dead = commands.add_parser("dead-letters", help="list or replay dead-lettered callbacks")
+    dead.add_argument("action", choices=("list", "replay"))
+    dead.add_argument("tokens", nargs="*", help="entries to replay (see list)")
+    dead.add_argument("--all", action="store_true", help="replay every dead letter")
     args = parser.parse_args(argv)
 
     if args.command == "export-actions":
@@ -73,7 +80,28 @@ def main(argv: list[str] | None = None) -> int:
         events = services.consents.evidence(number)
         print(render_evidence(number.e164, events, args.format))
         return 0
+    if args.command == "dead-letters":
+        return _dead_letters(services, args.action, args.tokens, args.all)
     return run_worker(build_duties(services))
+
+
+def _dead_letters(services: Services, action: str, tokens: list[str], everything: bool) -> int:
+    letters = services.store.dead_letters()
+    if action == "list":
+        for entry in letters:
+            command = entry.payload.get("command", {})
+            print(f"{entry.token}  attempts={entry.attempts}  "
+                  f"scheduled={command.get('callbackScheduledTime', '')}  "
+                  f"agent={entry.payload.get('agentId', '') or '-'}  error={entry.error}")
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    chosen = [e.token for e in letters] if everything else tokens
+    if not chosen:
+        print("name the tokens to replay, or --all", file=sys.stderr)
+        return 2
+    replayed = replay_dead_letters(services.store, services.window, chosen, services.clock)
+    print(f"replayed {len(replayed)} of {len(chosen)}")
+    return 0 if len(replayed) == len(chosen) else 1
 
 
 if __name__ == "__main__":

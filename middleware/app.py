@@ -27,6 +27,7 @@ from middleware.genesys import GenesysClient, GenesysSettings
 from middleware.health import Readiness
 from middleware.idempotency import IdempotencyGate
 from middleware.numbers import NumberKeys
+from middleware.outbox import OutboxDelivery, RetryPolicy
 from middleware.owner import OwnerRule, OwnerService
 from middleware.reassign import Reassigner
 from middleware.reconcile import Reconciler, page_size
@@ -119,7 +120,14 @@ def build_duties(services: Services) -> list[Duty]:
     reassigner = Reassigner(services.store, services.owner, services.callbacks,
                             timedelta(minutes=config.reassign_lookahead_minutes),
                             config.reconcile_batch_size, services.clock)
-    return [Duty("reconcile", config.reconcile_interval_s, reconciler.run),
+    outbox = OutboxDelivery(
+        services.store, services.genesys, services.window, services.times,
+        RetryPolicy(config.outbox_max_attempts,
+                    timedelta(milliseconds=config.outbox_backoff_base_ms),
+                    timedelta(milliseconds=config.outbox_backoff_cap_ms)),
+        config.reconcile_batch_size, services.clock)
+    return [Duty("outbox", config.outbox_interval_s, outbox.run),
+            Duty("reconcile", config.reconcile_interval_s, reconciler.run),
             Duty("reassign", config.reconcile_interval_s, reassigner.run)]
 
 

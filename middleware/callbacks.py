@@ -183,10 +183,27 @@ class CallbackService:
             consent_id = verdict.consent_id or self._consents.record(
                 number, fields, verdict.captured or now, via="create-callback")
             common["consentId"] = consent_id
-            created = self._genesys.create_callback(
-                self._command(fields, number, assigned, timing.format_utc(scheduled), token,
-                              consent_id), ctx.deadline)
-        except (UpstreamUnavailable, UpstreamRejected) as exc:
+            command = self._command(fields, number, assigned, timing.format_utc(scheduled),
+                                    token, consent_id)
+            created = self._genesys.create_callback(command, ctx.deadline)
+        except UpstreamUnavailable as exc:
+            # Every check passed: the request is accepted and the worker creates it later.
+            self._window.queue(number, token, LedgerRecord(
+                callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
+                agent_id=assigned, queue_id=str(fields["queueId"]), state="QUEUED", acd_id="",
+                request_token=token, created_ms=epoch_ms(now), consent_id=consent_id,
+                e164=number.e164), payload={
+                    "command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
+                    "mayHaveRun": exc.may_have_run, "acceptedMs": epoch_ms(now)},
+                first_attempt_ms=epoch_ms(now) + int(1000 * (exc.retry_after_s or 1)))
+            log.warning("genesys unavailable: callback queued", extra={
+                "error": exc.message, "number": number.masked, "mayHaveRun": exc.may_have_run})
+            return answer(outcome="QUEUED", reason="UPSTREAM_UNAVAILABLE", **common,
+                          assignedAgentId=assigned,
+                          message="Accepted: Genesys Cloud is unreachable right now, so the "
+                          "callback will be created shortly. Do not retry.") | {
+                              "retryable": False}
+        except UpstreamRejected as exc:
             self._window.release(number, token)
             return self._upstream_failure(exc, common)
         except BaseException:
@@ -208,14 +225,16 @@ class CallbackService:
     def _duplicate(self, existing: LedgerRecord, common: dict[str, Any]) -> Answer:
         instant = from_ms(existing.scheduled_ms)
         when = timing.format_utc(instant)
+        # A queued callback has no Genesys id yet; flows see it as pending all the same.
+        shown_id = "" if existing.state == "QUEUED" else existing.callback_id
         log.info("duplicate found", extra={"callbackId": existing.callback_id})
         return self._create_out.answer(**{
             **common,
             "outcome": "DUPLICATE", "reason": "DUPLICATE_PENDING",
             "message": f"A callback for this number is already scheduled for {when}; "
                        "no new one was created.",
-            "callbackId": existing.callback_id, "scheduledTimeUtc": when,
-            "assignedAgentId": existing.agent_id, "existingCallbackId": existing.callback_id,
+            "callbackId": shown_id, "scheduledTimeUtc": when,
+            "assignedAgentId": existing.agent_id, "existingCallbackId": shown_id,
             "existingScheduledTimeUtc": when, "existingAgentId": existing.agent_id,
             **_time_fields(instant, "", None, str(common["customerTimeZone"])),
             "agentTimeZone": "", "agentLocalTime": "",
@@ -280,7 +299,8 @@ class CallbackService:
         first = pending[0]
         when = timing.format_utc(from_ms(first.scheduled_ms))
         return answer(outcome="FOUND", reason="OK", customerNumberE164=number.e164,
-                      hasPending=True, pendingCount=len(pending), callbackId=first.callback_id,
+                      hasPending=True, pendingCount=len(pending),
+                      callbackId="" if first.state == "QUEUED" else first.callback_id,
                       scheduledTimeUtc=when, agentId=first.agent_id, queueId=first.queue_id,
                       message=f"{len(pending)} callback(s) pending; the next at {when}.",
                       **common)
@@ -447,6 +467,10 @@ class CallbackService:
         Returns ``CANCELLED``, or ``DISCONNECTED`` when Genesys no longer knew it; raises
         ``UpstreamUnavailable``/``UpstreamRejected`` with the ledger unchanged.
         """
+        if record.state == "QUEUED":
+            # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
+            self._window.close(record, "CANCELLED")
+            return "CANCELLED"
         try:
             self._genesys.disconnect_callback(record.callback_id, record.acd_id, ctx.deadline)
         except UpstreamRejected as exc:

@@ -114,6 +114,21 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "may make (the org's per-client limit); background work stays within a quarter of it."
     ),
     Setting(
+        "OUTBOX_INTERVAL_SECONDS", "2", "How often the worker tries to deliver queued "
+        "callbacks.", "worker"
+    ),
+    Setting(
+        "OUTBOX_MAX_ATTEMPTS", "10", "Attempts before a queued callback goes to the dead "
+        "letters (kept; replay with `python -m middleware dead-letters replay`).", "worker"
+    ),
+    Setting(
+        "OUTBOX_BACKOFF_BASE_MS", "1000", "First retry delay of a queued callback; doubles per "
+        "attempt, with full jitter, never sooner than Retry-After.", "worker"
+    ),
+    Setting(
+        "OUTBOX_BACKOFF_CAP_MS", "300000", "Longest retry delay of a queued callback.", "worker"
+    ),
+    Setting(
         "RECONCILE_INTERVAL_SECONDS", "60", "How often the worker checks pending callbacks "
         "against Genesys.", "worker"
     ),
@@ -227,6 +242,10 @@ class Config:
     consent_max_age_hours: int
     consent_retention_days: int
     genesys_rate_limit_per_min: int
+    outbox_interval_s: int
+    outbox_max_attempts: int
+    outbox_backoff_base_ms: int
+    outbox_backoff_cap_ms: int
     reconcile_interval_s: int
     reconcile_batch_size: int
     log_level: str
@@ -289,6 +308,10 @@ class Config:
             consent_max_age_hours=r.positive_int("CONSENT_MAX_AGE_HOURS"),
             consent_retention_days=r.positive_int("CONSENT_RETENTION_DAYS"),
             genesys_rate_limit_per_min=r.positive_int("GENESYS_RATE_LIMIT_PER_MIN"),
+            outbox_interval_s=r.positive_int("OUTBOX_INTERVAL_SECONDS"),
+            outbox_max_attempts=r.positive_int("OUTBOX_MAX_ATTEMPTS"),
+            outbox_backoff_base_ms=r.positive_int("OUTBOX_BACKOFF_BASE_MS"),
+            outbox_backoff_cap_ms=r.positive_int("OUTBOX_BACKOFF_CAP_MS"),
             reconcile_interval_s=r.positive_int("RECONCILE_INTERVAL_SECONDS"),
             reconcile_batch_size=r.positive_int("RECONCILE_BATCH_SIZE"),
             log_level=level,

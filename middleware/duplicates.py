@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from middleware.clock import Clock
 from middleware.deadline import Deadline
@@ -108,6 +108,20 @@ class DuplicateWindow:
             "event": "callback-rescheduled", "callbackId": record.callback_id,
             "scheduledMs": str(scheduled_ms), "at": now.isoformat(timespec="milliseconds")},
             self._evidence_ttl_s)
+
+    def queue(self, number: CustomerNumber, token: str, record: LedgerRecord,
+              payload: dict[str, Any], first_attempt_ms: int) -> None:
+        """Accept a callback for later creation: it holds the window like a created one."""
+        now = self._clock.now()
+        ttl = max(record.scheduled_ms - epoch_ms(now), 0) // 1000
+        ttl += int(FORGET_AFTER.total_seconds())
+        digest = self._keys.current(number.e164)
+        event = {"event": "callback-queued", "callbackId": record.callback_id,
+                 "state": "QUEUED", "consentId": record.consent_id, "agentId": record.agent_id,
+                 "queueId": record.queue_id, "scheduledMs": str(record.scheduled_ms),
+                 "at": now.isoformat(timespec="milliseconds")}
+        self._store.queue_callback(digest, token, replace(record, number_key=digest), ttl,
+                                   event, self._evidence_ttl_s, payload, first_attempt_ms)
 
     def close(self, record: LedgerRecord, state: str) -> None:
         """Take a callback out of the window for good (cancelled, completed, disconnected)."""

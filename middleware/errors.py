@@ -95,12 +95,15 @@ class UpstreamError(Exception):
     """Genesys Cloud did not complete a call."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str = "",
-                 retry_after_s: float | None = None) -> None:
+                 retry_after_s: float | None = None, may_have_run: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.retry_after_s = retry_after_s
+        #: The request reached Genesys and may have taken effect (a timeout after sending,
+        #: a 5xx): before retrying a create, look for it first.
+        self.may_have_run = may_have_run
 
 
 class UpstreamUnavailable(UpstreamError):

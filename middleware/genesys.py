@@ -25,6 +25,7 @@ from typing import Any, Final, cast
 from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
@@ -236,7 +237,8 @@ class GenesysClient:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise UpstreamUnavailable(f"{method} {path} failed: {type(exc).__name__}") from exc
+            raise UpstreamUnavailable(f"{method} {path} failed: {type(exc).__name__}",
+                                      may_have_run=_may_have_run(exc)) from exc
 
     # -- callbacks ----------------------------------------------------------------------
 
@@ -266,7 +268,12 @@ class GenesysClient:
 
     def disconnect_callback(self, conversation_id: str, callback_id: str,
                             deadline: Deadline) -> None:
-        """Disconnect a scheduled callback (bulk disconnect with its ACD callback id)."""
+        """Disconnect a scheduled callback: bulk disconnect with its ACD callback id, or the
+        conversation PATCH when that id is unknown (a callback found again by its token)."""
+        if not callback_id:
+            self.call("PATCH", f"/api/v2/conversations/callbacks/{_seg(conversation_id)}",
+                      deadline, body={"state": "disconnected"})
+            return
         self.call("POST", "/api/v2/conversations/callbacks/bulk/disconnect", deadline, body={
             "callbackDisconnectIdentifiers": [
                 {"conversationId": conversation_id, "callbackId": callback_id}],
@@ -279,6 +286,30 @@ class GenesysClient:
         self.call("PATCH", "/api/v2/conversations/callbacks", deadline, body={
             "conversationId": conversation_id, "agentId": agent_id,
             "callbackScheduledTime": scheduled_utc})
+
+    def find_callback_by_token(self, e164: str, token: str, since: datetime,
+                               deadline: Deadline) -> str | None:
+        """The open callback for this number carrying our ``requestToken`` in its data, found
+        through the analytics conversation details query; ``None`` if Genesys has none."""
+        now = datetime.now(since.tzinfo)
+        interval = (f"{(since - timedelta(days=1)).strftime('%Y-%m-%dT%H:%M:%S.000Z')}/"
+                    f"{(now + timedelta(days=1)).strftime('%Y-%m-%dT%H:%M:%S.000Z')}")
+        answer = self.call("POST", "/api/v2/analytics/conversations/details/query", deadline,
+                           body={
+            "interval": interval, "order": "desc", "orderBy": "conversationStart",
+            "paging": {"pageSize": 100, "pageNumber": 1},
+            "conversationFilters": [{"type": "and", "predicates": [
+                {"type": "dimension", "dimension": "conversationEnd", "operator": "notExists"}]}],
+            "segmentFilters": [{"type": "and", "predicates": [
+                {"type": "dimension", "dimension": "mediaType", "value": "callback"},
+                {"type": "dimension", "dimension": "callbackNumber", "value": e164}]}],
+        })
+        for conversation in (answer or {}).get("conversations", []):
+            found = self.get_callback(str(conversation["conversationId"]), deadline) or {}
+            for participant in found.get("participants", []):
+                if (participant.get("attributes") or {}).get("requestToken") == token:
+                    return str(conversation["conversationId"])
+        return None
 
     # -- cached reads -------------------------------------------------------------------
 
@@ -456,10 +487,21 @@ def _retry_after(resp: requests.Response) -> float | None:
         return None
 
 
+def _may_have_run(exc: requests.RequestException) -> bool:
+    """Whether a failed call may still have reached Genesys and taken effect."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        # A refused or unresolvable connection never carried the request.
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return not isinstance(reason, (NewConnectionError, NameResolutionError))
+    return True
+
+
 def _result(resp: requests.Response, method: str, path: str) -> Any:
     if resp.status_code >= 500:
         raise UpstreamUnavailable(f"{method} {path} answered {resp.status_code}",
-                                  status=resp.status_code)
+                                  status=resp.status_code, may_have_run=True)
     if 300 <= resp.status_code < 400:
         raise UpstreamRejected(f"{method} {path} answered a redirect, not followed",
                                status=resp.status_code)

@@ -123,6 +123,11 @@ class TimeService:
         self._country = default_country
         self._clock = clock
 
+    @property
+    def min_lead(self) -> timedelta:
+        """The configured lead time."""
+        return self._policy.min_lead
+
     def validate(self, fields: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         """The time rules for one agent and number, a day off included; writes nothing."""
         answer = self._contract.answer

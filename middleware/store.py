@@ -121,9 +121,21 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+# Lease the outbox entries that are due: move each one's next attempt past the lease so no
+# other worker takes it meanwhile; a worker killed mid-attempt frees it when the lease ends.
+# KEYS[1] the schedule. ARGV: now ms, lease ms, limit.
+_LEASE_OUTBOX: Final = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, token in ipairs(due) do
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), token)
+end
+return due
+"""
+
 #: Ledger states: pending ones count in the duplicate window, the others never again.
 PENDING_STATES: Final = frozenset({"PENDING", "QUEUED"})
-TERMINAL_STATES: Final = frozenset({"CANCELLED", "COMPLETED", "DISCONNECTED", "REASSIGNED"})
+TERMINAL_STATES: Final = frozenset({"CANCELLED", "COMPLETED", "DISCONNECTED", "REASSIGNED",
+                                    "DELIVERED", "DEAD_LETTER"})
 
 
 def connect(url: str, timeout_s: float) -> redis.Redis:
@@ -159,6 +171,7 @@ class Store:
         self._begin_idempotent = client.register_script(_BEGIN_IDEMPOTENT)
         self._finish_idempotent = client.register_script(_FINISH_IDEMPOTENT)
         self._take_token = client.register_script(_TAKE_RATE_SLOT)
+        self._lease_outbox = client.register_script(_LEASE_OUTBOX)
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -262,6 +275,93 @@ class Store:
                                                ttl_s, *fields], client=pipe)
         self._append_history(pipe, digest, event, history_ttl_s)
         self._call(pipe.execute)
+
+    def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
+                       event: dict[str, str], history_ttl_s: int, payload: dict[str, Any],
+                       first_attempt_ms: int) -> None:
+        """Accept a callback Genesys could not take now: the ledger record (in the window,
+        state QUEUED), its history event and the outbox entry, in one transaction."""
+        fields: list[str | int] = []
+        for name, value in record.to_fields().items():
+            fields += [name, value]
+        keys = [f"{self._number(digest)}:claim", f"{self._number(digest)}:pending",
+                f"{PREFIX}cb:{record.callback_id}", f"{PREFIX}pending",
+                self._owned(record.agent_id)]
+        pipe = self._r.pipeline(transaction=True)
+        self._commit_callback(keys=keys, args=[token, record.callback_id, record.scheduled_ms,
+                                               ttl_s, *fields], client=pipe)
+        self._append_history(pipe, digest, event, history_ttl_s)
+        pipe.hset(f"{PREFIX}outbox:{token}", mapping={"payload": json.dumps(payload),
+                                                       "attempts": 0, "error": ""})
+        pipe.zadd(f"{PREFIX}outbox", {token: first_attempt_ms})
+        self._call(pipe.execute)
+
+    def lease_outbox(self, now_ms: int, lease_ms: int, limit: int) -> list[OutboxEntry]:
+        """Due outbox entries, each leased to the caller for ``lease_ms``."""
+        tokens = cast(list[str], self._call(lambda: self._lease_outbox(
+            keys=[f"{PREFIX}outbox"], args=[now_ms, lease_ms, limit])))
+        return [e for e in (self.outbox_entry(t) for t in tokens) if e is not None]
+
+    def outbox_entry(self, token: str) -> OutboxEntry | None:
+        """One outbox (or dead-letter) entry."""
+        raw = cast(dict[str, str], self._call(
+            lambda: self._r.hgetall(f"{PREFIX}outbox:{token}")))
+        if not raw:
+            return None
+        return OutboxEntry(token, json.loads(raw["payload"]), int(raw.get("attempts", 0)),
+                           raw.get("error", ""))
+
+    def retry_outbox(self, entry: OutboxEntry, next_ms: int, error: str,
+                     payload: dict[str, Any]) -> None:
+        """Count a failed attempt and schedule the next one."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(f"{PREFIX}outbox:{entry.token}", mapping={
+            "attempts": entry.attempts + 1, "error": error, "payload": json.dumps(payload)})
+        pipe.zadd(f"{PREFIX}outbox", {entry.token: next_ms})
+        self._call(pipe.execute)
+
+    def finish_outbox(self, entry: OutboxEntry) -> None:
+        """The entry was delivered: forget it."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.zrem(f"{PREFIX}outbox", entry.token)
+        pipe.delete(f"{PREFIX}outbox:{entry.token}")
+        self._call(pipe.execute)
+
+    def dead_letter(self, entry: OutboxEntry, error: str, at_ms: int) -> None:
+        """Move an entry that will not succeed by retrying to the dead letters (kept)."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.zrem(f"{PREFIX}outbox", entry.token)
+        pipe.hset(f"{PREFIX}outbox:{entry.token}", mapping={
+            "attempts": entry.attempts + 1, "error": error})
+        pipe.zadd(f"{PREFIX}dead", {entry.token: at_ms})
+        self._call(pipe.execute)
+
+    def dead_letters(self) -> list[OutboxEntry]:
+        """Every dead letter, oldest first."""
+        tokens = cast(list[str], self._call(lambda: self._r.zrange(f"{PREFIX}dead", 0, -1)))
+        return [e for e in (self.outbox_entry(t) for t in tokens) if e is not None]
+
+    def revive_dead_letter(self, token: str, now_ms: int) -> bool:
+        """Put a dead letter back in the outbox with a fresh attempt count."""
+        if not self._call(lambda: self._r.zscore(f"{PREFIX}dead", token)):
+            return False
+        pipe = self._r.pipeline(transaction=True)
+        pipe.zrem(f"{PREFIX}dead", token)
+        pipe.hset(f"{PREFIX}outbox:{token}", "attempts", 0)
+        pipe.zadd(f"{PREFIX}outbox", {token: now_ms})
+        self._call(pipe.execute)
+        return True
+
+    def outbox_stats(self, now_ms: int) -> tuple[int, int, int]:
+        """``(outbox depth, age in ms of its oldest due entry, dead letters)``."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zcard(f"{PREFIX}outbox")
+        pipe.zrange(f"{PREFIX}outbox", 0, 0, withscores=True)
+        pipe.zcard(f"{PREFIX}dead")
+        depth, oldest, dead = cast(tuple[int, list[tuple[str, float]], int],
+                                   tuple(self._call(pipe.execute)))
+        age = max(0, now_ms - int(oldest[0][1])) if oldest else 0
+        return int(depth), age, int(dead)
 
     def _append_history(self, pipe: Any, digest: str, event: dict[str, str],
                         ttl_s: int) -> None:
@@ -444,6 +544,16 @@ class Store:
         """Store the answer for replays (``answer`` empty: forget the key altogether)."""
         self._call(lambda: self._finish_idempotent(
             keys=[f"{PREFIX}idem:{scope}"], args=[owner, answer, ttl_s]))
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A create accepted while Genesys was unreachable: what to send and what happened."""
+
+    token: str
+    payload: dict[str, Any]
+    attempts: int
+    error: str
 
 
 def _stream_order(entry_id: str) -> tuple[int, int]:

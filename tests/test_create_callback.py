@@ -146,12 +146,27 @@ def test_genesys_refusal_is_upstream_rejected(service: Service, sim: Simulator) 
         "REJECTED", "UPSTREAM_REJECTED", False)
 
 
-def test_genesys_down_is_retryable_upstream_unavailable(service: Service,
-                                                        sim: Simulator) -> None:
-    """Genesys answering 503: REJECTED UPSTREAM_UNAVAILABLE with retryable true."""
+def test_genesys_down_at_create_is_queued(service: Service, sim: Simulator) -> None:
+    """Genesys answering 503 to the create once every check passed: QUEUED, accepted (not to
+    be retried), no callback id yet, and the number's window already taken."""
     sim.control("PUT", "faults", {"status": 503, "pathPrefix": "/api/v2/conversations"})
     body = answer_of(service.action("create-callback", create_body()))
-    assert (body["reason"], body["retryable"]) == ("UPSTREAM_UNAVAILABLE", True)
+    assert (body["outcome"], body["reason"], body["retryable"]) == (
+        "QUEUED", "UPSTREAM_UNAVAILABLE", False)
+    assert body["callbackId"] == "" and body["consentId"]
+    again = answer_of(service.action("create-callback", create_body(
+        requestedTime="2026-11-23T20:00:00Z")))
+    assert again["outcome"] == "DUPLICATE" and again["existingCallbackId"] == ""
+
+
+def test_genesys_down_during_checks_is_retryable_rejection(service: Service,
+                                                           sim: Simulator) -> None:
+    """Genesys failing a read the checks need: REJECTED UPSTREAM_UNAVAILABLE, retryable."""
+    sim.control("PUT", "faults", {"status": 503, "pathPrefix": "/api/v2/workforcemanagement"})
+    body = answer_of(service.action("create-callback", create_body()))
+    assert (body["outcome"], body["reason"], body["retryable"]) == (
+        "REJECTED", "UPSTREAM_UNAVAILABLE", True)
+    assert not list(service.redis.scan_iter("*claim*"))
 
 
 def test_request_id_from_correlation_header_is_in_body_header_and_logs(service: Service) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import Service, Simulator, create_body
+from tests.conftest import T0, Service, Simulator, create_body
 
 
 def test_401_fetches_one_new_token_and_retries(service: Service, sim: Simulator) -> None:
@@ -36,15 +36,17 @@ def test_429_within_deadline_is_waited_out(service: Service, sim: Simulator) -> 
     assert len(sim.callbacks()) == 1
 
 
-def test_429_beyond_deadline_answers_fast_and_retryable(service: Service,
-                                                        sim: Simulator) -> None:
-    """A Retry-After longer than the deadline is not slept: UPSTREAM_UNAVAILABLE at once."""
+def test_429_beyond_deadline_answers_fast(service: Service, sim: Simulator) -> None:
+    """A Retry-After longer than the deadline is not slept: the create is QUEUED at once and
+    its first delivery attempt waits for Retry-After."""
     sim.control("PUT", "faults", {"status": 429, "retryAfter": 30,
                                   "pathPrefix": "/api/v2/conversations/callbacks"})
     started = time.monotonic()
     result = service.action("create-callback", create_body())
-    assert (result.json["reason"], result.json["retryable"]) == ("UPSTREAM_UNAVAILABLE", True)
+    assert (result.json["outcome"], result.json["reason"]) == ("QUEUED", "UPSTREAM_UNAVAILABLE")
     assert time.monotonic() - started < 1.0
+    [(_, first_attempt)] = service.redis.zrange("cbm:outbox", 0, -1, withscores=True)
+    assert first_attempt >= (T0.timestamp() + 30) * 1000
 
 
 def test_slow_genesys_is_cut_by_the_deadline(make_service, sim: Simulator) -> None:  # type: ignore[no-untyped-def]
@@ -56,5 +58,5 @@ def test_slow_genesys_is_cut_by_the_deadline(make_service, sim: Simulator) -> No
     started = time.monotonic()
     result = service.action("create-callback", create_body())
     elapsed = time.monotonic() - started
-    assert result.json["reason"] == "UPSTREAM_UNAVAILABLE"
+    assert (result.json["outcome"], result.json["reason"]) == ("QUEUED", "UPSTREAM_UNAVAILABLE")
     assert elapsed < 1.5

@@ -1,0 +1,186 @@
+"""Never lost: the worker delivers callbacks accepted while Genesys was unreachable.
+
+``create-callback`` answers QUEUED after writing, in one Redis transaction, the ledger record
+(it holds the duplicate window) and an outbox entry with the exact create command. This
+duty leases due entries (a worker killed mid-attempt frees its lease when it ends) and:
+
+* when an earlier attempt may have reached Genesys (a timeout after sending, a 5xx), looks
+  for the callback carrying our ``requestToken`` first, and adopts it if found;
+* when the scheduled time has passed meanwhile, creates it at the next valid instant (the
+  customer's calling hours, the owner's shifts) and records the shift;
+* on a retryable failure schedules the next attempt with capped exponential backoff and full
+  jitter, never sooner than Genesys' ``Retry-After``;
+* on a refusal (a 4xx other than 429), or after ``OUTBOX_MAX_ATTEMPTS``, moves the entry to
+  the dead letters, which are kept, counted in ``/metrics``, logged, and replayed with
+  ``python -m middleware dead-letters replay``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from middleware.callbacks import from_ms
+from middleware.clock import Clock
+from middleware.deadline import Deadline
+from middleware.duplicates import DuplicateWindow, epoch_ms
+from middleware.errors import UpstreamRejected, UpstreamUnavailable
+from middleware.genesys import GenesysClient
+from middleware.numbers import normalise
+from middleware.scheduling import AgentProfile, TimeService
+from middleware.store import LedgerRecord, OutboxEntry, Store
+from middleware.timing import format_utc, parse_instant
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently the outbox retries."""
+
+    max_attempts: int
+    base: timedelta
+    cap: timedelta
+
+    def next_delay(self, attempt: int, retry_after_s: float | None) -> timedelta:
+        """Full jitter over a capped exponential, but never before ``Retry-After``."""
+        ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2 ** attempt)
+        delay = random.uniform(0, ceiling)  # noqa: S311 (jitter, not security)
+        return timedelta(seconds=max(delay, retry_after_s or 0))
+
+
+class OutboxDelivery:
+    """The worker duty that drains the outbox."""
+
+    def __init__(self, store: Store, genesys: GenesysClient, window: DuplicateWindow,
+                 times: TimeService, policy: RetryPolicy, batch: int, clock: Clock) -> None:
+        self._store = store
+        self._genesys = genesys
+        self._window = window
+        self._times = times
+        self._policy = policy
+        self._batch = batch
+        self._clock = clock
+
+    def run(self, deadline: Deadline) -> int:
+        """Attempt every due entry once; return how many were delivered."""
+        now = self._clock.now()
+        lease_ms = int(max(deadline.remaining(), 1.0) * 1000) + 5000
+        delivered = 0
+        for entry in self._store.lease_outbox(epoch_ms(now), lease_ms, self._batch):
+            if deadline.remaining() < 1.0:
+                break
+            if self._attempt(entry, deadline):
+                delivered += 1
+        return delivered
+
+    def _attempt(self, entry: OutboxEntry, deadline: Deadline) -> bool:
+        payload = dict(entry.payload)
+        record = self._store.callback(str(payload["ledgerId"]))
+        if record is None or record.state != "QUEUED":
+            # Cancelled (or revoked) while queued: nothing left to create.
+            self._store.finish_outbox(entry)
+            log.info("outbox entry dropped: no longer wanted", extra={"token": entry.token})
+            return False
+        command: dict[str, Any] = dict(payload["command"])
+        try:
+            if payload.get("mayHaveRun"):
+                found = self._genesys.find_callback_by_token(
+                    str(payload["e164"]), entry.token, from_ms(int(payload["acceptedMs"])),
+                    deadline)
+                if found is not None:
+                    self._deliver(entry, record, found, "", command)
+                    log.info("queued callback found in Genesys", extra={"callbackId": found})
+                    return True
+            command = self._reschedule_if_late(record, command, deadline)
+            created = self._genesys.create_callback(command, deadline)
+        except UpstreamUnavailable as exc:
+            payload["mayHaveRun"] = bool(payload.get("mayHaveRun")) or exc.may_have_run
+            payload["command"] = command
+            self._failed(entry, payload, exc.message, exc.retry_after_s, retryable=True)
+            return False
+        except UpstreamRejected as exc:
+            self._failed(entry, payload, f"{exc.status} {exc.code} {exc.message}", None,
+                         retryable=False)
+            return False
+        acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
+        self._deliver(entry, record, created.conversation_id, acd, command)
+        log.info("queued callback created", extra={"callbackId": created.conversation_id,
+                                                   "attempts": entry.attempts + 1})
+        return True
+
+    def _reschedule_if_late(self, record: LedgerRecord, command: dict[str, Any],
+                            deadline: Deadline) -> dict[str, Any]:
+        """A time already gone (or too close) moves to the next valid instant, recorded."""
+        now = self._clock.now()
+        if record.scheduled_ms > epoch_ms(now + self._times.min_lead):
+            return command
+        number = normalise(record.e164, "")
+        profile = self._times.profile(record.agent_id, now, deadline) if record.agent_id \
+            else AgentProfile("", None, "none")
+        context = self._times.context(now, profile, number, None)
+        check = self._times.check(self._times.parse({}, profile), context)
+        if check.instant is None:
+            return command
+        new_time = format_utc(check.instant)
+        log.info("queued callback moved past its time", extra={
+            "callbackId": record.callback_id, "from": command.get("callbackScheduledTime"),
+            "to": new_time})
+        self._window.move(record, epoch_ms(check.instant))
+        return {**command, "callbackScheduledTime": new_time}
+
+    def _deliver(self, entry: OutboxEntry, record: LedgerRecord, callback_id: str, acd: str,
+                 command: dict[str, Any]) -> None:
+        number = normalise(record.e164, "")
+        if number is None:
+            raise ValueError(f"ledger record {record.callback_id} has no valid number")
+        scheduled = parse_instant(str(command.get("callbackScheduledTime") or ""))
+        scheduled_ms = epoch_ms(scheduled) if scheduled else record.scheduled_ms
+        self._window.commit(number, entry.token, LedgerRecord(
+            callback_id=callback_id, number_key="", scheduled_ms=scheduled_ms,
+            agent_id=record.agent_id, queue_id=record.queue_id, state="PENDING", acd_id=acd,
+            request_token=entry.token, created_ms=record.created_ms,
+            consent_id=record.consent_id, e164=record.e164),
+            event="callback", replaces=record.callback_id)
+        self._window.close(record, "DELIVERED")
+        self._store.finish_outbox(entry)
+
+    def _failed(self, entry: OutboxEntry, payload: dict[str, Any], error: str,
+                retry_after_s: float | None, *, retryable: bool) -> None:
+        now = self._clock.now()
+        if retryable and entry.attempts + 1 < self._policy.max_attempts:
+            delay = self._policy.next_delay(entry.attempts, retry_after_s)
+            self._store.retry_outbox(entry, epoch_ms(now + delay), error, payload)
+            log.warning("queued callback not created yet", extra={
+                "token": entry.token, "attempt": entry.attempts + 1, "error": error,
+                "retryInS": round(delay.total_seconds(), 1)})
+            return
+        self._store.dead_letter(entry, error, epoch_ms(now))
+        record = self._store.callback(str(payload["ledgerId"]))
+        if record is not None:
+            self._window.close(record, "DEAD_LETTER")
+        log.error("queued callback dead-lettered", extra={
+            "token": entry.token, "attempts": entry.attempts + 1, "error": error})
+
+
+def replay_dead_letters(store: Store, window: DuplicateWindow, tokens: list[str],
+                        clock: Clock) -> list[str]:
+    """Put dead letters back in the outbox (and their callbacks back in the window); return
+    the tokens replayed."""
+    replayed = []
+    for token in tokens:
+        entry = store.outbox_entry(token)
+        if entry is None:
+            continue
+        record = store.callback(str(entry.payload["ledgerId"]))
+        number = normalise(record.e164, "") if record is not None else None
+        if record is None or number is None:
+            continue
+        window.commit(number, token, replace(record, state="QUEUED"), event="callback-queued")
+        if store.revive_dead_letter(token, epoch_ms(clock.now())):
+            replayed.append(token)
+            log.info("dead letter replayed", extra={"token": token})
+    return replayed
