@@ -287,13 +287,16 @@ class GenesysClient:
             "conversationId": conversation_id, "agentId": agent_id,
             "callbackScheduledTime": scheduled_utc})
 
-    def find_callback_by_token(self, e164: str, token: str, since: datetime,
+    def find_callback_by_token(self, e164: str, token: str, since: datetime, until: datetime,
                                deadline: Deadline) -> str | None:
         """The open callback for this number carrying our ``requestToken`` in its data, found
-        through the analytics conversation details query; ``None`` if Genesys has none."""
-        now = datetime.now(since.tzinfo)
+        through the analytics conversation details query; ``None`` if Genesys has none.
+
+        The interval pads a day each side: it selects conversations by their start, and a
+        callback starts when it is created.
+        """
         interval = (f"{(since - timedelta(days=1)).strftime('%Y-%m-%dT%H:%M:%S.000Z')}/"
-                    f"{(now + timedelta(days=1)).strftime('%Y-%m-%dT%H:%M:%S.000Z')}")
+                    f"{(until + timedelta(days=1)).strftime('%Y-%m-%dT%H:%M:%S.000Z')}")
         answer = self.call("POST", "/api/v2/analytics/conversations/details/query", deadline,
                            body={
             "interval": interval, "order": "desc", "orderBy": "conversationStart",

@@ -90,7 +90,7 @@ class OutboxDelivery:
             if payload.get("mayHaveRun"):
                 found = self._genesys.find_callback_by_token(
                     str(payload["e164"]), entry.token, from_ms(int(payload["acceptedMs"])),
-                    deadline)
+                    self._clock.now(), deadline)
                 if found is not None:
                     self._deliver(entry, record, found, "", command)
                     log.info("queued callback found in Genesys", extra={"callbackId": found})
