@@ -26,6 +26,7 @@ from middleware.duplicates import DuplicateWindow
 from middleware.genesys import GenesysClient, GenesysSettings
 from middleware.health import Readiness
 from middleware.idempotency import IdempotencyGate
+from middleware.metrics import Metrics
 from middleware.numbers import NumberKeys
 from middleware.outbox import OutboxDelivery, RetryPolicy
 from middleware.owner import OwnerRule, OwnerService
@@ -35,9 +36,11 @@ from middleware.scheduling import TimeService, load_profiles
 from middleware.store import Store
 from middleware.timing import TimePolicy
 from middleware.web import (
+    OPEN_ROUTES,
     ActionResource,
     Authenticator,
     HealthResource,
+    MetricsResource,
     OpenApiResource,
     ReadyResource,
     RequestGuard,
@@ -65,12 +68,15 @@ class Services:
     callbacks: CallbackService
     consent_actions: ConsentService
     clock: Clock
+    metrics: Metrics
 
 
 def build_services(config: Config, *, redis_client: redis.Redis, http: requests.Session,
                    clock: Clock) -> Services:
     """Build the domain objects; no connection is opened until first use."""
     store = Store(redis_client)
+    metrics = Metrics()
+    metrics.attach(redis_client)
     genesys = GenesysClient(GenesysSettings(
         api_url=config.genesys_api_url,
         login_url=config.genesys_login_url,
@@ -79,7 +85,7 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
         connect_timeout_s=config.genesys_connect_timeout_s,
         read_timeout_s=config.genesys_read_timeout_s,
         rate_limit_per_min=config.genesys_rate_limit_per_min,
-    ), store, http, cache_ttl_s=config.cache_ttl_s)
+    ), store, http, cache_ttl_s=config.cache_ttl_s, metrics=metrics)
     contracts = load_contracts()
     lease = timedelta(seconds=config.request_deadline_s) + _LEASE_SLACK
     window_length = timedelta(hours=config.duplicate_window_hours)
@@ -108,7 +114,7 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
     consent_actions = ConsentService(consents, window, callbacks.cancel_record, contracts,
                                      config.default_country, clock)
     return Services(config, contracts, store, genesys, window, consents, times, owner,
-                    callbacks, consent_actions, clock)
+                    callbacks, consent_actions, clock, metrics)
 
 
 def build_duties(services: Services) -> list[Duty]:
@@ -137,12 +143,16 @@ def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Sess
     services = build_services(config, redis_client=redis_client, http=http, clock=clock)
     contracts, callbacks, consent = services.contracts, services.callbacks, \
         services.consent_actions
+    open_routes = OPEN_ROUTES | ({"/metrics"} if config.metrics_public else set())
     app = falcon.App(middleware=[RequestGuard(
-        Authenticator(config.basic_credentials, config.api_keys), config.request_deadline_s)])
+        Authenticator(config.basic_credentials, config.api_keys), config.request_deadline_s,
+        services.metrics, frozenset(open_routes))])
     install_error_handlers(app)
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(Readiness(services.store, services.genesys)))
     app.add_route("/openapi.json", OpenApiResource(openapi_document(contracts, __version__)))
+    app.add_route("/metrics", MetricsResource(
+        lambda: services.metrics.render(services.store, clock)))
     for action, handler in (("create-callback", callbacks.create),
                             ("find-pending-callbacks", callbacks.find_pending),
                             ("cancel-callback", callbacks.cancel),

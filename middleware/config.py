@@ -137,6 +137,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "capped by GENESYS_RATE_LIMIT_PER_MIN).", "worker"
     ),
     Setting("LOG_LEVEL", "INFO", "Python log level of the JSON logs."),
+    Setting("METRICS_PUBLIC", "false", "`true` serves /metrics without credentials.", "web"),
     Setting("SIM_PORT", "8090", "Port of the Genesys simulator.", "sim"),
     Setting(
         "SIM_ORG_FILE", "", "Seeded demo org of the simulator (default: the shipped "
@@ -249,6 +250,7 @@ class Config:
     reconcile_interval_s: int
     reconcile_batch_size: int
     log_level: str
+    metrics_public: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -315,6 +317,7 @@ class Config:
             reconcile_interval_s=r.positive_int("RECONCILE_INTERVAL_SECONDS"),
             reconcile_batch_size=r.positive_int("RECONCILE_BATCH_SIZE"),
             log_level=level,
+            metrics_public=r.boolean("METRICS_PUBLIC"),
         )
 
 

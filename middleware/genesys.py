@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -30,11 +31,14 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.logs import redact
+from middleware.metrics import Metrics
 from middleware.store import Store, client_key
 
 log = logging.getLogger(__name__)
 
 _TOKEN_WAIT_STEP_S: Final = 0.02
+# Path segments that are ids, folded in metric labels so routes stay few.
+_ID_SEGMENT: Final = re.compile(r"(?<=/)(?=[^/]*\d)[^/]{8,}(?=/|$)")
 # A 429 wait is only worth it if the retried call still has this long to run afterwards.
 _AFTER_WAIT_MARGIN_S: Final = 0.5
 
@@ -109,10 +113,11 @@ class GenesysClient:
     """Calls to Genesys Cloud on behalf of one OAuth client."""
 
     def __init__(self, settings: GenesysSettings, store: Store, session: requests.Session,
-                 cache_ttl_s: float = 60.0) -> None:
+                 cache_ttl_s: float = 60.0, metrics: Metrics | None = None) -> None:
         self._s = settings
         self._store = store
         self._http = session
+        self._metrics = metrics or Metrics()
         self._cache = TtlCache(cache_ttl_s)
         self._client = client_key(settings.client_id)
         self._lock = threading.Lock()
@@ -176,6 +181,7 @@ class GenesysClient:
         refresh_at = time.time() + lifetime - margin
         self._store.save_token(self._client, body["access_token"], refresh_at, lifetime - margin)
         log.info("genesys token fetched", extra={"expiresIn": lifetime})
+        self._metrics.inc("cbm_genesys_token_fetches_total")
         return str(body["access_token"]), refresh_at
 
     def _drop_token(self, token: str) -> None:
@@ -229,16 +235,24 @@ class GenesysClient:
               body: Any, params: dict[str, str] | None) -> requests.Response:
         if deadline.expired:
             raise UpstreamUnavailable(f"No time left for {method} {path}")
+        route = _ID_SEGMENT.sub("{id}", path)
         try:
-            return self._http.request(
+            resp = self._http.request(
                 method, f"{self._s.api_url}{path}", json=body, params=params,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                 timeout=deadline.timeouts(self._s.connect_timeout_s, self._s.read_timeout_s),
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
+            self._metrics.inc("cbm_genesys_calls_total",
+                              {"method": method, "route": route, "status": "error"})
             raise UpstreamUnavailable(f"{method} {path} failed: {type(exc).__name__}",
                                       may_have_run=_may_have_run(exc)) from exc
+        self._metrics.inc("cbm_genesys_calls_total",
+                          {"method": method, "route": route, "status": str(resp.status_code)})
+        if resp.status_code == 429:
+            self._metrics.inc("cbm_genesys_rate_limited_total")
+        return resp
 
     # -- callbacks ----------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from middleware.errors import (
     Unavailable,
 )
 from middleware.logs import request_id_var
+from middleware.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,15 @@ class Authenticator:
 
 
 class RequestGuard:
-    """Falcon middleware: request id, deadline, authentication and the 64 KiB body cap."""
+    """Falcon middleware: request id, deadline, authentication, the 64 KiB body cap, and one
+    log line and metric per request."""
 
-    def __init__(self, auth: Authenticator, deadline_s: float) -> None:
+    def __init__(self, auth: Authenticator, deadline_s: float, metrics: Metrics,
+                 open_routes: frozenset[str] = OPEN_ROUTES) -> None:
         self._auth = auth
         self._deadline_s = deadline_s
+        self._metrics = metrics
+        self._open = open_routes
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Name the request, start its clock, check who calls, read the bounded body."""
@@ -94,7 +99,7 @@ class RequestGuard:
         request_id_var.set(request_id)
         resp.set_header("X-Request-Id", request_id)
         req.context.credential = ""
-        if req.path not in OPEN_ROUTES:
+        if req.path not in self._open:
             credential = self._auth.identify(req.get_header("Authorization"),
                                              req.get_header("X-API-Key"))
             if credential is None:
@@ -107,11 +112,18 @@ class RequestGuard:
         """Log one line per request with its outcome and duration."""
         started = getattr(req.context, "started", None)
         media = resp.media if isinstance(resp.media, dict) else {}
+        elapsed = time.monotonic() - started if started else 0.0
+        outcome, reason = str(media.get("outcome", "")), str(media.get("reason", ""))
         log.info("request", extra={
             "method": req.method, "path": req.path, "status": resp.status_code,
-            "outcome": media.get("outcome", ""), "reason": media.get("reason", ""),
-            "durationMs": round((time.monotonic() - started) * 1000, 1) if started else None,
+            "outcome": outcome, "reason": reason, "durationMs": round(elapsed * 1000, 1),
         })
+        action = req.path.rsplit("/", 1)[-1] if req.path.startswith("/v1/actions/") \
+            else (req.path if resource is not None else "unrouted")
+        self._metrics.inc("cbm_requests_total", {"action": action, "outcome": outcome,
+                                                 "reason": reason,
+                                                 "status": str(resp.status_code)})
+        self._metrics.observe("cbm_request_duration_seconds", elapsed, {"action": action})
         request_id_var.set("")
 
 
@@ -229,6 +241,18 @@ class ReadyResource:
         ready = all(c.get("ok") for c in report.values())
         resp.status = 200 if ready else 503
         resp.media = {"status": "ready" if ready else "not ready", "checks": report}
+
+
+class MetricsResource:
+    """``GET /metrics``: Prometheus text format."""
+
+    def __init__(self, render: Callable[[], str]) -> None:
+        self._render = render
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Every process's counters and the outbox gauges."""
+        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        resp.text = self._render()
 
 
 class OpenApiResource:
