@@ -110,6 +110,8 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
         IdempotencyGate(store, lease_ms=int(lease.total_seconds() * 1000),
                         keep_s=int((window_length + timedelta(days=1)).total_seconds())),
         consents, times, owner, clock,
+        journal_lease_ms=int((lease + timedelta(seconds=config.genesys_read_timeout_s))
+                             .total_seconds() * 1000),
     )
     consent_actions = ConsentService(consents, window, callbacks.cancel_record, contracts,
                                      config.default_country, clock)

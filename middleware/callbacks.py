@@ -67,7 +67,7 @@ class CallbackService:
                  genesys: GenesysClient,
                  store: Store, window: DuplicateWindow, idempotency: IdempotencyGate,
                  consents: ConsentLedger, times: TimeService, owner: OwnerRule,
-                 clock: Clock) -> None:
+                 clock: Clock, journal_lease_ms: int = 10_000) -> None:
         self._country = default_country
         self._create_out = contracts["create-callback"]
         self._find_out = contracts["find-pending-callbacks"]
@@ -81,6 +81,7 @@ class CallbackService:
         self._times = times
         self._owner = owner
         self._clock = clock
+        self._journal_lease_ms = journal_lease_ms
 
     def _number(self, fields: dict[str, Any]) -> CustomerNumber | None:
         return normalise(str(fields["customerNumber"]),
@@ -182,20 +183,30 @@ class CallbackService:
         try:
             consent_id = verdict.consent_id or self._consents.record(
                 number, fields, verdict.captured or now, via="create-callback")
-            common["consentId"] = consent_id
             command = self._command(fields, number, assigned, timing.format_utc(scheduled),
                                     token, consent_id)
+            # Journal first: from here on the request is never lost, and a crash before the
+            # outcome is recorded is resolved by the worker without a second callback.
+            journaled = self._window.journal(number, token, LedgerRecord(
+                callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
+                agent_id=assigned, queue_id=str(fields["queueId"]), state="CREATING",
+                acd_id="", request_token=token, created_ms=epoch_ms(now),
+                consent_id=consent_id, e164=number.e164), payload={
+                    "command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
+                    "mayHaveRun": True, "acceptedMs": epoch_ms(now)},
+                resolve_after_ms=epoch_ms(now) + self._journal_lease_ms)
+        except BaseException:
+            self._window.release(number, token)
+            raise
+        common["consentId"] = consent_id
+
+        try:
             created = self._genesys.create_callback(command, ctx.deadline)
         except UpstreamUnavailable as exc:
-            # Every check passed: the request is accepted and the worker creates it later.
-            self._window.queue(number, token, LedgerRecord(
-                callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
-                agent_id=assigned, queue_id=str(fields["queueId"]), state="QUEUED", acd_id="",
-                request_token=token, created_ms=epoch_ms(now), consent_id=consent_id,
-                e164=number.e164), payload={
-                    "command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
-                    "mayHaveRun": exc.may_have_run, "acceptedMs": epoch_ms(now)},
-                first_attempt_ms=epoch_ms(now) + int(1000 * (exc.retry_after_s or 1)))
+            self._window.defer(journaled, {
+                "command": command, "ledgerId": journaled.callback_id, "e164": number.e164,
+                "mayHaveRun": exc.may_have_run, "acceptedMs": epoch_ms(now)},
+                epoch_ms(now) + int(1000 * (exc.retry_after_s or 1)))
             log.warning("genesys unavailable: callback queued", extra={
                 "error": exc.message, "number": number.masked, "mayHaveRun": exc.may_have_run})
             return answer(outcome="QUEUED", reason="UPSTREAM_UNAVAILABLE", **common,
@@ -204,18 +215,12 @@ class CallbackService:
                           "callback will be created shortly. Do not retry.") | {
                               "retryable": False}
         except UpstreamRejected as exc:
-            self._window.release(number, token)
+            self._window.abandon(journaled)
             return self._upstream_failure(exc, common)
-        except BaseException:
-            self._window.release(number, token)
-            raise
 
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
-        self._window.commit(number, token, LedgerRecord(
-            callback_id=created.conversation_id, number_key="", scheduled_ms=epoch_ms(scheduled),
-            agent_id=assigned, queue_id=str(fields["queueId"]), state="PENDING", acd_id=acd,
-            request_token=token, created_ms=epoch_ms(now), consent_id=consent_id,
-            e164=number.e164))
+        self._window.deliver(number, journaled, created.conversation_id, acd,
+                             epoch_ms(scheduled))
         log.info("callback created", extra={"callbackId": created.conversation_id,
                                             "number": number.masked, "agentId": assigned})
         return answer(outcome="CREATED", reason="OK", callbackId=created.conversation_id,
@@ -467,7 +472,7 @@ class CallbackService:
         Returns ``CANCELLED``, or ``DISCONNECTED`` when Genesys no longer knew it; raises
         ``UpstreamUnavailable``/``UpstreamRejected`` with the ledger unchanged.
         """
-        if record.state == "QUEUED":
+        if record.state in ("QUEUED", "CREATING"):
             # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
             self._window.close(record, "CANCELLED")
             return "CANCELLED"

@@ -75,6 +75,12 @@ class DuplicateWindow:
                 return Claim(claimed=True)
             if result.status == "DUPLICATE":
                 record = self._store.callback(result.callback_id)
+                if record is not None and record.state == "CREATING":
+                    # Being created right now: wait for its id, as for a held claim.
+                    if deadline.remaining() <= _ANSWER_MARGIN_S + _POLL_S:
+                        return Claim(claimed=False, busy=True)
+                    time.sleep(_POLL_S)
+                    continue
                 if record is not None and record.pending:
                     return Claim(claimed=False, existing=record)
                 # The index outlived its record (or its end): drop it, then look again.
@@ -109,19 +115,43 @@ class DuplicateWindow:
             "scheduledMs": str(scheduled_ms), "at": now.isoformat(timespec="milliseconds")},
             self._evidence_ttl_s)
 
-    def queue(self, number: CustomerNumber, token: str, record: LedgerRecord,
-              payload: dict[str, Any], first_attempt_ms: int) -> None:
-        """Accept a callback for later creation: it holds the window like a created one."""
+    def journal(self, number: CustomerNumber, token: str, record: LedgerRecord,
+                payload: dict[str, Any], resolve_after_ms: int) -> LedgerRecord:
+        """Write the create's intent before Genesys sees it (state CREATING): it holds the
+        window and releases the claim, and if this process dies before ``deliver`` or
+        ``defer``, the worker resolves it from ``resolve_after_ms`` on (finding the callback
+        by its token, or creating it). Returns the record as stored."""
         now = self._clock.now()
         ttl = max(record.scheduled_ms - epoch_ms(now), 0) // 1000
         ttl += int(FORGET_AFTER.total_seconds())
-        digest = self._keys.current(number.e164)
-        event = {"event": "callback-queued", "callbackId": record.callback_id,
-                 "state": "QUEUED", "consentId": record.consent_id, "agentId": record.agent_id,
-                 "queueId": record.queue_id, "scheduledMs": str(record.scheduled_ms),
-                 "at": now.isoformat(timespec="milliseconds")}
-        self._store.queue_callback(digest, token, replace(record, number_key=digest), ttl,
-                                   event, self._evidence_ttl_s, payload, first_attempt_ms)
+        stored = replace(record, number_key=self._keys.current(number.e164), state="CREATING")
+        self._store.queue_callback(stored.number_key, token, stored, ttl, None,
+                                   self._evidence_ttl_s, payload, resolve_after_ms)
+        return stored
+
+    def defer(self, record: LedgerRecord, payload: dict[str, Any], next_ms: int) -> None:
+        """Genesys could not take the journaled create now: it stays in the window, QUEUED."""
+        now = self._clock.now()
+        self._store.defer_journaled(record, payload, next_ms, {
+            "event": "callback-queued", "callbackId": record.callback_id, "state": "QUEUED",
+            "consentId": record.consent_id, "agentId": record.agent_id,
+            "queueId": record.queue_id, "scheduledMs": str(record.scheduled_ms),
+            "at": now.isoformat(timespec="milliseconds")}, self._evidence_ttl_s)
+
+    def deliver(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,
+                acd_id: str, scheduled_ms: int) -> LedgerRecord:
+        """The journaled callback exists in Genesys: the real record takes its place."""
+        real = replace(journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
+                       scheduled_ms=scheduled_ms, number_key="", replaced_by="")
+        self.commit(number, journaled.request_token, real)
+        self._store.close_callback(journaled, "DELIVERED", "", None)
+        self._store.finish_outbox(journaled.request_token)
+        return real
+
+    def abandon(self, journaled: LedgerRecord) -> None:
+        """Genesys refused the journaled create: it leaves the window and the outbox."""
+        self._store.close_callback(journaled, "CANCELLED", "", None)
+        self._store.finish_outbox(journaled.request_token)
 
     def close(self, record: LedgerRecord, state: str) -> None:
         """Take a callback out of the window for good (cancelled, completed, disconnected)."""

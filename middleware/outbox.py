@@ -80,9 +80,9 @@ class OutboxDelivery:
     def _attempt(self, entry: OutboxEntry, deadline: Deadline) -> bool:
         payload = dict(entry.payload)
         record = self._store.callback(str(payload["ledgerId"]))
-        if record is None or record.state != "QUEUED":
+        if record is None or record.state not in ("QUEUED", "CREATING"):
             # Cancelled (or revoked) while queued: nothing left to create.
-            self._store.finish_outbox(entry)
+            self._store.finish_outbox(entry.token)
             log.info("outbox entry dropped: no longer wanted", extra={"token": entry.token})
             return False
         command: dict[str, Any] = dict(payload["command"])
@@ -139,14 +139,7 @@ class OutboxDelivery:
             raise ValueError(f"ledger record {record.callback_id} has no valid number")
         scheduled = parse_instant(str(command.get("callbackScheduledTime") or ""))
         scheduled_ms = epoch_ms(scheduled) if scheduled else record.scheduled_ms
-        self._window.commit(number, entry.token, LedgerRecord(
-            callback_id=callback_id, number_key="", scheduled_ms=scheduled_ms,
-            agent_id=record.agent_id, queue_id=record.queue_id, state="PENDING", acd_id=acd,
-            request_token=entry.token, created_ms=record.created_ms,
-            consent_id=record.consent_id, e164=record.e164),
-            event="callback", replaces=record.callback_id)
-        self._window.close(record, "DELIVERED")
-        self._store.finish_outbox(entry)
+        self._window.deliver(number, record, callback_id, acd, scheduled_ms)
 
     def _failed(self, entry: OutboxEntry, payload: dict[str, Any], error: str,
                 retry_after_s: float | None, *, retryable: bool) -> None:

@@ -133,7 +133,8 @@ return due
 """
 
 #: Ledger states: pending ones count in the duplicate window, the others never again.
-PENDING_STATES: Final = frozenset({"PENDING", "QUEUED"})
+#: CREATING: journaled before the Genesys create, so a crash mid-create can be resolved.
+PENDING_STATES: Final = frozenset({"PENDING", "QUEUED", "CREATING"})
 TERMINAL_STATES: Final = frozenset({"CANCELLED", "COMPLETED", "DISCONNECTED", "REASSIGNED",
                                     "DELIVERED", "DEAD_LETTER"})
 
@@ -277,10 +278,10 @@ class Store:
         self._call(pipe.execute)
 
     def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
-                       event: dict[str, str], history_ttl_s: int, payload: dict[str, Any],
-                       first_attempt_ms: int) -> None:
-        """Accept a callback Genesys could not take now: the ledger record (in the window,
-        state QUEUED), its history event and the outbox entry, in one transaction."""
+                       event: dict[str, str] | None, history_ttl_s: int,
+                       payload: dict[str, Any], first_attempt_ms: int) -> None:
+        """Journal a callback before (or instead of) its Genesys create: the ledger record (in
+        the window), its history event and the outbox entry, in one transaction."""
         fields: list[str | int] = []
         for name, value in record.to_fields().items():
             fields += [name, value]
@@ -290,7 +291,8 @@ class Store:
         pipe = self._r.pipeline(transaction=True)
         self._commit_callback(keys=keys, args=[token, record.callback_id, record.scheduled_ms,
                                                ttl_s, *fields], client=pipe)
-        self._append_history(pipe, digest, event, history_ttl_s)
+        if event is not None:
+            self._append_history(pipe, digest, event, history_ttl_s)
         pipe.hset(f"{PREFIX}outbox:{token}", mapping={"payload": json.dumps(payload),
                                                        "attempts": 0, "error": ""})
         pipe.zadd(f"{PREFIX}outbox", {token: first_attempt_ms})
@@ -320,11 +322,21 @@ class Store:
         pipe.zadd(f"{PREFIX}outbox", {entry.token: next_ms})
         self._call(pipe.execute)
 
-    def finish_outbox(self, entry: OutboxEntry) -> None:
-        """The entry was delivered: forget it."""
+    def finish_outbox(self, token: str) -> None:
+        """The entry was delivered (or abandoned): forget it."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.zrem(f"{PREFIX}outbox", entry.token)
-        pipe.delete(f"{PREFIX}outbox:{entry.token}")
+        pipe.zrem(f"{PREFIX}outbox", token)
+        pipe.delete(f"{PREFIX}outbox:{token}")
+        self._call(pipe.execute)
+
+    def defer_journaled(self, record: LedgerRecord, payload: dict[str, Any],
+                        next_ms: int, event: dict[str, str], history_ttl_s: int) -> None:
+        """A journaled create Genesys could not take now: QUEUED, first retry at ``next_ms``."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(f"{PREFIX}cb:{record.callback_id}", "st", "QUEUED")
+        pipe.hset(f"{PREFIX}outbox:{record.request_token}", "payload", json.dumps(payload))
+        pipe.zadd(f"{PREFIX}outbox", {record.request_token: next_ms})
+        self._append_history(pipe, record.number_key, event, history_ttl_s)
         self._call(pipe.execute)
 
     def dead_letter(self, entry: OutboxEntry, error: str, at_ms: int) -> None:
@@ -484,17 +496,19 @@ class Store:
         return [LedgerRecord.from_fields(row) for row in rows if row]
 
     def close_callback(self, record: LedgerRecord, state: str, at: str,
-                       history_ttl_s: int) -> None:
-        """Mark a callback terminal, take it out of the window and note it in the history."""
+                       history_ttl_s: int | None) -> None:
+        """Mark a callback terminal, take it out of the window and note it in the history
+        (``history_ttl_s`` None: a bookkeeping step with nothing to show as evidence)."""
         if state not in TERMINAL_STATES:
             raise ValueError(f"{state} is not a terminal state")
         keys = [f"{PREFIX}cb:{record.callback_id}", f"{self._number(record.number_key)}:pending",
                 f"{PREFIX}pending", self._owned(record.agent_id)]
         pipe = self._r.pipeline(transaction=True)
         self._close_callback(keys=keys, args=[state, record.callback_id], client=pipe)
-        self._append_history(pipe, record.number_key, {
-            "event": "callback-closed", "callbackId": record.callback_id, "state": state,
-            "at": at}, history_ttl_s)
+        if history_ttl_s is not None:
+            self._append_history(pipe, record.number_key, {
+                "event": "callback-closed", "callbackId": record.callback_id, "state": state,
+                "at": at}, history_ttl_s)
         self._call(pipe.execute)
 
     def pending_in_window(self, digests: tuple[str, ...], window_end_ms: int

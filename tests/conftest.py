@@ -30,7 +30,7 @@ import redis
 import requests
 
 from middleware.app import create_app
-from middleware.clock import FixedClock
+from middleware.clock import Clock, FixedClock, SystemClock
 from middleware.config import Config
 from middleware.genesys import new_session
 from middleware.logs import JsonFormatter
@@ -196,27 +196,49 @@ class Simulator:
         return int(self.stats()["requests"].get("POST /api/v2/conversations/callbacks", 0))
 
 
-@pytest.fixture(scope="session")
-def sim_server() -> Iterator[Simulator]:
-    """The simulator on a free port in a background thread, for the whole session."""
+def _serve_sim(clock: Clock) -> tuple[Simulator, _ThreadingServer]:
     from middleware.sim.app import create_sim_app, load_org
 
-    app = create_sim_app(load_org(None), clock=FixedClock(T0), rate_limit_per_min=100_000,
+    app = create_sim_app(load_org(None), clock=clock, rate_limit_per_min=100_000,
                          token_ttl_s=3600, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     server = make_server("127.0.0.1", free_port(), app, server_class=_ThreadingServer,
                          handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Simulator(f"http://127.0.0.1:{server.server_port}")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return Simulator(f"http://127.0.0.1:{server.server_port}"), server
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[Simulator]:
+    """The simulator on business time T0 (matching the in-process service's clock)."""
+    simulator, server = _serve_sim(FixedClock(T0))
+    yield simulator
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def live_sim_server() -> Iterator[Simulator]:
+    """A simulator on the machine's clock, for the service running under real gunicorn."""
+    simulator, server = _serve_sim(SystemClock())
+    yield simulator
+    server.shutdown()
+
+
+def _reset(simulator: Simulator) -> Simulator:
+    simulator.control("POST", "reset")
+    simulator.control("PUT", "ratelimit", {"perMinute": 100_000})
+    return simulator
 
 
 @pytest.fixture
 def sim(sim_server: Simulator) -> Simulator:
     """The simulator reset to its seeded org, with no callbacks, faults or counters."""
-    sim_server.control("POST", "reset")
-    sim_server.control("PUT", "ratelimit", {"perMinute": 100_000})
-    return sim_server
+    return _reset(sim_server)
+
+
+@pytest.fixture
+def live_sim(live_sim_server: Simulator) -> Simulator:
+    """The machine-clock simulator, reset."""
+    return _reset(live_sim_server)
 
 
 # -- the service -----------------------------------------------------------------------
@@ -328,10 +350,11 @@ def start_gunicorn(env: dict[str, str], log: Path, workers: int = 2) -> Gunicorn
 
 
 @pytest.fixture
-def gunicorn_service(redis_client: redis.Redis, redis_server: RedisServer, sim: Simulator,
-                     tmp_path: Path) -> Iterator[Gunicorn]:
-    """One gunicorn instance (two workers) against the test Redis and simulator."""
-    server = start_gunicorn(service_env(redis_server.url, sim.url), tmp_path / "gunicorn.log")
+def gunicorn_service(redis_client: redis.Redis, redis_server: RedisServer,
+                     live_sim: Simulator, tmp_path: Path) -> Iterator[Gunicorn]:
+    """One gunicorn instance (two workers) against the test Redis and the live simulator."""
+    server = start_gunicorn(service_env(redis_server.url, live_sim.url),
+                            tmp_path / "gunicorn.log")
     yield server
     server.process.terminate()
     server.process.wait(15)

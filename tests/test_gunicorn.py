@@ -29,21 +29,21 @@ def post(server: Gunicorn, body: object, **kwargs: object) -> requests.Response:
                          headers=AUTH, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
-def test_create_under_gunicorn(gunicorn_service: Gunicorn, sim: Simulator) -> None:
+def test_create_under_gunicorn(gunicorn_service: Gunicorn, live_sim: Simulator) -> None:
     """A create through gunicorn answers CREATED with a callback the simulator returns."""
     answer = post(gunicorn_service, create_body(requestedTime=None)).json()
     assert answer["outcome"] == "CREATED"
-    assert [c["conversationId"] for c in sim.callbacks()] == [answer["callbackId"]]
+    assert [c["conversationId"] for c in live_sim.callbacks()] == [answer["callbackId"]]
 
 
 def test_twenty_concurrent_requests_fetch_one_token(gunicorn_service: Gunicorn,
-                                                    sim: Simulator) -> None:
+                                                    live_sim: Simulator) -> None:
     """Two worker processes, twenty concurrent creates, an empty cache: one token fetch."""
     bodies = [create_body(customerNumber=f"+1415555{2600 + i:04d}", requestedTime=None) for i in range(20)]
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(lambda b: post(gunicorn_service, b).json(), bodies))
     assert [a["outcome"] for a in answers] == ["CREATED"] * 20
-    assert sim.stats()["tokenFetches"] == 1
+    assert live_sim.stats()["tokenFetches"] == 1
 
 
 def _chunks(data: bytes, size: int = 4096) -> Iterator[bytes]:
@@ -62,7 +62,7 @@ def test_oversized_chunked_body_is_413(gunicorn_service: Gunicorn) -> None:
     assert set(resp.json()) == {"title", "description", "requestId"}
 
 
-def test_small_chunked_body_is_read(gunicorn_service: Gunicorn, sim: Simulator) -> None:
+def test_small_chunked_body_is_read(gunicorn_service: Gunicorn, live_sim: Simulator) -> None:
     """Genesys sends chunked bodies by default; one under the cap is served normally."""
     payload = json.dumps(create_body(requestedTime=None)).encode()
     resp = requests.post(f"{gunicorn_service.url}/v1/actions/create-callback",
@@ -73,9 +73,9 @@ def test_small_chunked_body_is_read(gunicorn_service: Gunicorn, sim: Simulator) 
 
 
 def test_fifty_concurrent_creates_over_two_instances_make_one_callback(
-        redis_client: object, redis_server: RedisServer, sim: Simulator, tmp_path: Path) -> None:
+        redis_client: object, redis_server: RedisServer, live_sim: Simulator, tmp_path: Path) -> None:
     """50 requests for one number, two gunicorn instances on one Redis: exactly one callback."""
-    env = service_env(redis_server.url, sim.url)
+    env = service_env(redis_server.url, live_sim.url)
     servers = [start_gunicorn(env, tmp_path / f"g{i}.log") for i in range(2)]
     try:
         def send(i: int) -> dict[str, Any]:
@@ -101,4 +101,4 @@ def test_fifty_concurrent_creates_over_two_instances_make_one_callback(
     others = [(a["outcome"], a["reason"], a["existingCallbackId"] == winner) if a["outcome"] != "REJECTED" else a["message"]
               for a in answers if a is not created[0]]
     assert others == [("DUPLICATE", "DUPLICATE_PENDING", True)] * 49, others
-    assert [c["conversationId"] for c in sim.callbacks()] == [winner]
+    assert [c["conversationId"] for c in live_sim.callbacks()] == [winner]

@@ -148,3 +148,55 @@ def test_backoff_is_capped_full_jitter_respecting_retry_after() -> None:
         delay = policy.next_delay(attempt, None).total_seconds()
         assert 0 <= delay <= min(30, 2 ** attempt)
     assert policy.next_delay(0, 42).total_seconds() == 42
+
+
+def _journal_only(services: Services, token: str, create_in_genesys: bool) -> None:
+    """What a worker process leaves behind when killed between journal and outcome."""
+    from middleware.callbacks import CallbackService
+    from middleware.duplicates import epoch_ms
+    from middleware.numbers import normalise
+    from middleware.store import LedgerRecord
+    number = normalise("+14155552671", "US")
+    assert number is not None
+    now = services.clock.now()
+    scheduled = now + timedelta(hours=1)
+    command = CallbackService._command(  # noqa: SLF001  (the exact command a create sends)
+        {"queueId": "b1000000-0000-4000-8000-000000000001"}, number,
+        "a1000000-0000-4000-8000-000000000001", scheduled.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        token, "c0")
+    services.window.journal(number, token, LedgerRecord(
+        callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
+        agent_id="a1000000-0000-4000-8000-000000000001",
+        queue_id="b1000000-0000-4000-8000-000000000001", state="CREATING", acd_id="",
+        request_token=token, created_ms=epoch_ms(now), consent_id="c0", e164=number.e164),
+        payload={"command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
+                 "mayHaveRun": True, "acceptedMs": epoch_ms(now)},
+        resolve_after_ms=epoch_ms(now) + 10_000)
+    if create_in_genesys:
+        services.genesys.create_callback(command, Deadline(5))
+
+
+def test_crash_after_genesys_created_is_adopted_not_repeated(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """A process killed after Genesys created the callback but before recording it: the
+    window stays held, and the worker adopts that callback instead of creating another."""
+    services = services_for(service, redis_server)
+    _journal_only(services, "a" * 32, create_in_genesys=True)
+    busy = service.action("create-callback", create_body(requestedTime=None)).json
+    assert busy["outcome"] != "CREATED"
+    service.clock.advance(timedelta(seconds=15))
+    assert deliver(services) == 1
+    assert len(sim.callbacks()) == 1
+    found = service.action("find-pending-callbacks", {"customerNumber": "+14155552671"}).json
+    assert found["callbackId"] == sim.callbacks()[0]["conversationId"]
+
+
+def test_crash_before_genesys_saw_it_is_created_once(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """Killed before the create left: the worker finds nothing and creates it, once."""
+    services = services_for(service, redis_server)
+    _journal_only(services, "b" * 32, create_in_genesys=False)
+    service.clock.advance(timedelta(seconds=15))
+    assert deliver(services) == 1
+    assert len(sim.callbacks()) == 1
+    assert sim.callbacks()[0]["data"]["requestToken"] == "b" * 32
