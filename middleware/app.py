@@ -112,6 +112,7 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
         consents, times, owner, clock,
         journal_lease_ms=int((lease + timedelta(seconds=config.genesys_read_timeout_s))
                              .total_seconds() * 1000),
+        settle_s=2 * config.genesys_read_timeout_s,
     )
     consent_actions = ConsentService(consents, window, callbacks.cancel_record, contracts,
                                      config.default_country, clock)
@@ -132,7 +133,8 @@ def build_duties(services: Services) -> list[Duty]:
         services.store, services.genesys, services.window, services.times,
         RetryPolicy(config.outbox_max_attempts,
                     timedelta(milliseconds=config.outbox_backoff_base_ms),
-                    timedelta(milliseconds=config.outbox_backoff_cap_ms)),
+                    timedelta(milliseconds=config.outbox_backoff_cap_ms),
+                    settle=timedelta(seconds=2 * config.genesys_read_timeout_s)),
         config.reconcile_batch_size, services.clock)
     return [Duty("outbox", config.outbox_interval_s, outbox.run),
             Duty("reconcile", config.reconcile_interval_s, reconciler.run),

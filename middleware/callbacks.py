@@ -67,7 +67,7 @@ class CallbackService:
                  genesys: GenesysClient,
                  store: Store, window: DuplicateWindow, idempotency: IdempotencyGate,
                  consents: ConsentLedger, times: TimeService, owner: OwnerRule,
-                 clock: Clock, journal_lease_ms: int = 10_000) -> None:
+                 clock: Clock, journal_lease_ms: int = 10_000, settle_s: float = 6.0) -> None:
         self._country = default_country
         self._create_out = contracts["create-callback"]
         self._find_out = contracts["find-pending-callbacks"]
@@ -82,6 +82,8 @@ class CallbackService:
         self._owner = owner
         self._clock = clock
         self._journal_lease_ms = journal_lease_ms
+        # Before the worker looks for a create that may have reached Genesys, it must land.
+        self._settle_s = settle_s
 
     def _number(self, fields: dict[str, Any]) -> CustomerNumber | None:
         return normalise(str(fields["customerNumber"]),
@@ -206,7 +208,8 @@ class CallbackService:
             self._window.defer(journaled, {
                 "command": command, "ledgerId": journaled.callback_id, "e164": number.e164,
                 "mayHaveRun": exc.may_have_run, "acceptedMs": epoch_ms(now)},
-                epoch_ms(now) + int(1000 * (exc.retry_after_s or 1)))
+                epoch_ms(now) + int(1000 * max(exc.retry_after_s or 1, self._settle_s
+                                               if exc.may_have_run else 0)))
             log.warning("genesys unavailable: callback queued", extra={
                 "error": exc.message, "number": number.masked, "mayHaveRun": exc.may_have_run})
             return answer(outcome="QUEUED", reason="UPSTREAM_UNAVAILABLE", **common,
@@ -318,7 +321,7 @@ class CallbackService:
         callback_id = str(fields["callbackId"])
         common: dict[str, Any] = {"requestId": ctx.request_id, "callbackId": callback_id}
         record = self._store.callback(callback_id) if _CALLBACK_ID.match(callback_id) else None
-        if record is None or not record.pending:
+        if record is None or not record.in_genesys:
             return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
                               message="No pending callback with this id was created here.")
         number = normalise(record.e164, self._country) if record.e164 else None

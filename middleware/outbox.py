@@ -39,17 +39,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how patiently the outbox retries."""
+    """How often and how patiently the outbox retries.
+
+    ``settle`` is the least wait after an attempt that may have reached Genesys: a request
+    still in flight must land before we look for its token, or we would create it twice.
+    """
 
     max_attempts: int
     base: timedelta
     cap: timedelta
+    settle: timedelta = timedelta(seconds=6)
 
-    def next_delay(self, attempt: int, retry_after_s: float | None) -> timedelta:
-        """Full jitter over a capped exponential, but never before ``Retry-After``."""
+    def next_delay(self, attempt: int, retry_after_s: float | None,
+                   may_have_run: bool = False) -> timedelta:
+        """Full jitter over a capped exponential, but never before ``Retry-After`` (nor,
+        after an attempt that may have run, before ``settle``)."""
         ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2 ** attempt)
         delay = random.uniform(0, ceiling)  # noqa: S311 (jitter, not security)
-        return timedelta(seconds=max(delay, retry_after_s or 0))
+        floor = max(retry_after_s or 0, self.settle.total_seconds() if may_have_run else 0)
+        return timedelta(seconds=max(delay, floor))
 
 
 class OutboxDelivery:
@@ -145,7 +153,8 @@ class OutboxDelivery:
                 retry_after_s: float | None, *, retryable: bool) -> None:
         now = self._clock.now()
         if retryable and entry.attempts + 1 < self._policy.max_attempts:
-            delay = self._policy.next_delay(entry.attempts, retry_after_s)
+            delay = self._policy.next_delay(entry.attempts, retry_after_s,
+                                            bool(payload.get("mayHaveRun")))
             self._store.retry_outbox(entry, epoch_ms(now + delay), error, payload)
             log.warning("queued callback not created yet", extra={
                 "token": entry.token, "attempt": entry.attempts + 1, "error": error,

@@ -43,7 +43,7 @@ class Reassigner:
                                       self._batch)
         moved = 0
         for record in self._store.callbacks([cid for cid, _ in due]):
-            if not record.pending or not record.agent_id or record.state == "QUEUED":
+            if not record.in_genesys or not record.agent_id:
                 continue
             if record.replaced_by:
                 self._callbacks.finish_replacement(record, deadline)

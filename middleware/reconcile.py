@@ -48,7 +48,7 @@ class Reconciler:
         closed, cursor = 0, self._store.reconcile_cursor()
         for callback_id, scheduled_ms in page:
             record = records.get(callback_id)
-            if record is not None and record.pending and record.state != "QUEUED":
+            if record is not None and record.in_genesys:
                 try:
                     conversation = self._genesys.get_callback(callback_id, deadline)
                 except UpstreamUnavailable as exc:

@@ -624,3 +624,8 @@ class LedgerRecord:
     def pending(self) -> bool:
         """Whether it still counts in the duplicate window."""
         return self.state in PENDING_STATES
+
+    @property
+    def in_genesys(self) -> bool:
+        """Whether Genesys holds it (a queued or journaled one does not, yet)."""
+        return self.state == "PENDING"

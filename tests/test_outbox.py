@@ -50,7 +50,7 @@ def test_worker_delivers_queued_callback_once_genesys_is_back(
     """The queued request becomes exactly one callback, with its consent, and the window now
     names it."""
     answer = queue_one(service, sim)
-    service.clock.advance(timedelta(seconds=5))
+    service.clock.advance(timedelta(seconds=10))
     assert deliver(services_for(service, redis_server)) == 1
     [held] = sim.callbacks()
     assert held["data"]["consentId"] == answer["consentId"]
@@ -73,7 +73,7 @@ def test_create_that_may_have_run_is_found_not_repeated(
     assert answer["outcome"] == "QUEUED"
     time.sleep(1.2)  # the simulator finishes the slow create meanwhile
     assert len(sim.callbacks()) == 1
-    service.clock.advance(timedelta(seconds=5))
+    service.clock.advance(timedelta(seconds=10))
     assert deliver(services_for(service, redis_server)) == 1
     assert len(sim.callbacks()) == 1
     found = service.action("find-pending-callbacks", {"customerNumber": "+14155552671"}).json
@@ -98,7 +98,7 @@ def test_refused_create_is_dead_lettered_and_replayable(
     sim.control("PUT", "faults", {"status": 400, "count": 1,
                                   "pathPrefix": "/api/v2/conversations/callbacks"})
     services = services_for(service, redis_server)
-    service.clock.advance(timedelta(seconds=5))
+    service.clock.advance(timedelta(seconds=10))
     assert deliver(services) == 0
     assert [e.attempts for e in services.store.dead_letters()] == [1]
     found = service.action("find-pending-callbacks", {"customerNumber": "+14155552671"}).json
@@ -124,7 +124,7 @@ def test_attempts_exhausted_go_to_dead_letters(service: Service, sim: Simulator,
                                   "pathPrefix": "/api/v2/conversations/callbacks"})
     services = services_for(service, redis_server, OUTBOX_MAX_ATTEMPTS="3")
     for _ in range(3):
-        service.clock.advance(timedelta(seconds=5))
+        service.clock.advance(timedelta(seconds=10))
         deliver(services)
     assert [e.attempts for e in services.store.dead_letters()] == [3]
     assert sim.callbacks() == []
@@ -136,7 +136,7 @@ def test_revoked_consent_cancels_a_queued_callback(service: Service, sim: Simula
     queue_one(service, sim)
     revoked = service.action("revoke-consent", {"customerNumber": "+14155552671"}).json
     assert revoked["cancelledCount"] == 1
-    service.clock.advance(timedelta(seconds=5))
+    service.clock.advance(timedelta(seconds=10))
     assert deliver(services_for(service, redis_server)) == 0
     assert sim.callbacks() == []
 
