@@ -91,7 +91,8 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
     window_length = timedelta(hours=config.duplicate_window_hours)
     retention = timedelta(days=config.consent_retention_days)
     keys = NumberKeys(config.pii_keys)
-    window = DuplicateWindow(store, keys, window_length, lease, clock, retention)
+    window = DuplicateWindow(store, keys, window_length, lease, clock, retention,
+                             config.max_callbacks_per_number_per_day)
     consents = ConsentLedger(store, keys, clock, timedelta(hours=config.consent_max_age_hours),
                              retention)
     times = TimeService(

@@ -152,6 +152,10 @@ class CallbackService:
         claim = self._window.claim(number, token, ctx.deadline)
         if claim.existing is not None:
             return self._duplicate(claim.existing, common)
+        if claim.over_daily_limit:
+            return answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER", **common,
+                          message="This number already had the most callbacks allowed in 24 "
+                          "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
         if not claim.claimed:
             return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE",
                           message="Another request for this number is being created right "

@@ -61,6 +61,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "first writes, all are tried on reads (required)."
     ),
     Setting("DEFAULT_COUNTRY", "US", "ISO 3166 alpha-2 region for national-format numbers."),
+    Setting(
+        "MAX_CALLBACKS_PER_NUMBER_PER_DAY", "3", "Most callbacks accepted for one number in any "
+        "24 hours (Florida's limit; also stops callback bombing)."
+    ),
     Setting("MIN_LEAD_MINUTES", "5", "Earliest a callback may be scheduled, from now."),
     Setting("MAX_SCHEDULE_DAYS", "30", "Latest a callback may be scheduled, from now."),
     Setting("REQUEST_DEADLINE_MS", "5000", "Every request answers within this budget.", "web"),
@@ -229,6 +233,7 @@ class Config:
     pii_keys: tuple[bytes, ...] = field(repr=False)
     default_country: str
     min_lead_minutes: int
+    max_callbacks_per_number_per_day: int
     max_schedule_days: int
     request_deadline_s: float
     agent_profiles_file: str
@@ -296,6 +301,7 @@ class Config:
             pii_keys=tuple(k.encode() for k in r.csv("PII_KEYS")),
             default_country=country,
             min_lead_minutes=r.positive_int("MIN_LEAD_MINUTES"),
+            max_callbacks_per_number_per_day=r.positive_int("MAX_CALLBACKS_PER_NUMBER_PER_DAY"),
             max_schedule_days=r.positive_int("MAX_SCHEDULE_DAYS"),
             request_deadline_s=r.positive_int("REQUEST_DEADLINE_MS") / 1000,
             agent_profiles_file=r.raw("AGENT_PROFILES_FILE"),

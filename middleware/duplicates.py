@@ -39,15 +39,17 @@ class Claim:
     claimed: bool
     existing: LedgerRecord | None = None
     busy: bool = False
+    over_daily_limit: bool = False
 
 
 class DuplicateWindow:
     """Finds pending callbacks for a number and claims it for one create at a time."""
 
     def __init__(self, store: Store, keys: NumberKeys, window: timedelta, claim_ttl: timedelta,
-                 clock: Clock, evidence_ttl: timedelta) -> None:
+                 clock: Clock, evidence_ttl: timedelta, daily_limit: int = 3) -> None:
         self._store = store
         self._evidence_ttl_s = int(evidence_ttl.total_seconds())
+        self._daily_limit = daily_limit
         self._keys = keys
         self._window = window
         self._claim_ttl_ms = int(claim_ttl.total_seconds() * 1000)
@@ -70,9 +72,11 @@ class DuplicateWindow:
             now = self._clock.now()
             result = self._store.claim_window(
                 digests, token, epoch_ms(now + self._window), self._claim_ttl_ms,
-                epoch_ms(now - FORGET_AFTER))
+                epoch_ms(now - FORGET_AFTER), epoch_ms(now), self._daily_limit)
             if result.status == "CLAIMED":
                 return Claim(claimed=True)
+            if result.status == "LIMIT":
+                return Claim(claimed=False, over_daily_limit=True)
             if result.status == "DUPLICATE":
                 record = self._store.callback(result.callback_id)
                 if record is not None and record.state == "CREATING":

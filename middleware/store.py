@@ -35,12 +35,13 @@ return 0
 """
 
 # The duplicate window's check-and-claim, one atomic step for all workers and instances.
-# KEYS[1] the number's claim; KEYS[2..] its pending sets (current HMAC key first, then the
-# ones of older PII keys). ARGV: token, window end ms, claim ttl ms, forget-before ms.
+# KEYS[1] the number's claim; KEYS[2] its creations of the last 24 h; KEYS[3..] its pending
+# sets (current HMAC key first, then the ones of older PII keys).
+# ARGV: token, window end ms, claim ttl ms, forget-before ms, now ms, creations allowed a day.
 # A claim already holding our own token means Redis applied an earlier try of this very
 # command whose reply was lost: that is our claim, not somebody else's.
 _CLAIM_WINDOW: Final = """
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[4])
   local found = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
   if #found > 0 then return {'DUPLICATE', found[1], found[2]} end
@@ -48,6 +49,8 @@ end
 local held = redis.call('GET', KEYS[1])
 if held == ARGV[1] then return {'CLAIMED'} end
 if held then return {'BUSY', '', tostring(redis.call('PTTL', KEYS[1]))} end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[5]) - 86400000)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return {'LIMIT'} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return {'CLAIMED'}
 """
@@ -239,16 +242,19 @@ class Store:
         return f"{PREFIX}{{n:{digest}}}"
 
     def claim_window(self, digests: tuple[str, ...], token: str, window_end_ms: int,
-                     claim_ttl_ms: int, forget_before_ms: int) -> WindowClaim:
-        """Atomically find a pending callback in the window or claim the number for us.
+                     claim_ttl_ms: int, forget_before_ms: int, now_ms: int,
+                     daily_limit: int) -> WindowClaim:
+        """Atomically find a pending callback in the window or claim the number for us
+        (``LIMIT`` when the number already had ``daily_limit`` callbacks in 24 hours).
 
         ``digests[0]`` is the number's current HMAC digest; the others are read too, so
         rotating ``PII_KEYS`` never hides a pending callback.
         """
-        keys = [f"{self._number(digests[0])}:claim"]
+        keys = [f"{self._number(digests[0])}:claim", f"{self._number(digests[0])}:created"]
         keys += [f"{self._number(d)}:pending" for d in digests]
         reply = self._call(lambda: self._claim_window(
-            keys=keys, args=[token, window_end_ms, claim_ttl_ms, forget_before_ms]))
+            keys=keys, args=[token, window_end_ms, claim_ttl_ms, forget_before_ms, now_ms,
+                             daily_limit]))
         status = str(reply[0])
         if status == "DUPLICATE":
             return WindowClaim(status, str(reply[1]), int(float(reply[2])))
@@ -293,6 +299,9 @@ class Store:
                                                ttl_s, *fields], client=pipe)
         if event is not None:
             self._append_history(pipe, digest, event, history_ttl_s)
+        # Counted once per accepted request, for the per-number daily cap.
+        pipe.zadd(f"{self._number(digest)}:created", {token: record.created_ms})
+        pipe.pexpire(f"{self._number(digest)}:created", 86_400_000 + 3_600_000)
         pipe.hset(f"{PREFIX}outbox:{token}", mapping={"payload": json.dumps(payload),
                                                        "attempts": 0, "error": ""})
         pipe.zadd(f"{PREFIX}outbox", {token: first_attempt_ms})

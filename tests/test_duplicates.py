@@ -269,3 +269,17 @@ def test_lost_claim_reply_is_not_a_false_duplicate(redis_server: RedisServer, si
     assert proxy.dropped == 1
     assert answer["outcome"] == "CREATED", answer
     assert sim.creates() == 1
+
+
+def test_daily_cap_per_number(service: Service, sim: Simulator) -> None:
+    """A fourth callback for one number within 24 hours is refused, even with the window free;
+    a day later it is accepted again."""
+    for _ in range(3):
+        made = create(service)
+        assert made["outcome"] == "CREATED"
+        service.action("cancel-callback", {"callbackId": made["callbackId"]})
+    refused = create(service)
+    assert (refused["outcome"], refused["reason"]) == ("REJECTED", "TOO_MANY_REQUESTS_FOR_NUMBER")
+    assert sim.creates() == 3
+    service.clock.advance(timedelta(hours=24, minutes=1))
+    assert create(service, requestedTime=at(timedelta(hours=26)))["outcome"] == "CREATED"
