@@ -28,7 +28,7 @@ from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import StoreUnavailable, UpstreamRejected, UpstreamUnavailable
 from middleware.genesys import GenesysClient
 from middleware.idempotency import IdempotencyGate, key_for
-from middleware.numbers import CustomerNumber, normalise
+from middleware.numbers import CustomerNumber, normalise, number_of
 from middleware.owner import OwnerDecision, OwnerRule
 from middleware.scheduling import TimeService
 from middleware.store import LedgerRecord, Store
@@ -85,16 +85,12 @@ class CallbackService:
         # Before the worker looks for a create that may have reached Genesys, it must land.
         self._settle_s = settle_s
 
-    def _number(self, fields: dict[str, Any]) -> CustomerNumber | None:
-        return normalise(str(fields["customerNumber"]),
-                         str(fields.get("customerCountry") or self._country))
-
     # -- create-callback ----------------------------------------------------------------
 
     def create(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
         """Run every check in order, create the callback if all pass, and return the answer."""
         agent_id = str(fields["agentId"])
-        number = self._number(fields)
+        number = number_of(fields, self._country)
         if number is None:
             return self._create_out.answer(
                 outcome="REJECTED", reason="INVALID_NUMBER", requestId=ctx.request_id,
@@ -299,7 +295,7 @@ class CallbackService:
         """The number's pending callbacks in the window; the earliest one in detail."""
         answer = self._find_out.answer
         common = {"requestId": ctx.request_id, "windowHours": self._window.window_hours}
-        number = self._number(fields)
+        number = number_of(fields, self._country)
         if number is None:
             return answer(outcome="REJECTED", reason="INVALID_NUMBER",
                           message="The customer number is not a valid phone number.", **common)

@@ -28,7 +28,7 @@ from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamError
-from middleware.numbers import CustomerNumber, NumberKeys, normalise
+from middleware.numbers import CustomerNumber, NumberKeys, number_of
 from middleware.store import LedgerRecord, Store
 from middleware.timing import format_utc, parse_instant
 
@@ -147,14 +147,10 @@ class ConsentService:
         self._country = default_country
         self._clock = clock
 
-    def _number(self, fields: dict[str, Any]) -> CustomerNumber | None:
-        return normalise(str(fields["customerNumber"]),
-                         str(fields.get("customerCountry") or self._country))
-
     def record_consent(self, fields: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         """Store a consent captured now or earlier (never in the future)."""
         answer = self._record_out.answer
-        number = self._number(fields)
+        number = number_of(fields, self._country)
         if number is None:
             return answer(outcome="REJECTED", reason="INVALID_NUMBER", requestId=ctx.request_id,
                           message="The customer number is not a valid phone number.")
@@ -175,7 +171,7 @@ class ConsentService:
     def revoke_consent(self, fields: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         """Record the withdrawal; with ``cancelPending`` disconnect the pending callbacks."""
         answer = self._revoke_out.answer
-        number = self._number(fields)
+        number = number_of(fields, self._country)
         if number is None:
             return answer(outcome="REJECTED", reason="INVALID_NUMBER", requestId=ctx.request_id,
                           message="The customer number is not a valid phone number.")

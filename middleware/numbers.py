@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezone
@@ -54,6 +54,12 @@ def normalise(raw: str, country: str) -> CustomerNumber | None:
         region=phonenumbers.region_code_for_number(parsed) or "",
         zones=zones,
     )
+
+
+def number_of(fields: dict[str, Any], default_country: str) -> CustomerNumber | None:
+    """The ``customerNumber`` of an action's input, read with its ``customerCountry`` hint."""
+    return normalise(str(fields["customerNumber"]),
+                     str(fields.get("customerCountry") or default_country))
 
 
 class NumberKeys:

@@ -33,7 +33,7 @@ from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamError, UpstreamUnavailable
 from middleware.genesys import GenesysClient
-from middleware.numbers import CustomerNumber, normalise
+from middleware.numbers import CustomerNumber, number_of
 from middleware.timing import (
     AgentHours,
     Requested,
@@ -132,8 +132,7 @@ class TimeService:
         """The time rules for one agent and number, a day off included; writes nothing."""
         answer = self._contract.answer
         common: dict[str, Any] = {"requestId": ctx.request_id}
-        number = normalise(str(fields["customerNumber"]),
-                           str(fields.get("customerCountry") or self._country))
+        number = number_of(fields, self._country)
         if number is None:
             return answer(outcome="INVALID", reason="INVALID_NUMBER", **common,
                           message="The customer number is not a valid phone number.")

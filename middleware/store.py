@@ -267,19 +267,24 @@ class Store:
         key = f"{self._number(digest)}:claim"
         self._call(lambda: self._release_lock(keys=[key], args=[token]))
 
-    def commit_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
-                        event: dict[str, str], history_ttl_s: int) -> None:
-        """Put a created or queued callback in the ledger, the window and the number's
-        evidence history, in one transaction; release the claim."""
+    def _commit_in(self, pipe: Any, digest: str, token: str, record: LedgerRecord,
+                   ttl_s: int) -> None:
+        """Queue the commit script (record, window, indexes, claim release) on ``pipe``."""
         fields: list[str | int] = []
         for name, value in record.to_fields().items():
             fields += [name, value]
         keys = [f"{self._number(digest)}:claim", f"{self._number(digest)}:pending",
                 f"{PREFIX}cb:{record.callback_id}", f"{PREFIX}pending",
                 self._owned(record.agent_id)]
-        pipe = self._r.pipeline(transaction=True)
         self._commit_callback(keys=keys, args=[token, record.callback_id, record.scheduled_ms,
                                                ttl_s, *fields], client=pipe)
+
+    def commit_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
+                        event: dict[str, str], history_ttl_s: int) -> None:
+        """Put a created or queued callback in the ledger, the window and the number's
+        evidence history, in one transaction; release the claim."""
+        pipe = self._r.pipeline(transaction=True)
+        self._commit_in(pipe, digest, token, record, ttl_s)
         self._append_history(pipe, digest, event, history_ttl_s)
         self._call(pipe.execute)
 
@@ -288,15 +293,8 @@ class Store:
                        payload: dict[str, Any], first_attempt_ms: int) -> None:
         """Journal a callback before (or instead of) its Genesys create: the ledger record (in
         the window), its history event and the outbox entry, in one transaction."""
-        fields: list[str | int] = []
-        for name, value in record.to_fields().items():
-            fields += [name, value]
-        keys = [f"{self._number(digest)}:claim", f"{self._number(digest)}:pending",
-                f"{PREFIX}cb:{record.callback_id}", f"{PREFIX}pending",
-                self._owned(record.agent_id)]
         pipe = self._r.pipeline(transaction=True)
-        self._commit_callback(keys=keys, args=[token, record.callback_id, record.scheduled_ms,
-                                               ttl_s, *fields], client=pipe)
+        self._commit_in(pipe, digest, token, record, ttl_s)
         if event is not None:
             self._append_history(pipe, digest, event, history_ttl_s)
         # Counted once per accepted request, for the per-number daily cap.
