@@ -94,22 +94,28 @@ class DuplicateWindow:
                 return Claim(claimed=False, busy=True)
             time.sleep(_POLL_S)
 
+    def _ttl_s(self, record: LedgerRecord) -> int:
+        """A record lives until a week past its time: long after Genesys has let it go."""
+        ahead = max(record.scheduled_ms - epoch_ms(self._clock.now()), 0) // 1000
+        return ahead + int(FORGET_AFTER.total_seconds())
+
+    def _event(self, event: str, record: LedgerRecord, replaces: str = "") -> dict[str, str]:
+        entry = {"event": event, "callbackId": record.callback_id, "state": record.state,
+                 "consentId": record.consent_id, "agentId": record.agent_id,
+                 "queueId": record.queue_id, "scheduledMs": str(record.scheduled_ms),
+                 "at": self._clock.now().isoformat(timespec="milliseconds")}
+        if replaces:
+            entry["replaces"] = replaces
+        return entry
+
     def commit(self, number: CustomerNumber, token: str, record: LedgerRecord, *,
                event: str = "callback", replaces: str = "") -> None:
         """Record the created callback in the window and the number's evidence history,
         and release the claim."""
-        now = self._clock.now()
-        ttl = max(record.scheduled_ms - epoch_ms(now), 0) // 1000
-        ttl += int(FORGET_AFTER.total_seconds())
         digest = self._keys.current(number.e164)
-        entry = {"event": event, "callbackId": record.callback_id, "state": record.state,
-                 "consentId": record.consent_id, "agentId": record.agent_id,
-                 "queueId": record.queue_id, "scheduledMs": str(record.scheduled_ms),
-                 "at": now.isoformat(timespec="milliseconds")}
-        if replaces:
-            entry["replaces"] = replaces
-        self._store.commit_callback(digest, token, replace(record, number_key=digest), ttl,
-                                    entry, self._evidence_ttl_s)
+        self._store.commit_callback(digest, token, replace(record, number_key=digest),
+                                    self._ttl_s(record), self._event(event, record, replaces),
+                                    self._evidence_ttl_s)
 
     def move(self, record: LedgerRecord, scheduled_ms: int) -> None:
         """Give a pending callback its new time in the window and the history."""
@@ -125,31 +131,24 @@ class DuplicateWindow:
         window and releases the claim, and if this process dies before ``deliver`` or
         ``defer``, the worker resolves it from ``resolve_after_ms`` on (finding the callback
         by its token, or creating it). Returns the record as stored."""
-        now = self._clock.now()
-        ttl = max(record.scheduled_ms - epoch_ms(now), 0) // 1000
-        ttl += int(FORGET_AFTER.total_seconds())
         stored = replace(record, number_key=self._keys.current(number.e164), state="CREATING")
-        self._store.queue_callback(stored.number_key, token, stored, ttl, None,
+        self._store.queue_callback(stored.number_key, token, stored, self._ttl_s(record), None,
                                    self._evidence_ttl_s, payload, resolve_after_ms)
         return stored
 
     def defer(self, record: LedgerRecord, payload: dict[str, Any], next_ms: int) -> None:
         """Genesys could not take the journaled create now: it stays in the window, QUEUED."""
-        now = self._clock.now()
-        self._store.defer_journaled(record, payload, next_ms, {
-            "event": "callback-queued", "callbackId": record.callback_id, "state": "QUEUED",
-            "consentId": record.consent_id, "agentId": record.agent_id,
-            "queueId": record.queue_id, "scheduledMs": str(record.scheduled_ms),
-            "at": now.isoformat(timespec="milliseconds")}, self._evidence_ttl_s)
+        self._store.defer_journaled(record, payload, next_ms, self._event(
+            "callback-queued", replace(record, state="QUEUED")), self._evidence_ttl_s)
 
     def deliver(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,
                 acd_id: str, scheduled_ms: int) -> LedgerRecord:
         """The journaled callback exists in Genesys: the real record takes its place."""
         real = replace(journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
-                       scheduled_ms=scheduled_ms, number_key="", replaced_by="")
-        self.commit(number, journaled.request_token, real)
-        self._store.close_callback(journaled, "DELIVERED", "", None)
-        self._store.finish_outbox(journaled.request_token)
+                       scheduled_ms=scheduled_ms, number_key=self._keys.current(number.e164),
+                       replaced_by="")
+        self._store.deliver_journaled(journaled, real, self._ttl_s(real),
+                                      self._event("callback", real), self._evidence_ttl_s)
         return real
 
     def abandon(self, journaled: LedgerRecord) -> None:

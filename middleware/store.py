@@ -170,8 +170,6 @@ class Store:
         self._r = client
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._claim_window = client.register_script(_CLAIM_WINDOW)
-        self._commit_callback = client.register_script(_COMMIT_CALLBACK)
-        self._close_callback = client.register_script(_CLOSE_CALLBACK)
         self._begin_idempotent = client.register_script(_BEGIN_IDEMPOTENT)
         self._finish_idempotent = client.register_script(_FINISH_IDEMPOTENT)
         self._take_token = client.register_script(_TAKE_RATE_SLOT)
@@ -276,8 +274,11 @@ class Store:
         keys = [f"{self._number(digest)}:claim", f"{self._number(digest)}:pending",
                 f"{PREFIX}cb:{record.callback_id}", f"{PREFIX}pending",
                 self._owned(record.agent_id)]
-        self._commit_callback(keys=keys, args=[token, record.callback_id, record.scheduled_ms,
-                                               ttl_s, *fields], client=pipe)
+        # EVAL, not a registered script: inside MULTI a missing script (after a Redis
+        # restart) would fail alone while the rest applied, and redis-py's guard against that
+        # costs a SCRIPT EXISTS round trip per transaction. Redis caches it by hash anyway.
+        pipe.eval(_COMMIT_CALLBACK, len(keys), *keys, token, record.callback_id,
+                  record.scheduled_ms, ttl_s, *fields)
 
     def commit_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
                         event: dict[str, str], history_ttl_s: int) -> None:
@@ -286,6 +287,21 @@ class Store:
         pipe = self._r.pipeline(transaction=True)
         self._commit_in(pipe, digest, token, record, ttl_s)
         self._append_history(pipe, digest, event, history_ttl_s)
+        self._call(pipe.execute)
+
+    def deliver_journaled(self, journaled: LedgerRecord, real: LedgerRecord, ttl_s: int,
+                          event: dict[str, str], history_ttl_s: int) -> None:
+        """The journaled create now exists in Genesys: in one transaction the real record takes
+        the journal entry's place in the window, and the entry and its outbox item go."""
+        pipe = self._r.pipeline(transaction=True)
+        self._commit_in(pipe, real.number_key, journaled.request_token, real, ttl_s)
+        self._append_history(pipe, real.number_key, event, history_ttl_s)
+        pipe.zrem(f"{self._number(journaled.number_key)}:pending", journaled.callback_id)
+        pipe.zrem(f"{PREFIX}pending", journaled.callback_id)
+        pipe.zrem(self._owned(journaled.agent_id), journaled.callback_id)
+        pipe.delete(f"{PREFIX}cb:{journaled.callback_id}")
+        pipe.zrem(f"{PREFIX}outbox", journaled.request_token)
+        pipe.delete(f"{PREFIX}outbox:{journaled.request_token}")
         self._call(pipe.execute)
 
     def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
@@ -511,7 +527,7 @@ class Store:
         keys = [f"{PREFIX}cb:{record.callback_id}", f"{self._number(record.number_key)}:pending",
                 f"{PREFIX}pending", self._owned(record.agent_id)]
         pipe = self._r.pipeline(transaction=True)
-        self._close_callback(keys=keys, args=[state, record.callback_id], client=pipe)
+        pipe.eval(_CLOSE_CALLBACK, len(keys), *keys, state, record.callback_id)
         if history_ttl_s is not None:
             self._append_history(pipe, record.number_key, {
                 "event": "callback-closed", "callbackId": record.callback_id, "state": state,
