@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -239,3 +240,59 @@ def check(history: list[Op], sim: Simulator) -> None:
     assert {"kill-redis", "kill-gunicorn-worker", "genesys-slow"} <= phases
     statuses = {op.status for op in history}
     assert 200 in statuses
+
+
+def _in_process(redis_url: str, genesys_url: str) -> Any:
+    import falcon.testing
+
+    from middleware.app import create_app
+    from middleware.clock import FixedClock
+    from middleware.config import Config
+    from middleware.genesys import new_session
+    from middleware.store import connect
+    from tests.conftest import T0
+    config = Config.from_env(service_env(redis_url, genesys_url, REQUEST_DEADLINE_MS="2000",
+                                         REDIS_TIMEOUT_MS="300"))
+    return falcon.testing.TestClient(create_app(
+        config, redis_client=connect(redis_url, config.redis_timeout_s), http=new_session(),
+        clock=FixedClock(T0)))
+
+
+def test_blackholed_genesys_is_queued_within_the_deadline(redis_client: Any,
+                                                          redis_server: RedisServer,
+                                                          sim: Simulator) -> None:
+    """Genesys accepts connections but never answers: the create is QUEUED in time."""
+    client = _in_process(redis_server.url, sim.url)
+    assert client.simulate_post("/v1/actions/create-callback", json=create_body(
+        customerNumber="+12125550101"), headers=AUTH).json["outcome"] == "CREATED"  # warm
+    proxy = FaultProxy(int(sim.url.rsplit(":", 1)[1])).start()
+    proxy.blackhole = True
+    try:
+        client = _in_process(redis_server.url, f"http://127.0.0.1:{proxy.port}")
+        started = time.monotonic()
+        answer = client.simulate_post("/v1/actions/create-callback", json=create_body(),
+                                      headers=AUTH).json
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.close()
+    assert answer["outcome"] in ("QUEUED", "REJECTED"), answer
+    assert answer["reason"] == "UPSTREAM_UNAVAILABLE"
+    assert elapsed <= DEADLINE_S + SLACK_S
+
+
+def test_blackholed_redis_is_a_fast_503(redis_server: RedisServer, sim: Simulator) -> None:
+    """Redis accepts connections but never answers: 503 with Retry-After, well within the
+    deadline, and nothing accepted."""
+    proxy = FaultProxy(redis_server.port).start()
+    proxy.blackhole = True
+    try:
+        client = _in_process(f"redis://127.0.0.1:{proxy.port}/0", sim.url)
+        started = time.monotonic()
+        result = client.simulate_post("/v1/actions/create-callback", json=create_body(),
+                                      headers=AUTH)
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.close()
+    assert result.status_code == 503 and result.headers["Retry-After"]
+    assert elapsed <= DEADLINE_S
+    assert sim.creates() == 0
