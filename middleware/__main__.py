@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from middleware.app import Services, build_duties, build_services
 from middleware.clock import SystemClock
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     return run_worker(build_duties(services))
 
 
+def _owner(command: dict[str, Any]) -> str:
+    scored = (command.get("routingData") or {}).get("scoredAgents") or [{}]
+    return str((scored[0].get("agent") or {}).get("id") or "")
+
+
 def _dead_letters(services: Services, action: str, tokens: list[str], everything: bool) -> int:
     letters = services.store.dead_letters()
     if action == "list":
@@ -92,7 +98,7 @@ def _dead_letters(services: Services, action: str, tokens: list[str], everything
             command = entry.payload.get("command", {})
             print(f"{entry.token}  attempts={entry.attempts}  "
                   f"scheduled={command.get('callbackScheduledTime', '')}  "
-                  f"agent={entry.payload.get('agentId', '') or '-'}  error={entry.error}")
+                  f"agent={_owner(command) or '-'}  error={entry.error}")
         print(f"{len(letters)} dead letter(s)")
         return 0
     chosen = [e.token for e in letters] if everything else tokens

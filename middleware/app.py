@@ -136,7 +136,7 @@ def build_duties(services: Services) -> list[Duty]:
                     timedelta(milliseconds=config.outbox_backoff_base_ms),
                     timedelta(milliseconds=config.outbox_backoff_cap_ms),
                     settle=timedelta(seconds=2 * config.genesys_read_timeout_s)),
-        config.reconcile_batch_size, services.clock)
+        config.reconcile_batch_size, services.clock, services.callbacks.undo_create)
     return [Duty("outbox", config.outbox_interval_s, outbox.run),
             Duty("reconcile", config.reconcile_interval_s, reconciler.run),
             Duty("reassign", config.reconcile_interval_s, reassigner.run)]

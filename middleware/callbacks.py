@@ -6,8 +6,7 @@ The create pipeline reads like the spec, one visible step per rule::
 
 The first failing check gives the answer, and nothing reaches Genesys unless every
 check passed. A REJECTED answer leaves nothing behind: the number's claim is released
-and no idempotent answer is stored. The owner step comes with its own module when it
-goes live; until then the agent asked for owns the callback.
+and no idempotent answer is stored.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -25,8 +25,13 @@ from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.duplicates import DuplicateWindow, epoch_ms
-from middleware.errors import StoreUnavailable, UpstreamRejected, UpstreamUnavailable
-from middleware.genesys import GenesysClient
+from middleware.errors import (
+    StoreUnavailable,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from middleware.genesys import GenesysClient, callback_end_state
 from middleware.idempotency import IdempotencyGate, key_for
 from middleware.numbers import CustomerNumber, normalise, number_of
 from middleware.owner import OwnerDecision, OwnerRule
@@ -222,8 +227,12 @@ class CallbackService:
             return self._upstream_failure(exc, common)
 
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
-        self._window.deliver(number, journaled, created.conversation_id, acd,
-                             epoch_ms(scheduled))
+        if self._window.deliver(number, journaled, created.conversation_id, acd,
+                                epoch_ms(scheduled)) is None:
+            self.undo_create(number, journaled, created.conversation_id, acd, ctx.deadline)
+            return answer(outcome="REJECTED", reason="CONSENT_REVOKED", **common,
+                          message="Consent was withdrawn while the callback was being created; "
+                          "it was cancelled.")
         log.info("callback created", extra={"callbackId": created.conversation_id,
                                             "number": number.masked, "agentId": assigned})
         return answer(outcome="CREATED", reason="OK", callbackId=created.conversation_id,
@@ -234,7 +243,7 @@ class CallbackService:
         instant = from_ms(existing.scheduled_ms)
         when = timing.format_utc(instant)
         # A queued callback has no Genesys id yet; flows see it as pending all the same.
-        shown_id = "" if existing.state == "QUEUED" else existing.callback_id
+        shown_id = existing.callback_id if existing.in_genesys else ""
         log.info("duplicate found", extra={"callbackId": existing.callback_id})
         return self._create_out.answer(**{
             **common,
@@ -308,7 +317,7 @@ class CallbackService:
         when = timing.format_utc(from_ms(first.scheduled_ms))
         return answer(outcome="FOUND", reason="OK", customerNumberE164=number.e164,
                       hasPending=True, pendingCount=len(pending),
-                      callbackId="" if first.state == "QUEUED" else first.callback_id,
+                      callbackId=first.callback_id if first.in_genesys else "",
                       scheduledTimeUtc=when, agentId=first.agent_id, queueId=first.queue_id,
                       message=f"{len(pending)} callback(s) pending; the next at {when}.",
                       **common)
@@ -320,7 +329,7 @@ class CallbackService:
         out = self._reschedule_out
         callback_id = str(fields["callbackId"])
         common: dict[str, Any] = {"requestId": ctx.request_id, "callbackId": callback_id}
-        record = self._store.callback(callback_id) if _CALLBACK_ID.match(callback_id) else None
+        record = self._store.callback(callback_id) if _CALLBACK_ID.fullmatch(callback_id) else None
         if record is None or not record.in_genesys:
             return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
                               message="No pending callback with this id was created here.")
@@ -365,7 +374,9 @@ class CallbackService:
                     "assignedAgentId": decision.assigned, "reassigned": True,
                     "reassignReason": decision.reassign_reason,
                     "message": f"Callback moved to {timing.format_utc(scheduled)} with a new "
-                               f"owner ({decision.reassign_reason})."})
+                               f"owner ({decision.reassign_reason})" + (
+                                   "." if new_id else "; Genesys is unreachable, so the new "
+                                   "callback is queued and its id follows.")})
             self._genesys.patch_callback(callback_id, record.agent_id,
                                          timing.format_utc(scheduled), ctx.deadline)
         except UpstreamRejected as exc:
@@ -385,40 +396,79 @@ class CallbackService:
 
     def replace_owner(self, record: LedgerRecord, new_agent: str, scheduled: datetime,
                       deadline: Deadline, reason: str) -> str:
-        """Give a pending callback a new owner (``""``: the queue) and return the new id.
+        """Give a pending callback a new owner (``""``: the queue); return the new callback's
+        id, or ``""`` when Genesys could not take it now and it is queued.
 
-        The Genesys PATCH cannot move ownership, so this creates the new callback first and
-        then disconnects the old one: a failure in between leaves two callbacks the ledger
-        knows about (the old one marked replaced, its disconnect retried by the worker),
-        never none.
+        The Genesys PATCH cannot move ownership, so the new callback is journaled and
+        created first, and the old one disconnected after: a failure in between leaves two
+        callbacks the ledger knows about (the old one marked replaced, its disconnect retried
+        by the worker), never none, and a create whose outcome is unknown is resolved by the
+        outbox worker like any other.
         """
         number = normalise(record.e164, self._country) if record.e164 else None
         if number is None:
             raise ValueError(f"callback {record.callback_id} has no number in the ledger")
-        old = self._genesys.get_callback(record.callback_id, deadline) or {}
-        customer: dict[str, Any] = next((p for p in old.get("participants", [])
+        old = self._genesys.get_callback(record.callback_id, deadline)
+        ended = callback_end_state(old)
+        if ended is not None:
+            # Disconnected or completed in Genesys meanwhile: nothing to move.
+            self._window.close(record, ended)
+            return ""
+        customer: dict[str, Any] = next((p for p in (old or {}).get("participants", [])
                                          if p.get("purpose") == "customer"), {})
         attributes = dict(customer.get("attributes") or {})
         token = uuid.uuid4().hex
+        now = self._clock.now()
         fields = {"queueId": record.queue_id, "customerName": customer.get("callbackUserName"),
                   "reference": attributes.get("reference"), "notes": attributes.get("notes")}
-        created = self._genesys.create_callback(self._command(
-            fields, number, new_agent, timing.format_utc(scheduled), token, record.consent_id),
-            deadline)
+        command = self._command(fields, number, new_agent, timing.format_utc(scheduled), token,
+                                record.consent_id)
+        payload = {"command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
+                   "mayHaveRun": True, "acceptedMs": epoch_ms(now)}
+        journaled = self._window.journal(number, token, LedgerRecord(
+            callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
+            agent_id=new_agent, queue_id=record.queue_id, state="CREATING", acd_id="",
+            request_token=token, created_ms=epoch_ms(now), consent_id=record.consent_id,
+            e164=record.e164), payload, epoch_ms(now) + self._journal_lease_ms, counts=False)
+        self._store.mark_replaced(record, journaled.callback_id)
+        try:
+            created = self._genesys.create_callback(command, deadline)
+        except UpstreamUnavailable as exc:
+            self._window.defer(journaled, {**payload, "mayHaveRun": exc.may_have_run},
+                               epoch_ms(now) + int(1000 * self._settle_s))
+            log.warning("replacement callback queued", extra={
+                "callbackId": record.callback_id, "toAgentId": new_agent or "queue"})
+            return ""
+        except UpstreamRejected:
+            self._window.abandon(journaled)
+            self._store.mark_replaced(record, "")
+            raise
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
+        if self._window.deliver(number, journaled, created.conversation_id, acd,
+                                epoch_ms(scheduled)) is None:
+            self.undo_create(number, journaled, created.conversation_id, acd, deadline)
+            return ""
         self._store.mark_replaced(record, created.conversation_id)
-        self._window.commit(number, token, LedgerRecord(
-            callback_id=created.conversation_id, number_key="",
-            scheduled_ms=epoch_ms(scheduled), agent_id=new_agent, queue_id=record.queue_id,
-            state="PENDING", acd_id=acd, request_token=token,
-            created_ms=epoch_ms(self._clock.now()), consent_id=record.consent_id,
-            e164=record.e164), event="callback-reassigned", replaces=record.callback_id)
         log.info("callback reassigned", extra={
             "callbackId": record.callback_id, "newCallbackId": created.conversation_id,
             "fromAgentId": record.agent_id, "toAgentId": new_agent or "queue",
             "reason": reason})
         self.finish_replacement(record, deadline)
         return created.conversation_id
+
+    def undo_create(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,
+                    acd_id: str, deadline: Deadline) -> None:
+        """Disconnect a callback Genesys created after its request was cancelled; if that
+        fails, keep it in the ledger (pending) so the next cancel or revoke finds it."""
+        try:
+            self._genesys.disconnect_callback(callback_id, acd_id, deadline)
+            log.info("callback cancelled during creation", extra={"callbackId": callback_id})
+        except UpstreamError as exc:
+            log.error("callback created after its cancellation is still scheduled", extra={
+                "callbackId": callback_id, "error": exc.message})
+            self._window.commit(number, journaled.request_token, replace(
+                journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
+                number_key=""))
 
     def finish_replacement(self, record: LedgerRecord, deadline: Deadline) -> bool:
         """Disconnect a replaced callback; false (retried later) if Genesys cannot now."""
@@ -443,7 +493,7 @@ class CallbackService:
         answer = self._cancel_out.answer
         callback_id = str(fields["callbackId"])
         common = {"requestId": ctx.request_id, "callbackId": callback_id}
-        record = self._store.callback(callback_id) if _CALLBACK_ID.match(callback_id) else None
+        record = self._store.callback(callback_id) if _CALLBACK_ID.fullmatch(callback_id) else None
         if record is None:
             return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
                           message="No callback with this id was created through this service.")
@@ -475,6 +525,8 @@ class CallbackService:
         Returns ``CANCELLED``, or ``DISCONNECTED`` when Genesys no longer knew it; raises
         ``UpstreamUnavailable``/``UpstreamRejected`` with the ledger unchanged.
         """
+        if record.state == "DELIVERING":
+            raise UpstreamUnavailable("The callback is being recorded right now; retry.")
         if record.state in ("QUEUED", "CREATING"):
             # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
             self._window.close(record, "CANCELLED")

@@ -155,6 +155,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
 )
 
 _BY_NAME: Final[dict[str, Setting]] = {s.name: s for s in SETTINGS}
+SECRET_SETTINGS: Final = frozenset({"GENESYS_CLIENT_SECRET", "ACTION_BASIC_CREDENTIALS",
+                                    "ACTION_API_KEYS", "PII_KEYS"})
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 
@@ -178,7 +180,9 @@ class _Reader:
         try:
             return convert(text)
         except (ValueError, KeyError, zoneinfo.ZoneInfoNotFoundError) as exc:
-            raise ConfigError(f"{name}={text!r} is not {what}") from exc
+            # Never echo a credential into a log: name the variable only.
+            shown = "(value hidden)" if name in SECRET_SETTINGS else f"={text!r}"
+            raise ConfigError(f"{name}{shown} is not {what}") from exc
 
     def positive_int(self, name: str) -> int:
         value = self.parse(name, int, "an integer")

@@ -79,7 +79,7 @@ class DuplicateWindow:
                 return Claim(claimed=False, over_daily_limit=True)
             if result.status == "DUPLICATE":
                 record = self._store.callback(result.callback_id)
-                if record is not None and record.state == "CREATING":
+                if record is not None and record.state in ("CREATING", "DELIVERING"):
                     # Being created right now: wait for its id, as for a held claim.
                     if deadline.remaining() <= _ANSWER_MARGIN_S + _POLL_S:
                         return Claim(claimed=False, busy=True)
@@ -120,20 +120,22 @@ class DuplicateWindow:
     def move(self, record: LedgerRecord, scheduled_ms: int) -> None:
         """Give a pending callback its new time in the window and the history."""
         now = self._clock.now()
-        self._store.move_callback(record, scheduled_ms, {
+        self._store.move_callback(record, scheduled_ms, self._ttl_s(
+            replace(record, scheduled_ms=scheduled_ms)), {
             "event": "callback-rescheduled", "callbackId": record.callback_id,
             "scheduledMs": str(scheduled_ms), "at": now.isoformat(timespec="milliseconds")},
             self._evidence_ttl_s)
 
     def journal(self, number: CustomerNumber, token: str, record: LedgerRecord,
-                payload: dict[str, Any], resolve_after_ms: int) -> LedgerRecord:
+                payload: dict[str, Any], resolve_after_ms: int, *,
+                counts: bool = True) -> LedgerRecord:
         """Write the create's intent before Genesys sees it (state CREATING): it holds the
         window and releases the claim, and if this process dies before ``deliver`` or
         ``defer``, the worker resolves it from ``resolve_after_ms`` on (finding the callback
         by its token, or creating it). Returns the record as stored."""
         stored = replace(record, number_key=self._keys.current(number.e164), state="CREATING")
         self._store.queue_callback(stored.number_key, token, stored, self._ttl_s(record), None,
-                                   self._evidence_ttl_s, payload, resolve_after_ms)
+                                   self._evidence_ttl_s, payload, resolve_after_ms, counts)
         return stored
 
     def defer(self, record: LedgerRecord, payload: dict[str, Any], next_ms: int) -> None:
@@ -142,8 +144,15 @@ class DuplicateWindow:
             "callback-queued", replace(record, state="QUEUED")), self._evidence_ttl_s)
 
     def deliver(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,
-                acd_id: str, scheduled_ms: int) -> LedgerRecord:
-        """The journaled callback exists in Genesys: the real record takes its place."""
+                acd_id: str, scheduled_ms: int) -> LedgerRecord | None:
+        """The journaled callback exists in Genesys: the real record takes its place.
+
+        ``None`` when the request was cancelled (or consent revoked) while Genesys was
+        creating it: the caller must then disconnect the callback it just created.
+        """
+        if not self._store.flip_state(journaled, ("CREATING", "QUEUED"), "DELIVERING"):
+            self._store.finish_outbox(journaled.request_token)
+            return None
         real = replace(journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
                        scheduled_ms=scheduled_ms, number_key=self._keys.current(number.e164),
                        replaced_by="")
@@ -152,8 +161,10 @@ class DuplicateWindow:
         return real
 
     def abandon(self, journaled: LedgerRecord) -> None:
-        """Genesys refused the journaled create: it leaves the window and the outbox."""
+        """Genesys refused the journaled create: it leaves the window, the outbox and the
+        daily count, as if it had never been asked for."""
         self._store.close_callback(journaled, "CANCELLED", "", None)
+        self._store.uncount_creation(journaled.number_key, journaled.request_token)
         self._store.finish_outbox(journaled.request_token)
 
     def close(self, record: LedgerRecord, state: str) -> None:

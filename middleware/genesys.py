@@ -19,11 +19,13 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import parse_qs, quote, urlsplit
+from zoneinfo import ZoneInfo
 
 import requests
 from urllib3.exceptions import NameResolutionError, NewConnectionError
@@ -35,6 +37,7 @@ from middleware.metrics import Metrics
 from middleware.store import Store, client_key
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _TOKEN_WAIT_STEP_S: Final = 0.02
 # Path segments that are ids, folded in metric labels so routes stay few.
@@ -64,6 +67,7 @@ class TtlCache:
         self._max = max_entries
         self._lock = threading.Lock()
         self._data: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._loading: dict[tuple[str, ...], threading.Lock] = {}
 
     def get(self, key: tuple[str, ...]) -> tuple[bool, Any]:
         """``(True, value)`` while fresh, else ``(False, None)``."""
@@ -72,6 +76,26 @@ class TtlCache:
             if entry is None or entry[0] < time.monotonic():
                 return False, None
             return True, entry[1]
+
+    def get_or_load(self, key: tuple[str, ...], load: Callable[[], T]) -> T:
+        """The fresh value, or ``load()`` run once for all threads asking at the same time
+        (a cold cache must not send the same read N times into the shared call budget)."""
+        hit, value = self.get(key)
+        if hit:
+            return cast(T, value)
+        with self._lock:
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            hit, value = self.get(key)
+            if hit:
+                return cast(T, value)
+            try:
+                loaded = load()
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            self.put(key, loaded)
+            return loaded
 
     def put(self, key: tuple[str, ...], value: Any) -> None:
         """Keep a value; the oldest entries go when the cache is full."""
@@ -196,11 +220,13 @@ class GenesysClient:
         """Take one call from the budget all workers and instances share, waiting for it only
         while the deadline allows: a burst of requests cannot exhaust the org's API quota."""
         limit = self._s.rate_limit_per_min
-        # The burst allowance stays a tenth below the limit: our bucket and Genesys' start
-        # counting at slightly different moments, and the margin absorbs that skew.
-        burst = max(1, limit - max(1, limit // 10))
+        # Burst plus a minute's refill never exceeds the limit, so no 60-second window can
+        # hold more calls than Genesys allows, whatever the skew between our bucket's clock
+        # and Genesys'; half the budget may go in a burst (cold caches after a deploy).
+        burst = max(1, limit // 2)
         while True:
-            wait_ms = self._store.take_rate_token(self._client, burst, limit / 60_000)
+            wait_ms = self._store.take_rate_token(self._client, burst,
+                                                  max(limit - burst, 1) / 60_000)
             if wait_ms <= 0:
                 return
             if wait_ms / 1000 + _AFTER_WAIT_MARGIN_S >= deadline.remaining():
@@ -266,7 +292,9 @@ class GenesysClient:
                              for i in answer.get("callbackIdentifiers", [])],
             )
         except (KeyError, TypeError) as exc:
-            raise UpstreamUnavailable("Genesys create answer lacked the conversation id") from exc
+            # Genesys said yes: the callback exists even though we cannot read its id.
+            raise UpstreamUnavailable("Genesys create answer lacked the conversation id",
+                                      may_have_run=True) from exc
 
     def get_callback(self, conversation_id: str, deadline: Deadline) -> dict[str, Any] | None:
         """The callback conversation, or ``None`` when Genesys does not know it."""
@@ -332,17 +360,14 @@ class GenesysClient:
 
     def _cached_get(self, key: tuple[str, ...], path: str, deadline: Deadline,
                     params: dict[str, str] | None = None, missing_ok: bool = False) -> Any:
-        hit, value = self._cache.get(key)
-        if hit:
-            return value
-        try:
-            value = self.call("GET", path, deadline, params=params)
-        except UpstreamRejected as exc:
-            if not (missing_ok and exc.status == 404):
-                raise
-            value = None
-        self._cache.put(key, value)
-        return value
+        def load() -> Any:
+            try:
+                return self.call("GET", path, deadline, params=params)
+            except UpstreamRejected as exc:
+                if not (missing_ok and exc.status == 404):
+                    raise
+                return None
+        return self._cache.get_or_load(key, load)
 
     def queue(self, queue_id: str, deadline: Deadline) -> dict[str, Any] | None:
         """The routing queue (with ``agentOwnedRouting``), or ``None`` if unknown."""
@@ -379,9 +404,11 @@ class GenesysClient:
         """The agent's published shifts between two dates, or ``None`` while WFM is still
         processing the search (hours unknown)."""
         key = ("shifts", mu_id, agent_id, start.isoformat(), end.isoformat())
-        hit, value = self._cache.get(key)
-        if hit:
-            return cast(list[Shift] | None, value)
+        return self._cache.get_or_load(
+            key, lambda: self._search_shifts(mu_id, agent_id, start, end, deadline))
+
+    def _search_shifts(self, mu_id: str, agent_id: str, start: date, end: date,
+                       deadline: Deadline) -> list[Shift] | None:
         answer = self.call(
             "POST", f"/api/v2/workforcemanagement/managementunits/{_seg(mu_id)}"
             "/agentschedules/search", deadline, body={
@@ -397,7 +424,6 @@ class GenesysClient:
                 begin = datetime.fromisoformat(str(shift["startDate"]).replace("Z", "+00:00"))
                 shifts.append(Shift(begin, begin + timedelta(minutes=int(shift["lengthMinutes"]))))
         shifts.sort(key=lambda s: (s.start, s.end))
-        self._cache.put(key, shifts)
         return shifts
 
 
@@ -411,9 +437,10 @@ class GenesysClient:
 
     def user_queue_ids(self, user_id: str, deadline: Deadline) -> set[str]:
         """Ids of the queues the user is a member of."""
-        hit, value = self._cache.get(("user-queues", user_id))
-        if hit:
-            return cast(set[str], value)
+        return self._cache.get_or_load(("user-queues", user_id),
+                                       lambda: self._load_user_queues(user_id, deadline))
+
+    def _load_user_queues(self, user_id: str, deadline: Deadline) -> set[str]:
         ids: set[str] = set()
         for page in range(1, 11):
             answer = self.call("GET", f"/api/v2/users/{_seg(user_id)}/queues", deadline,
@@ -421,14 +448,14 @@ class GenesysClient:
             ids |= {str(q["id"]) for q in answer.get("entities", [])}
             if page >= int(answer.get("pageCount") or 1):
                 break
-        self._cache.put(("user-queues", user_id), ids)
         return ids
 
     def team_member_ids(self, team_id: str, deadline: Deadline) -> list[str]:
         """Ids of a team's members (cursor paging)."""
-        hit, value = self._cache.get(("team", team_id))
-        if hit:
-            return cast(list[str], value)
+        return self._cache.get_or_load(("team", team_id),
+                                       lambda: self._load_team(team_id, deadline))
+
+    def _load_team(self, team_id: str, deadline: Deadline) -> list[str]:
         ids: list[str] = []
         params = {"pageSize": "100"}
         for _ in range(20):
@@ -439,16 +466,17 @@ class GenesysClient:
             if not after:
                 break
             params = {"pageSize": "100", "after": after}
-        self._cache.put(("team", team_id), ids)
         return ids
 
     def approved_time_off_days(self, mu_id: str, user_id: str, start: date, end: date,
-                               deadline: Deadline) -> set[date]:
-        """Local dates (management unit zone) of the user's approved time off."""
+                               zone: str, deadline: Deadline) -> set[date]:
+        """Local dates (in ``zone``, the management unit's) of the user's approved time off."""
         key = ("time-off", mu_id, user_id, start.isoformat(), end.isoformat())
-        hit, value = self._cache.get(key)
-        if hit:
-            return cast(set[date], value)
+        return self._cache.get_or_load(
+            key, lambda: self._load_time_off(mu_id, user_id, start, end, zone, deadline))
+
+    def _load_time_off(self, mu_id: str, user_id: str, start: date, end: date, zone: str,
+                       deadline: Deadline) -> set[date]:
         answer = self.call(
             "POST", f"/api/v2/workforcemanagement/managementunits/{_seg(mu_id)}"
             "/timeoffrequests/query", deadline, body={
@@ -460,8 +488,9 @@ class GenesysClient:
                 continue
             days |= {date.fromisoformat(d) for d in entry.get("fullDayManagementUnitDates", [])}
             for text in entry.get("partialDayStartDateTimes", []):
-                days.add(datetime.fromisoformat(str(text).replace("Z", "+00:00")).date())
-        self._cache.put(key, days)
+                start_utc = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+                days.add(start_utc.astimezone(ZoneInfo(zone)).date() if zone
+                         else start_utc.date())
         return days
 
 

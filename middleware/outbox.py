@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -29,12 +30,15 @@ from middleware.deadline import Deadline
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.genesys import GenesysClient
-from middleware.numbers import normalise
+from middleware.numbers import CustomerNumber, normalise
 from middleware.scheduling import AgentProfile, TimeService
 from middleware.store import LedgerRecord, OutboxEntry, Store
 from middleware.timing import format_utc, parse_instant
 
 log = logging.getLogger(__name__)
+
+#: Disconnects a callback created after its request was cancelled (CallbackService.undo_create).
+Undo = Callable[[CustomerNumber, LedgerRecord, str, str, Deadline], None]
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,8 @@ class OutboxDelivery:
     """The worker duty that drains the outbox."""
 
     def __init__(self, store: Store, genesys: GenesysClient, window: DuplicateWindow,
-                 times: TimeService, policy: RetryPolicy, batch: int, clock: Clock) -> None:
+                 times: TimeService, policy: RetryPolicy, batch: int, clock: Clock,
+                 undo: Undo) -> None:
         self._store = store
         self._genesys = genesys
         self._window = window
@@ -72,6 +77,7 @@ class OutboxDelivery:
         self._policy = policy
         self._batch = batch
         self._clock = clock
+        self._undo = undo
 
     def run(self, deadline: Deadline) -> int:
         """Attempt every due entry once; return how many were delivered."""
@@ -89,11 +95,12 @@ class OutboxDelivery:
         payload = dict(entry.payload)
         record = self._store.callback(str(payload["ledgerId"]))
         if record is None or record.state not in ("QUEUED", "CREATING"):
-            # Cancelled (or revoked) while queued: nothing left to create.
-            self._store.finish_outbox(entry.token)
-            log.info("outbox entry dropped: no longer wanted", extra={"token": entry.token})
-            return False
+            return self._cancelled(entry, payload, deadline)
         command: dict[str, Any] = dict(payload["command"])
+        if not payload.get("mayHaveRun"):
+            # Written before sending: if this worker dies after Genesys got the create, the
+            # next attempt looks for it instead of creating it again.
+            self._store.save_outbox_payload(entry.token, {**payload, "mayHaveRun": True})
         try:
             if payload.get("mayHaveRun"):
                 found = self._genesys.find_callback_by_token(
@@ -119,6 +126,27 @@ class OutboxDelivery:
         log.info("queued callback created", extra={"callbackId": created.conversation_id,
                                                    "attempts": entry.attempts + 1})
         return True
+
+    def _cancelled(self, entry: OutboxEntry, payload: dict[str, Any],
+                   deadline: Deadline) -> bool:
+        """Cancelled (or revoked) while queued: nothing to create; an attempt that may have
+        reached Genesys is looked for and disconnected."""
+        if payload.get("mayHaveRun"):
+            try:
+                found = self._genesys.find_callback_by_token(
+                    str(payload["e164"]), entry.token, from_ms(int(payload["acceptedMs"])),
+                    self._clock.now(), deadline)
+                if found is not None:
+                    self._genesys.disconnect_callback(found, "", deadline)
+                    log.info("callback of a cancelled request disconnected",
+                             extra={"callbackId": found})
+            except UpstreamUnavailable as exc:
+                self._store.retry_outbox(entry, epoch_ms(self._clock.now()) + 5000,
+                                         exc.message, payload)
+                return False
+        self._store.finish_outbox(entry.token)
+        log.info("outbox entry dropped: no longer wanted", extra={"token": entry.token})
+        return False
 
     def _reschedule_if_late(self, record: LedgerRecord, command: dict[str, Any],
                             deadline: Deadline) -> dict[str, Any]:
@@ -147,7 +175,8 @@ class OutboxDelivery:
             raise ValueError(f"ledger record {record.callback_id} has no valid number")
         scheduled = parse_instant(str(command.get("callbackScheduledTime") or ""))
         scheduled_ms = epoch_ms(scheduled) if scheduled else record.scheduled_ms
-        self._window.deliver(number, record, callback_id, acd, scheduled_ms)
+        if self._window.deliver(number, record, callback_id, acd, scheduled_ms) is None:
+            self._undo(number, record, callback_id, acd, Deadline(10))
 
     def _failed(self, entry: OutboxEntry, payload: dict[str, Any], error: str,
                 retry_after_s: float | None, *, retryable: bool) -> None:

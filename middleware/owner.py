@@ -111,7 +111,8 @@ class OwnerRule:
         local_day = instant.astimezone(zone_info(profile.zone)).date() if profile.zone \
             else instant.date()
         if profile.management_unit and local_day in self._genesys.approved_time_off_days(
-                profile.management_unit, agent_id, local_day, local_day, deadline):
+                profile.management_unit, agent_id, local_day, local_day, profile.zone,
+                deadline):
             return Availability("AGENT_ON_TIME_OFF", profile)
         if _out_of_office(user.get("outOfOffice") or {}, instant):
             return Availability("AGENT_OUT_OF_OFFICE", profile)

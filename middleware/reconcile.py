@@ -38,7 +38,7 @@ class Reconciler:
         """Check one page; return how many callbacks left the window."""
         page = self._store.pending_page(self._store.reconcile_cursor(), self._batch)
         if not page:
-            self._store.save_reconcile_cursor(-1)
+            self._store.save_reconcile_cursor((-1, ""))
             return 0
         records = {r.callback_id: r for r in self._store.callbacks([cid for cid, _ in page])}
         gone = [cid for cid, _ in page if cid not in records]
@@ -65,6 +65,6 @@ class Reconciler:
                         closed += 1
                         log.info("callback left the window",
                                  extra={"callbackId": callback_id, "state": ended})
-            cursor = scheduled_ms
+            cursor = (scheduled_ms, callback_id)
         self._store.save_reconcile_cursor(cursor)
         return closed

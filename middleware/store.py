@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar, cast
@@ -135,9 +136,18 @@ end
 return due
 """
 
+# Move a record from one of two states to a third, atomically; 0 when it was in neither
+# (cancelled meanwhile). KEYS[1] the record. ARGV: from, other from, to.
+_FLIP_STATE: Final = """
+local st = redis.call('HGET', KEYS[1], 'st')
+if st == ARGV[1] or st == ARGV[2] then redis.call('HSET', KEYS[1], 'st', ARGV[3]); return 1 end
+return 0
+"""
+
 #: Ledger states: pending ones count in the duplicate window, the others never again.
-#: CREATING: journaled before the Genesys create, so a crash mid-create can be resolved.
-PENDING_STATES: Final = frozenset({"PENDING", "QUEUED", "CREATING"})
+#: CREATING: journaled before the Genesys create, so a crash mid-create can be resolved;
+#: DELIVERING: created in Genesys, its record being written.
+PENDING_STATES: Final = frozenset({"PENDING", "QUEUED", "CREATING", "DELIVERING"})
 TERMINAL_STATES: Final = frozenset({"CANCELLED", "COMPLETED", "DISCONNECTED", "REASSIGNED",
                                     "DELIVERED", "DEAD_LETTER"})
 
@@ -174,6 +184,7 @@ class Store:
         self._finish_idempotent = client.register_script(_FINISH_IDEMPOTENT)
         self._take_token = client.register_script(_TAKE_RATE_SLOT)
         self._lease_outbox = client.register_script(_LEASE_OUTBOX)
+        self._flip_state = client.register_script(_FLIP_STATE)
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -236,7 +247,8 @@ class Store:
 
     @staticmethod
     def _number(digest: str) -> str:
-        # One hash tag per number keeps its claim and pending set in one Cluster slot.
+        # One hash tag per number groups its keys; the scripts also touch global keys, so
+        # the store needs a single Redis primary (see README), not Cluster.
         return f"{PREFIX}{{n:{digest}}}"
 
     def claim_window(self, digests: tuple[str, ...], token: str, window_end_ms: int,
@@ -306,16 +318,18 @@ class Store:
 
     def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
                        event: dict[str, str] | None, history_ttl_s: int,
-                       payload: dict[str, Any], first_attempt_ms: int) -> None:
+                       payload: dict[str, Any], first_attempt_ms: int,
+                       counts: bool = True) -> None:
         """Journal a callback before (or instead of) its Genesys create: the ledger record (in
         the window), its history event and the outbox entry, in one transaction."""
         pipe = self._r.pipeline(transaction=True)
         self._commit_in(pipe, digest, token, record, ttl_s)
         if event is not None:
             self._append_history(pipe, digest, event, history_ttl_s)
-        # Counted once per accepted request, for the per-number daily cap.
-        pipe.zadd(f"{self._number(digest)}:created", {token: record.created_ms})
-        pipe.pexpire(f"{self._number(digest)}:created", 86_400_000 + 3_600_000)
+        if counts:
+            # Counted once per accepted request, for the per-number daily cap.
+            pipe.zadd(f"{self._number(digest)}:created", {token: record.created_ms})
+            pipe.pexpire(f"{self._number(digest)}:created", 86_400_000 + 3_600_000)
         pipe.hset(f"{PREFIX}outbox:{token}", mapping={"payload": json.dumps(payload),
                                                        "attempts": 0, "error": ""})
         pipe.zadd(f"{PREFIX}outbox", {token: first_attempt_ms})
@@ -345,6 +359,10 @@ class Store:
         pipe.zadd(f"{PREFIX}outbox", {entry.token: next_ms})
         self._call(pipe.execute)
 
+    def uncount_creation(self, digest: str, token: str) -> None:
+        """A journaled create Genesys refused does not count towards the daily cap."""
+        self._call(lambda: self._r.zrem(f"{self._number(digest)}:created", token))
+
     def finish_outbox(self, token: str) -> None:
         """The entry was delivered (or abandoned): forget it."""
         pipe = self._r.pipeline(transaction=True)
@@ -352,11 +370,22 @@ class Store:
         pipe.delete(f"{PREFIX}outbox:{token}")
         self._call(pipe.execute)
 
+    def flip_state(self, record: LedgerRecord, from_states: tuple[str, str], to: str) -> bool:
+        """Change a record's state only if it is still one of ``from_states``."""
+        return bool(self._call(lambda: self._flip_state(
+            keys=[f"{PREFIX}cb:{record.callback_id}"], args=[*from_states, to])))
+
+    def save_outbox_payload(self, token: str, payload: dict[str, Any]) -> None:
+        """Rewrite an outbox entry's payload (e.g. to note an attempt is about to be sent)."""
+        self._call(lambda: self._r.hset(f"{PREFIX}outbox:{token}", "payload",
+                                        json.dumps(payload)))
+
     def defer_journaled(self, record: LedgerRecord, payload: dict[str, Any],
                         next_ms: int, event: dict[str, str], history_ttl_s: int) -> None:
-        """A journaled create Genesys could not take now: QUEUED, first retry at ``next_ms``."""
+        """A journaled create Genesys could not take now: QUEUED (unless cancelled meanwhile,
+        when the worker only cleans up), next attempt at ``next_ms``."""
+        self.flip_state(record, ("CREATING", "QUEUED"), "QUEUED")
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(f"{PREFIX}cb:{record.callback_id}", "st", "QUEUED")
         pipe.hset(f"{PREFIX}outbox:{record.request_token}", "payload", json.dumps(payload))
         pipe.zadd(f"{PREFIX}outbox", {record.request_token: next_ms})
         self._append_history(pipe, record.number_key, event, history_ttl_s)
@@ -456,13 +485,16 @@ class Store:
         lifted = max((int(r[1]) for r in rows if r[1]), default=0)
         return revoked, lifted
 
-    def move_callback(self, record: LedgerRecord, scheduled_ms: int, event: dict[str, str],
-                      history_ttl_s: int) -> None:
-        """A pending callback got a new time: update its record, indexes and history."""
+    def move_callback(self, record: LedgerRecord, scheduled_ms: int, ttl_s: int,
+                      event: dict[str, str], history_ttl_s: int) -> None:
+        """A pending callback got a new time: update its record, indexes, lifetimes (a later
+        time must not let the record or the number's window expire early) and history."""
+        pending = f"{self._number(record.number_key)}:pending"
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(f"{PREFIX}cb:{record.callback_id}", "s", scheduled_ms)
-        pipe.zadd(f"{self._number(record.number_key)}:pending",
-                  {record.callback_id: scheduled_ms}, xx=True)
+        pipe.expire(f"{PREFIX}cb:{record.callback_id}", ttl_s)
+        pipe.expire(pending, ttl_s, gt=True)
+        pipe.zadd(pending, {record.callback_id: scheduled_ms}, xx=True)
         pipe.zadd(f"{PREFIX}pending", {record.callback_id: scheduled_ms}, xx=True)
         pipe.zadd(self._owned(record.agent_id), {record.callback_id: scheduled_ms}, xx=True)
         self._append_history(pipe, record.number_key, event, history_ttl_s)
@@ -475,11 +507,14 @@ class Store:
 
     def pending_owned_counts(self, agent_ids: list[str]) -> dict[str, int]:
         """How many pending callbacks each agent owns here (the reassignment order)."""
+        stale = int(time.time() * 1000) - 8 * 86_400_000
         pipe = self._r.pipeline(transaction=False)
         for agent_id in agent_ids:
+            # Entries whose records expired unreconciled would skew the order forever.
+            pipe.zremrangebyscore(self._owned(agent_id), "-inf", stale)
             pipe.zcard(self._owned(agent_id))
-        counts = cast(list[int], self._call(pipe.execute))
-        return dict(zip(agent_ids, counts, strict=True))
+        replies = cast(list[int], self._call(pipe.execute))
+        return dict(zip(agent_ids, replies[1::2], strict=True))
 
     def due_between(self, start_ms: int, end_ms: int, limit: int) -> list[tuple[str, int]]:
         """Pending callbacks scheduled in ``[start, end]``, earliest first."""
@@ -545,28 +580,35 @@ class Store:
         found = [(str(cid), int(score)) for row in rows for cid, score in row]
         return sorted(found, key=lambda item: (item[1], item[0]))
 
-    def pending_page(self, after_ms: int, limit: int) -> list[tuple[str, int]]:
-        """The next pending callbacks scheduled after ``after_ms``, in order (for the worker).
-
-        Callbacks sharing the last page's millisecond with ones beyond the page wait for
-        the next pass over the ledger; every callback is still visited on every pass.
-        """
-        rows = cast(list[tuple[str, float]], self._call(lambda: self._r.zrangebyscore(
-            f"{PREFIX}pending", f"({after_ms}", "+inf", start=0, num=limit, withscores=True)))
-        return [(str(cid), int(score)) for cid, score in rows]
+    def pending_page(self, after: tuple[int, str], limit: int) -> list[tuple[str, int]]:
+        """The next pending callbacks after the cursor ``(scheduled ms, id)``, in order (for
+        the worker); callbacks sharing a millisecond are ordered by id, none is skipped."""
+        after_ms, after_id = after
+        key = f"{PREFIX}pending"
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zrangebyscore(key, after_ms, after_ms)
+        pipe.zrangebyscore(key, f"({after_ms}", "+inf", start=0, num=limit, withscores=True)
+        ties, rest = cast(tuple[list[str], list[tuple[str, float]]], tuple(
+            self._call(pipe.execute)))
+        page = [(str(cid), after_ms) for cid in ties if str(cid) > after_id]
+        page += [(str(cid), int(score)) for cid, score in rest]
+        return page[:limit]
 
     def forget_pending(self, callback_ids: list[str]) -> None:
         """Drop ids from the worker's index whose ledger records have expired."""
         self._call(lambda: self._r.zrem(f"{PREFIX}pending", *callback_ids))
 
-    def reconcile_cursor(self) -> int:
-        """The scheduled time (ms) where the worker's last reconciliation page stopped."""
+    def reconcile_cursor(self) -> tuple[int, str]:
+        """Where the worker's last reconciliation page stopped: ``(scheduled ms, id)``."""
         raw = self._call(lambda: self._r.get(f"{PREFIX}reconcile-cursor"))
-        return int(cast(str, raw)) if raw else -1
+        if not raw:
+            return -1, ""
+        ms, _, callback_id = cast(str, raw).partition(" ")
+        return int(ms), callback_id
 
-    def save_reconcile_cursor(self, after_ms: int) -> None:
-        """Remember where the next reconciliation page starts (-1: from the beginning)."""
-        self._call(lambda: self._r.set(f"{PREFIX}reconcile-cursor", str(after_ms)))
+    def save_reconcile_cursor(self, after: tuple[int, str]) -> None:
+        """Remember where the next reconciliation page starts (``(-1, "")``: the beginning)."""
+        self._call(lambda: self._r.set(f"{PREFIX}reconcile-cursor", f"{after[0]} {after[1]}"))
 
     # -- idempotency keys ---------------------------------------------------------------
 

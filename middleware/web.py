@@ -118,8 +118,13 @@ class RequestGuard:
             "method": req.method, "path": req.path, "status": resp.status_code,
             "outcome": outcome, "reason": reason, "durationMs": round(elapsed * 1000, 1),
         })
-        action = req.path.rsplit("/", 1)[-1] if req.path.startswith("/v1/actions/") \
-            else (req.path if resource is not None else "unrouted")
+        # Labels come from routes, never from the raw path: an unknown or unauthenticated
+        # path must not mint new series (or carry a number into /metrics).
+        template = (req.uri_template or "") if resource is not None else ""
+        action = template.rsplit("/", 1)[-1] if template.startswith("/v1/actions/") \
+            else (template or "unrouted")
+        if resp.status_code == 401:
+            action = "unauthenticated"
         self._metrics.inc("cbm_requests_total", {"action": action, "outcome": outcome,
                                                  "reason": reason,
                                                  "status": str(resp.status_code)})

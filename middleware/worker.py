@@ -45,6 +45,10 @@ def run_loop(duties: list[Duty], stop: threading.Event, batch_budget_s: float = 
             except (StoreUnavailable, UpstreamError) as exc:
                 log.warning("duty failed, will retry", extra={"duty": duty.name,
                                                               "error": str(exc)})
+            except Exception:
+                # One bad item or answer must not stop the outbox, reconciliation and
+                # reassignment for good; the traceback goes to the log.
+                log.exception("duty crashed, will retry", extra={"duty": duty.name})
             next_run[duty.name] = time.monotonic() + duty.interval_s
         wait = min(next_run.values(), default=now + 60) - time.monotonic()
         stop.wait(max(wait, 0.05))

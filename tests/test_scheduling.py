@@ -148,8 +148,10 @@ def test_validate_writes_nothing(service: Service, sim: Simulator) -> None:
     """Validation creates nothing in Genesys and nothing in Redis."""
     validate(service, requestedTime="2026-11-24T16:00:00Z")
     assert sim.creates() == 0
-    # Only the OAuth token and the shared call budget are touched; no business state.
-    assert [k for k in service.redis.scan_iter() if ":token:" not in k and ":rate:" not in k] == []
+    # Only bookkeeping (OAuth token, call budget, metrics) is touched; no business state.
+    bookkeeping = (":token:", ":rate:", "cbm:metrics")
+    assert [k for k in service.redis.scan_iter()
+            if not any(part in k for part in bookkeeping)] == []
 
 
 def test_reschedule_moves_time_and_window(service: Service, sim: Simulator) -> None:
