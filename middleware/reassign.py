@@ -38,6 +38,13 @@ class Reassigner:
 
     def run(self, deadline: Deadline) -> int:
         """Check the callbacks due within the lookahead; return how many moved."""
+        # Replaced callbacks whose disconnect failed come first, whatever their time.
+        for callback_id in self._store.replaced_awaiting_disconnect(self._batch):
+            old = self._store.callback(callback_id)
+            if old is None or not old.pending:
+                self._store.forget_replacement(callback_id)
+            elif not self._callbacks.finish_replacement(old, deadline):
+                break
         now = self._clock.now()
         due = self._store.due_between(epoch_ms(now), epoch_ms(now + self._lookahead),
                                       self._batch)
@@ -46,7 +53,6 @@ class Reassigner:
             if not record.in_genesys or not record.agent_id:
                 continue
             if record.replaced_by:
-                self._callbacks.finish_replacement(record, deadline)
                 continue
             at = from_ms(record.scheduled_ms)
             try:

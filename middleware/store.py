@@ -523,9 +523,24 @@ class Store:
         return [(str(cid), int(score)) for cid, score in rows]
 
     def mark_replaced(self, record: LedgerRecord, replacement_id: str) -> None:
-        """Note on a callback that a replacement exists and it only awaits its disconnect."""
-        self._call(lambda: self._r.hset(f"{PREFIX}cb:{record.callback_id}", "r",
-                                        replacement_id))
+        """Note on a callback that a replacement exists and it only awaits its disconnect
+        (``""``: the replacement failed and the callback stays as it was)."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(f"{PREFIX}cb:{record.callback_id}", "r", replacement_id)
+        if replacement_id:
+            pipe.sadd(f"{PREFIX}replacing", record.callback_id)
+        else:
+            pipe.srem(f"{PREFIX}replacing", record.callback_id)
+        self._call(pipe.execute)
+
+    def replaced_awaiting_disconnect(self, limit: int) -> list[str]:
+        """Callbacks with a replacement whose own disconnect has not succeeded yet."""
+        return [str(m) for m in cast(list[str], self._call(
+            lambda: self._r.srandmember(f"{PREFIX}replacing", limit)))]
+
+    def forget_replacement(self, callback_id: str) -> None:
+        """Stop retrying the disconnect of a replaced callback (it has ended)."""
+        self._call(lambda: self._r.srem(f"{PREFIX}replacing", callback_id))
 
     def take_rate_token(self, client: str, capacity: int, per_ms: float) -> int:
         """Take one token from the shared Genesys call budget; 0, or ms until one is free."""
@@ -563,6 +578,7 @@ class Store:
                 f"{PREFIX}pending", self._owned(record.agent_id)]
         pipe = self._r.pipeline(transaction=True)
         pipe.eval(_CLOSE_CALLBACK, len(keys), *keys, state, record.callback_id)
+        pipe.srem(f"{PREFIX}replacing", record.callback_id)
         if history_ttl_s is not None:
             self._append_history(pipe, record.number_key, {
                 "event": "callback-closed", "callbackId": record.callback_id, "state": state,

@@ -211,3 +211,26 @@ def test_evidence_shows_history_and_survives_redis_restart(
     assert events[2]["callbackId"] == created["callbackId"]
     assert events[2]["consentId"] == events[1]["consentId"]
     assert "revocation" in table and created["callbackId"] in table
+
+
+def test_revoke_during_an_in_flight_create_wins(service: Service, sim: Simulator) -> None:
+    """Consent withdrawn while Genesys is still creating the callback: the create, once it
+    lands, is disconnected at once, and nothing stays scheduled for the number."""
+    import threading
+    import time
+
+    sim.control("PUT", "faults", {"latencyMs": 1200, "count": 1, "method": "POST",
+                                  "pathPrefix": "/api/v2/conversations/callbacks"})
+    results: dict[str, Any] = {}
+    creating = threading.Thread(target=lambda: results.update(
+        create=service.action("create-callback", create_body()).json))
+    creating.start()
+    time.sleep(0.5)
+    revoked = service.action("revoke-consent", {"customerNumber": "+14155552671"}).json
+    creating.join()
+    assert (revoked["outcome"], revoked["cancelledCount"]) == ("REVOKED", 1)
+    assert (results["create"]["outcome"], results["create"]["reason"]) == (
+        "REJECTED", "CONSENT_REVOKED")
+    assert [c["state"] for c in sim.callbacks()] == ["disconnected"]
+    found = service.action("find-pending-callbacks", {"customerNumber": "+14155552671"}).json
+    assert found["outcome"] == "NONE"
