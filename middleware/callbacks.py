@@ -525,8 +525,6 @@ class CallbackService:
         Returns ``CANCELLED``, or ``DISCONNECTED`` when Genesys no longer knew it; raises
         ``UpstreamUnavailable``/``UpstreamRejected`` with the ledger unchanged.
         """
-        if record.state == "DELIVERING":
-            raise UpstreamUnavailable("The callback is being recorded right now; retry.")
         if record.state in ("QUEUED", "CREATING"):
             # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
             self._window.close(record, "CANCELLED")

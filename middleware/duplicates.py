@@ -79,7 +79,7 @@ class DuplicateWindow:
                 return Claim(claimed=False, over_daily_limit=True)
             if result.status == "DUPLICATE":
                 record = self._store.callback(result.callback_id)
-                if record is not None and record.state in ("CREATING", "DELIVERING"):
+                if record is not None and record.state == "CREATING":
                     # Being created right now: wait for its id, as for a held claim.
                     if deadline.remaining() <= _ANSWER_MARGIN_S + _POLL_S:
                         return Claim(claimed=False, busy=True)
@@ -150,14 +150,13 @@ class DuplicateWindow:
         ``None`` when the request was cancelled (or consent revoked) while Genesys was
         creating it: the caller must then disconnect the callback it just created.
         """
-        if not self._store.flip_state(journaled, ("CREATING", "QUEUED"), "DELIVERING"):
-            self._store.finish_outbox(journaled.request_token)
-            return None
         real = replace(journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
                        scheduled_ms=scheduled_ms, number_key=self._keys.current(number.e164),
                        replaced_by="")
-        self._store.deliver_journaled(journaled, real, self._ttl_s(real),
-                                      self._event("callback", real), self._evidence_ttl_s)
+        if not self._store.deliver_journaled(journaled, real, self._ttl_s(real),
+                                             self._event("callback", real),
+                                             self._evidence_ttl_s):
+            return None
         return real
 
     def abandon(self, journaled: LedgerRecord) -> None:

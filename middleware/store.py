@@ -136,6 +136,35 @@ end
 return due
 """
 
+# The journaled create exists in Genesys: in one step, if the request was not cancelled
+# meanwhile, the real record takes the journal entry's place in the window and indexes, the
+# history records it, and the entry and its outbox item go. Returns 0 (outbox item dropped,
+# nothing else) when the entry is no longer CREATING or QUEUED.
+# KEYS: journaled record, real record, real number's pending set, global pending set,
+#       owner's pending set, journaled number's pending set, history, outbox, outbox entry.
+# ARGV: journaled id, real id, scheduled ms, ttl s, history ttl s, token, count of record
+#       field/value items, those items, then the history event's field/value items.
+_DELIVER: Final = """
+local st = redis.call('HGET', KEYS[1], 'st')
+redis.call('ZREM', KEYS[8], ARGV[6])
+redis.call('DEL', KEYS[9])
+if st ~= 'CREATING' and st ~= 'QUEUED' then return 0 end
+local n = tonumber(ARGV[7])
+redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + n))
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[7], '*', unpack(ARGV, 8 + n))
+redis.call('EXPIRE', KEYS[7], ARGV[5])
+return 1
+"""
+
 # Move a record from one of two states to a third, atomically; 0 when it was in neither
 # (cancelled meanwhile). KEYS[1] the record. ARGV: from, other from, to.
 _FLIP_STATE: Final = """
@@ -145,11 +174,10 @@ return 0
 """
 
 #: Ledger states: pending ones count in the duplicate window, the others never again.
-#: CREATING: journaled before the Genesys create, so a crash mid-create can be resolved;
-#: DELIVERING: created in Genesys, its record being written.
-PENDING_STATES: Final = frozenset({"PENDING", "QUEUED", "CREATING", "DELIVERING"})
+#: CREATING: journaled before the Genesys create, so a crash mid-create can be resolved.
+PENDING_STATES: Final = frozenset({"PENDING", "QUEUED", "CREATING"})
 TERMINAL_STATES: Final = frozenset({"CANCELLED", "COMPLETED", "DISCONNECTED", "REASSIGNED",
-                                    "DELIVERED", "DEAD_LETTER"})
+                                    "DEAD_LETTER"})
 
 
 def connect(url: str, timeout_s: float) -> redis.Redis:
@@ -185,6 +213,7 @@ class Store:
         self._take_token = client.register_script(_TAKE_RATE_SLOT)
         self._lease_outbox = client.register_script(_LEASE_OUTBOX)
         self._flip_state = client.register_script(_FLIP_STATE)
+        self._deliver = client.register_script(_DELIVER)
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -302,19 +331,19 @@ class Store:
         self._call(pipe.execute)
 
     def deliver_journaled(self, journaled: LedgerRecord, real: LedgerRecord, ttl_s: int,
-                          event: dict[str, str], history_ttl_s: int) -> None:
-        """The journaled create now exists in Genesys: in one transaction the real record takes
-        the journal entry's place in the window, and the entry and its outbox item go."""
-        pipe = self._r.pipeline(transaction=True)
-        self._commit_in(pipe, real.number_key, journaled.request_token, real, ttl_s)
-        self._append_history(pipe, real.number_key, event, history_ttl_s)
-        pipe.zrem(f"{self._number(journaled.number_key)}:pending", journaled.callback_id)
-        pipe.zrem(f"{PREFIX}pending", journaled.callback_id)
-        pipe.zrem(self._owned(journaled.agent_id), journaled.callback_id)
-        pipe.delete(f"{PREFIX}cb:{journaled.callback_id}")
-        pipe.zrem(f"{PREFIX}outbox", journaled.request_token)
-        pipe.delete(f"{PREFIX}outbox:{journaled.request_token}")
-        self._call(pipe.execute)
+                          event: dict[str, str], history_ttl_s: int) -> bool:
+        """The journaled create now exists in Genesys: one atomic step puts the real record in
+        its place (false, and nothing recorded, if the request was cancelled meanwhile)."""
+        fields = [item for pair in real.to_fields().items() for item in pair]
+        history = [item for pair in event.items() for item in pair]
+        keys = [f"{PREFIX}cb:{journaled.callback_id}", f"{PREFIX}cb:{real.callback_id}",
+                f"{self._number(real.number_key)}:pending", f"{PREFIX}pending",
+                self._owned(real.agent_id), f"{self._number(journaled.number_key)}:pending",
+                f"{self._number(real.number_key)}:history", f"{PREFIX}outbox",
+                f"{PREFIX}outbox:{journaled.request_token}"]
+        return bool(self._call(lambda: self._deliver(keys=keys, args=[
+            journaled.callback_id, real.callback_id, real.scheduled_ms, ttl_s, history_ttl_s,
+            journaled.request_token, len(fields), *fields, *history])))
 
     def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
                        event: dict[str, str] | None, history_ttl_s: int,
