@@ -1,14 +1,18 @@
 # Sourced by scripts/run and scripts/test: installs what is missing, nothing else.
-# - redis-server (Debian package) when absent
+# - redis-server and curl (Debian packages) when absent
 # - a virtualenv in .venv with the package and its dev tools, refreshed when pyproject changes
 
-ensure_redis() {
-  if command -v redis-server >/dev/null 2>&1; then return; fi
-  echo "setup: installing redis-server (apt-get)" >&2
+ensure_packages() {
+  # redis-server for the product and the suite; curl for the run command's health waits.
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  [ ${#missing[@]} -eq 0 ] && return
+  echo "setup: installing ${missing[*]} (apt-get)" >&2
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
   # Debian starts a system redis on 6379; the product runs its own, so leave it be.
 }
 
@@ -26,5 +30,5 @@ ensure_venv() {
   fi
 }
 
-ensure_redis
+ensure_packages
 ensure_venv

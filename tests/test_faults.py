@@ -150,9 +150,16 @@ def run_phase(rig: Rig, index: int, phase: str, rng: random.Random,
 
 
 def gunicorn_workers(master: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True,
-                         text=True, check=False).stdout
-    return [int(pid) for pid in out.split()]
+    """Child pids of the gunicorn master, read from /proc (no ps needed)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def test_accepted_requests_survive_faults(rig: Rig) -> None:
