@@ -1,8 +1,9 @@
-"""The callback actions: ``create-callback``, ``find-pending-callbacks``, ``cancel-callback``.
+"""The callback actions: create, find pending, reschedule and cancel callbacks.
 
 The create pipeline reads like the spec, one visible step per rule::
 
-    contract → number → (idempotency) → consent → time → duplicate → (owner) → create
+    contract → number → idempotency key → consent → time → duplicate → owner →
+    journal → create in Genesys → deliver (or QUEUED for the outbox worker)
 
 The first failing check gives the answer, and nothing reaches Genesys unless every
 check passed. A REJECTED answer leaves nothing behind: the number's claim is released
