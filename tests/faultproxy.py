@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from typing import Final
 
 _BUF: Final = 65536
@@ -76,38 +77,42 @@ class FaultProxy:
 
     def _upstream(self, client: socket.socket, server: socket.socket,
                   doomed: threading.Event) -> None:
-        try:
-            while data := client.recv(_BUF):
-                if self.blackhole:
-                    continue
-                with self._lock:
-                    if self._drop_pattern is not None and self._drop_pattern in data:
-                        self._drop_pattern = None
-                        self.dropped += 1
-                        doomed.set()
-                if self.delay_s:
-                    threading.Event().wait(self.delay_s)
-                server.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (client, server):
-                with contextlib.suppress(OSError):
-                    sock.close()
+        def forward(data: bytes) -> bool:
+            if self.blackhole:
+                return False
+            with self._lock:
+                if self._drop_pattern is not None and self._drop_pattern in data:
+                    self._drop_pattern = None
+                    self.dropped += 1
+                    doomed.set()
+            return True
+
+        self._pump(client, server, forward)
 
     def _downstream(self, server: socket.socket, client: socket.socket,
                     doomed: threading.Event) -> None:
+        def forward(data: bytes) -> bool:
+            if doomed.is_set():
+                # The command ran on the server; its reply is lost on the way back.
+                raise OSError("reply dropped")
+            return True
+
+        self._pump(server, client, forward)
+
+    def _pump(self, source: socket.socket, sink: socket.socket,
+              forward: Callable[[bytes], bool]) -> None:
+        """Copy ``source`` to ``sink`` (delayed if asked) while ``forward`` lets each chunk
+        through; close both ends when either side stops."""
         try:
-            while data := server.recv(_BUF):
-                if doomed.is_set():
-                    # The command ran on the server; its reply is lost on the way back.
-                    break
+            while data := source.recv(_BUF):
+                if not forward(data):
+                    continue
                 if self.delay_s:
                     threading.Event().wait(self.delay_s)
-                client.sendall(data)
+                sink.sendall(data)
         except OSError:
             pass
         finally:
-            for sock in (client, server):
+            for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.close()
