@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from middleware.app import Services, build_duties, build_services
-from middleware.clock import SystemClock
+from middleware.clock import Clock, SystemClock
 from middleware.config import Config, ConfigError
 from middleware.contracts import load_contracts
 from middleware.evidence import render_evidence
@@ -34,7 +35,17 @@ DATA_ACTIONS_DIR = Path(__file__).resolve().parent.parent / "data_actions"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; the exit status is the process's."""
+    """Run one command in this process, on its environment and the machine's clock."""
+    return run(argv, os.environ, SystemClock())
+
+
+def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
+        own_logging: bool = True) -> int:
+    """Run one command; the exit status is the process's.
+
+    The environment and clock come from the caller (the composition root of a command), so
+    a test runs a command on the same business time as the service it inspects, and keeps
+    its own log handlers (``own_logging=False``)."""
     parser = argparse.ArgumentParser(prog="python -m middleware")
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export-actions", help="write data_actions/*.custom.json")
@@ -62,17 +73,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path}")
         return 0
     try:
-        config = Config.from_env(os.environ)
+        config = Config.from_env(environ)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print("configuration ok")
         return 0
-    configure_logging(config.log_level)
+    if own_logging:
+        configure_logging(config.log_level)
     services = build_services(config,
                               redis_client=connect(config.redis_url, config.redis_timeout_s),
-                              http=new_session(), clock=SystemClock())
+                              http=new_session(), clock=clock)
     if args.command == "consent-evidence":
         number = normalise(args.number, args.country or config.default_country)
         if number is None:

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 import requests
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
+from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.logs import redact
@@ -137,8 +138,10 @@ class GenesysClient:
     """Calls to Genesys Cloud on behalf of one OAuth client."""
 
     def __init__(self, settings: GenesysSettings, store: Store, session: requests.Session,
-                 cache_ttl_s: float = 60.0, metrics: Metrics | None = None) -> None:
+                 clock: Clock, cache_ttl_s: float = 60.0, metrics: Metrics | None = None
+                 ) -> None:
         self._s = settings
+        self._clock = clock
         self._store = store
         self._http = session
         self._metrics = metrics or Metrics()
@@ -151,13 +154,13 @@ class GenesysClient:
 
     def token(self, deadline: Deadline) -> str:
         """A valid access token, from this process, from Redis, or fetched once for all."""
-        now = time.time()
+        now = self._clock.now().timestamp()
         local = self._token
         if local and local[1] > now:
             return local[0]
         with self._lock:
             local = self._token
-            if local and local[1] > time.time():
+            if local and local[1] > self._clock.now().timestamp():
                 return local[0]
             self._token = self._shared_token(deadline)
             return self._token[0]
@@ -166,7 +169,7 @@ class GenesysClient:
         holder = uuid.uuid4().hex
         while True:
             cached = self._store.cached_token(self._client)
-            if cached and cached[1] > time.time():
+            if cached and cached[1] > self._clock.now().timestamp():
                 return cached
             lock_ms = int(max(deadline.remaining(), 1.0) * 1000)
             if self._store.acquire_token_lock(self._client, holder, lock_ms):
@@ -192,7 +195,7 @@ class GenesysClient:
         if resp.status_code == 429 or resp.status_code >= 500:
             raise UpstreamUnavailable(f"OAuth token endpoint answered {resp.status_code}",
                                       status=resp.status_code,
-                                      retry_after_s=_retry_after(resp))
+                                      retry_after_s=_retry_after(resp, self._clock))
         if resp.status_code != 200:
             raise UpstreamRejected("Genesys refused the OAuth client credentials "
                                    f"({resp.status_code})", status=resp.status_code)
@@ -202,7 +205,7 @@ class GenesysClient:
             raise UpstreamUnavailable("OAuth token answer had no token or lifetime")
         # Refresh well before expiry so no call ever goes out with a token about to die.
         margin = max(min(60, lifetime // 2), lifetime // 10)
-        refresh_at = time.time() + lifetime - margin
+        refresh_at = self._clock.now().timestamp() + lifetime - margin
         self._store.save_token(self._client, body["access_token"], refresh_at, lifetime - margin)
         log.info("genesys token fetched", extra={"expiresIn": lifetime})
         self._metrics.inc("cbm_genesys_token_fetches_total")
@@ -247,7 +250,7 @@ class GenesysClient:
                 self._drop_token(token)
                 continue
             if resp.status_code == 429:
-                wait = _retry_after(resp)
+                wait = _retry_after(resp, self._clock)
                 if wait is not None and wait + _AFTER_WAIT_MARGIN_S < deadline.remaining():
                     log.info("genesys 429, waiting", extra={"retryAfter": wait, "path": path})
                     time.sleep(wait)
@@ -521,14 +524,14 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-def _retry_after(resp: requests.Response) -> float | None:
+def _retry_after(resp: requests.Response, clock: Clock) -> float | None:
     value = resp.headers.get("Retry-After", "").strip()
     if not value:
         return None
     if value.isdigit():
         return float(value)
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        return max(0.0, parsedate_to_datetime(value).timestamp() - clock.now().timestamp())
     except (TypeError, ValueError):
         return None
 

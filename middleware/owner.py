@@ -145,7 +145,8 @@ class OwnerRule:
             if found is not None and found.available:
                 stand_ins.append((mate, found))
         if stand_ins:
-            counts = self._store.pending_owned_counts([m for m, _ in stand_ins])
+            counts = self._store.pending_owned_counts(
+                [m for m, _ in stand_ins], int(self._clock.now().timestamp() * 1000))
             mate, found = min(stand_ins, key=lambda item: (counts[item[0]], item[0]))
             log.info("owner reassigned to teammate", extra={
                 "agentId": agent_id, "newAgentId": mate, "reason": own.reason})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar, cast
@@ -534,9 +533,9 @@ class Store:
         # Callbacks that went to the queue have no owner; they share one set.
         return f"{PREFIX}agent:{agent_id or '-'}:pending"
 
-    def pending_owned_counts(self, agent_ids: list[str]) -> dict[str, int]:
+    def pending_owned_counts(self, agent_ids: list[str], now_ms: int) -> dict[str, int]:
         """How many pending callbacks each agent owns here (the reassignment order)."""
-        stale = int(time.time() * 1000) - 8 * 86_400_000
+        stale = now_ms - 8 * 86_400_000
         pipe = self._r.pipeline(transaction=False)
         for agent_id in agent_ids:
             # Entries whose records expired unreconciled would skew the order forever.

@@ -161,7 +161,7 @@ def redis_client(redis_server: RedisServer) -> redis.Redis:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -252,7 +252,8 @@ def service_env(redis_url: str, sim_url: str, **overrides: str) -> dict[str, str
         "GENESYS_LOGIN_URL": sim_url,
         "GENESYS_CLIENT_ID": CLIENT_ID,
         "GENESYS_CLIENT_SECRET": CLIENT_SECRET,
-        "ACTION_BASIC_CREDENTIALS": f"{BASIC_USER}:{BASIC_PASSWORD},{BASIC_USER_2}:{BASIC_PASSWORD_2}",
+        "ACTION_BASIC_CREDENTIALS":
+            f"{BASIC_USER}:{BASIC_PASSWORD},{BASIC_USER_2}:{BASIC_PASSWORD_2}",
         "ACTION_API_KEYS": f"{API_KEY},{API_KEY_2}",
         "PII_KEYS": PII_KEY,
         "LOG_LEVEL": "INFO",

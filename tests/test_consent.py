@@ -163,12 +163,13 @@ def test_evidence_shows_history_and_survives_redis_restart(
         tmp_path: Path, sim: Simulator, make_service: Any) -> None:
     """consent-evidence prints every consent, revocation and callback in order, also after
     Redis restarts from its AOF."""
+    import falcon.testing
+
     from middleware.app import create_app
     from middleware.clock import FixedClock
     from middleware.config import Config
     from middleware.genesys import new_session
     from middleware.store import connect
-    import falcon.testing
     from tests.conftest import AUTH
 
     redis = start_redis(tmp_path / "aof")

@@ -1,4 +1,4 @@
-"""create-callback, first cut: each live rule refuses and passes, and the Genesys create is exact."""
+"""create-callback: each live rule refuses and passes, and the Genesys create is exact."""
 
 from __future__ import annotations
 

@@ -248,10 +248,11 @@ def test_cancel_twice_is_idempotent(service: Service, sim: Simulator) -> None:
 def test_lost_claim_reply_is_not_a_false_duplicate(redis_server: RedisServer, sim: Simulator,
                                                    redis_client: Any) -> None:
     """Redis runs the claim but its reply is lost: the retry sees our own claim → CREATED."""
+    import falcon.testing
+
     from middleware.app import create_app
     from middleware.clock import FixedClock
     from middleware.config import Config
-    import falcon.testing
     from tests.conftest import AUTH
 
     proxy = FaultProxy(redis_server.port).start()

@@ -39,7 +39,8 @@ def test_create_under_gunicorn(gunicorn_service: Gunicorn, live_sim: Simulator) 
 def test_twenty_concurrent_requests_fetch_one_token(gunicorn_service: Gunicorn,
                                                     live_sim: Simulator) -> None:
     """Two worker processes, twenty concurrent creates, an empty cache: one token fetch."""
-    bodies = [create_body(customerNumber=f"+1415555{2600 + i:04d}", requestedTime=None) for i in range(20)]
+    bodies = [create_body(customerNumber=f"+1415555{2600 + i:04d}", requestedTime=None)
+              for i in range(20)]
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(lambda b: post(gunicorn_service, b).json(), bodies))
     assert [a["outcome"] for a in answers] == ["CREATED"] * 20
@@ -73,7 +74,8 @@ def test_small_chunked_body_is_read(gunicorn_service: Gunicorn, live_sim: Simula
 
 
 def test_fifty_concurrent_creates_over_two_instances_make_one_callback(
-        redis_client: object, redis_server: RedisServer, live_sim: Simulator, tmp_path: Path) -> None:
+        redis_client: object, redis_server: RedisServer, live_sim: Simulator, tmp_path: Path
+) -> None:
     """50 requests for one number, two gunicorn instances on one Redis: exactly one callback."""
     env = service_env(redis_server.url, live_sim.url)
     servers = [start_gunicorn(env, tmp_path / f"g{i}.log") for i in range(2)]
@@ -98,7 +100,8 @@ def test_fifty_concurrent_creates_over_two_instances_make_one_callback(
     created = [a for a in answers if a["outcome"] == "CREATED"]
     assert len(created) == 1, [a["outcome"] + "/" + a["reason"] for a in answers]
     winner = created[0]["callbackId"]
-    others = [(a["outcome"], a["reason"], a["existingCallbackId"] == winner) if a["outcome"] != "REJECTED" else a["message"]
+    others = [(a["outcome"], a["reason"], a["existingCallbackId"] == winner)
+              if a["outcome"] != "REJECTED" else a["message"]
               for a in answers if a is not created[0]]
     assert others == [("DUPLICATE", "DUPLICATE_PENDING", True)] * 49, others
     assert [c["conversationId"] for c in live_sim.callbacks()] == [winner]

@@ -3,19 +3,19 @@ twice, moved when late, dead-lettered (and replayable) when Genesys refuses them
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
+from middleware.__main__ import run
 from middleware.app import Services, build_duties, build_services
 from middleware.deadline import Deadline
 from middleware.genesys import new_session
 from middleware.outbox import RetryPolicy
 from middleware.store import connect
-from tests.conftest import ROOT, RedisServer, Service, Simulator, create_body, service_env
+from tests.conftest import RedisServer, Service, Simulator, create_body, service_env
 
 
 def services_for(service: Service, redis_server: RedisServer, **env: str) -> Services:
@@ -91,7 +91,8 @@ def test_late_queued_callback_moves_to_next_valid_time(
 
 
 def test_refused_create_is_dead_lettered_and_replayable(
-        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+        service: Service, sim: Simulator, redis_server: RedisServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """A 400 from Genesys is not retried: the entry is a dead letter, listed by the command,
     replayed later and delivered."""
     queue_one(service, sim)
@@ -103,15 +104,13 @@ def test_refused_create_is_dead_lettered_and_replayable(
     assert [e.attempts for e in services.store.dead_letters()] == [1]
     found = service.action("find-pending-callbacks", {"customerNumber": "+14155552671"}).json
     assert found["outcome"] == "NONE"
-    env = {**os.environ, **service_env(redis_server.url, service.config.genesys_api_url)}
-    listed = subprocess.run([sys.executable, "-m", "middleware", "dead-letters", "list"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
-                            check=True).stdout
+    env = service_env(redis_server.url, service.config.genesys_api_url)
+    assert run(["dead-letters", "list"], env, service.clock, own_logging=False) == 0
+    listed = capsys.readouterr().out
     assert "1 dead letter(s)" in listed and "400" in listed
-    replay = subprocess.run([sys.executable, "-m", "middleware", "dead-letters", "replay",
-                             "--all"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=30, check=True).stdout
-    assert "replayed 1 of 1" in replay
+    assert run(["dead-letters", "replay", "--all"], env, service.clock,
+               own_logging=False) == 0
+    assert "replayed 1 of 1" in capsys.readouterr().out
     assert deliver(services) == 1
     assert len(sim.callbacks()) == 1 and services.store.dead_letters() == []
 
@@ -160,7 +159,7 @@ def _journal_only(services: Services, token: str, create_in_genesys: bool) -> No
     assert number is not None
     now = services.clock.now()
     scheduled = now + timedelta(hours=1)
-    command = CallbackService._command(  # noqa: SLF001  (the exact command a create sends)
+    command = CallbackService._command(
         {"queueId": "b1000000-0000-4000-8000-000000000001"}, number,
         "a1000000-0000-4000-8000-000000000001", scheduled.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         token, "c0")
