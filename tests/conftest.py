@@ -10,6 +10,7 @@ import base64
 import io
 import logging
 import os
+import re
 import shutil
 import socket
 import socketserver
@@ -19,10 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from zoneinfo import ZoneInfo
 
 import falcon.testing
 import pytest
@@ -48,9 +50,60 @@ TEST_NUMBERS = ("4155552671", "2125550199", "3055550123", "6135550123", "2079460
 
 DEMO_AGENT = "a1000000-0000-4000-8000-000000000001"
 DEMO_QUEUE = "b1000000-0000-4000-8000-000000000001"
-#: A Monday, 18:00 UTC: 13:00 in New York, 10:00 in San Francisco (the test numbers' zones),
-#: inside their calling hours and the demo agent's (all-day) shifts.
-T0 = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
+#: The epoch the tests are written against: a Monday, 18:00 UTC: 13:00 in New York, 10:00 in
+#: San Francisco (the test numbers' zones), inside their calling hours and the demo agent's
+#: (all-day) shifts.
+DEFAULT_EPOCH = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
+
+
+def _epoch(raw: str) -> datetime:
+    """The business "now" of this run: the first Monday 18:00 UTC at or after ``TEST_EPOCH``
+    (an ISO date or instant), so the calendar moves while the weekday the tests and the demo
+    org's weekly shifts are written for stays."""
+    if not raw:
+        return DEFAULT_EPOCH
+    start = datetime.fromisoformat(raw)
+    start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+    monday = start.replace(hour=18, minute=0, second=0, microsecond=0)
+    monday += timedelta(days=(-monday.weekday()) % 7)
+    return monday if monday >= start else monday + timedelta(days=7)
+
+
+#: This run's business "now" (``TEST_EPOCH``; the suite passes on any).
+T0 = _epoch(os.environ.get("TEST_EPOCH", ""))
+#: Whole weeks between the epoch the tests are written against and this run's.
+SHIFT = T0 - DEFAULT_EPOCH
+_WRITTEN = re.compile(r"(\d{4}-\d{2}-\d{2})(?:T(\d{2}:\d{2}(?::\d{2}(?:\.(\d+))?)?))?"
+                      r"(Z|[+-]\d{2}:\d{2})?")
+
+
+def when(written: str) -> str:
+    """A date or time written against ``DEFAULT_EPOCH``, moved by ``SHIFT`` in the same
+    notation (same precision, same offset, naive stays naive)."""
+    match = _WRITTEN.fullmatch(written)
+    if match is None:
+        raise ValueError(f"not a date or time: {written!r}")
+    day, clock, fraction, offset = match.groups()
+    if clock is None:
+        return (date.fromisoformat(day) + SHIFT).isoformat()
+    moved = datetime.fromisoformat(f"{day}T{clock}") + SHIFT
+    text = moved.strftime("%Y-%m-%dT%H:%M" + (":%S" if clock.count(":") == 2 else ""))
+    if fraction is not None:
+        text += "." + f"{moved.microsecond:06d}"[: len(fraction)]
+    return text + (offset or "")
+
+
+def local(instant: str, zone: str) -> str:
+    """``instant`` read in ``zone`` with its offset there (``2026-11-23T13:00:00-05:00``), the
+    way answers spell local times: right on either side of a DST change."""
+    moment = datetime.fromisoformat(instant.replace("Z", "+00:00"))
+    return moment.astimezone(ZoneInfo(zone)).isoformat(timespec="seconds")
+
+
+def utc_of_local(wall: str, zone: str) -> str:
+    """The UTC instant (``…000Z``) of a wall-clock time in ``zone``."""
+    moment = datetime.fromisoformat(wall).replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def free_port() -> int:
@@ -313,7 +366,7 @@ def create_body(**fields: Any) -> dict[str, Any]:
         "customerName": "Grace Customer",
         "agentId": DEMO_AGENT,
         "queueId": DEMO_QUEUE,
-        "requestedTime": "2026-11-23T19:00:00Z",
+        "requestedTime": when("2026-11-23T19:00:00Z"),
         "consentGiven": True,
     }
     body.update(fields)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import threading
 from typing import Any
 
 import jsonschema
 import pytest
 
 from middleware.contracts import load_contracts
-from tests.conftest import DEMO_AGENT, DEMO_QUEUE, Service, Simulator, create_body
+from middleware.logs import JsonFormatter
+from tests.conftest import DEMO_AGENT, DEMO_QUEUE, Service, Simulator, create_body, when
 
 OUTPUT = load_contracts()["create-callback"].output_schema
 
@@ -29,7 +32,7 @@ def test_valid_request_creates_agent_owned_callback(service: Service, sim: Simul
     body = answer_of(service.action("create-callback", create_body()))
     assert (body["outcome"], body["reason"], body["retryable"]) == ("CREATED", "OK", False)
     assert body["customerNumberE164"] == "+14155552671"
-    assert body["scheduledTimeUtc"] == "2026-11-23T19:00:00.000Z"
+    assert body["scheduledTimeUtc"] == when("2026-11-23T19:00:00.000Z")
     assert body["assignedAgentId"] == DEMO_AGENT and body["reassigned"] is False
     held = sim.callbacks()
     assert [c["conversationId"] for c in held] == [body["callbackId"]]
@@ -48,7 +51,7 @@ def test_create_command_is_exactly_the_agent_owned_shape(service: Service, sim: 
     }
     assert request["callbackNumbers"] == ["+14155552671"]
     assert request["callbackUserName"] == "Grace Customer"
-    assert request["callbackScheduledTime"] == "2026-11-23T19:00:00.000Z"
+    assert request["callbackScheduledTime"] == when("2026-11-23T19:00:00.000Z")
     assert request["validateCallbackNumbers"] is True
     assert set(request["data"]) == {"requestToken", "consentId", "reference", "notes"}
     assert set(request) == {"routingData", "callbackNumbers", "callbackUserName",
@@ -90,18 +93,18 @@ def test_consent_given_must_be_boolean(service: Service) -> None:
 def test_offset_time_is_converted_to_utc(service: Service, sim: Simulator) -> None:
     """14:30 at -05:00 is scheduled at 19:30Z in Genesys, and read back in both zones."""
     body = answer_of(service.action("create-callback", create_body(
-        requestedTime="2026-11-23T14:30:00-05:00")))
-    assert body["scheduledTimeUtc"] == "2026-11-23T19:30:00.000Z"
-    assert sim.callbacks()[0]["callbackScheduledTime"] == "2026-11-23T19:30:00.000Z"
+        requestedTime=when("2026-11-23T14:30:00-05:00"))))
+    assert body["scheduledTimeUtc"] == when("2026-11-23T19:30:00.000Z")
+    assert sim.callbacks()[0]["callbackScheduledTime"] == when("2026-11-23T19:30:00.000Z")
     assert body["agentTimeZone"] == "America/New_York"
-    assert body["agentLocalTime"] == "2026-11-23T14:30:00-05:00"
-    assert body["customerLocalTime"] == "2026-11-23T11:30:00-08:00"
+    assert body["agentLocalTime"] == when("2026-11-23T14:30:00-05:00")
+    assert body["customerLocalTime"] == when("2026-11-23T11:30:00-08:00")
 
 
 def test_time_without_offset_is_timezone_missing(service: Service, sim: Simulator) -> None:
     """A time with no offset is REJECTED TIMEZONE_MISSING, nothing created."""
     body = answer_of(service.action("create-callback", create_body(
-        requestedTime="2026-11-23T19:00:00")))
+        requestedTime=when("2026-11-23T19:00:00"))))
     assert (body["outcome"], body["reason"]) == ("REJECTED", "TIMEZONE_MISSING")
     assert sim.creates() == 0
 
@@ -109,16 +112,16 @@ def test_time_without_offset_is_timezone_missing(service: Service, sim: Simulato
 def test_past_time_is_rejected_with_suggestion(service: Service, sim: Simulator) -> None:
     """A time before now + lead is TIME_IN_PAST with the earliest valid time suggested."""
     body = answer_of(service.action("create-callback", create_body(
-        requestedTime="2026-11-23T17:00:00Z")))
+        requestedTime=when("2026-11-23T17:00:00Z"))))
     assert (body["reason"], body["suggestedTimeUtc"]) == ("TIME_IN_PAST",
-                                                          "2026-11-23T18:05:00.000Z")
+                                                          when("2026-11-23T18:05:00.000Z"))
     assert sim.creates() == 0
 
 
 def test_far_time_is_rejected(service: Service, sim: Simulator) -> None:
     """Beyond MAX_SCHEDULE_DAYS is TIME_TOO_FAR."""
     body = answer_of(service.action("create-callback", create_body(
-        requestedTime="2027-01-30T16:00:00Z")))
+        requestedTime=when("2027-01-30T16:00:00Z"))))
     assert body["reason"] == "TIME_TOO_FAR"
     assert sim.creates() == 0
 
@@ -126,7 +129,7 @@ def test_far_time_is_rejected(service: Service, sim: Simulator) -> None:
 def test_asap_schedules_at_lead_time(service: Service, sim: Simulator) -> None:
     """Without a time, the callback is scheduled now + MIN_LEAD_MINUTES."""
     body = answer_of(service.action("create-callback", create_body(requestedTime="")))
-    assert body["scheduledTimeUtc"] == "2026-11-23T18:05:00.000Z"
+    assert body["scheduledTimeUtc"] == when("2026-11-23T18:05:00.000Z")
 
 
 def test_check_order_number_before_consent(service: Service) -> None:
@@ -153,7 +156,7 @@ def test_genesys_down_at_create_is_queued(service: Service, sim: Simulator) -> N
         "QUEUED", "UPSTREAM_UNAVAILABLE", False)
     assert body["callbackId"] == "" and body["consentId"]
     again = answer_of(service.action("create-callback", create_body(
-        requestedTime="2026-11-23T20:00:00Z")))
+        requestedTime=when("2026-11-23T20:00:00Z"))))
     assert again["outcome"] == "DUPLICATE" and again["existingCallbackId"] == ""
 
 
@@ -168,20 +171,28 @@ def test_genesys_down_during_checks_is_retryable_rejection(service: Service,
 
 
 def test_request_id_from_correlation_header_is_in_body_header_and_logs(
-        service: Service, log_capture: io.StringIO) -> None:
+        service: Service) -> None:
     """ININ-Correlation-Id becomes the requestId of the body, the header and every log line."""
-    start = len(log_capture.getvalue())
-    result = service.action("create-callback", create_body(),
-                            headers={"ININ-Correlation-Id": "corr-123"})
-    assert result.json["requestId"] == "corr-123"
-    assert result.headers["X-Request-Id"] == "corr-123"
-    written = log_capture.getvalue()[start:]
-    lines = [json.loads(line) for line in written.splitlines()]
-    # The simulator shares this process in tests; its lines belong to no service request.
-    ours = [line for line in lines if not line["logger"].startswith("middleware.sim")
-            and line["logger"] != "middleware.metrics"]
-    assert ours and all(line.get("requestId") == "corr-123" for line in ours)
-    assert "4155552671" not in written
+    correlation = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    # Only the request's own lines: the simulator and other tests' leftover threads share
+    # this process, and their lines belong to no service request.
+    this_thread = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == this_thread
+                      and not record.name.startswith(("middleware.sim", "urllib3", "redis")))
+    logging.getLogger().addHandler(handler)
+    try:
+        result = service.action("create-callback", create_body(),
+                                headers={"ININ-Correlation-Id": correlation})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert result.json["requestId"] == correlation
+    assert result.headers["X-Request-Id"] == correlation
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines and all(line.get("requestId") == correlation for line in lines), lines
+    assert "4155552671" not in stream.getvalue()
 
 
 def test_malformed_json_is_400(service: Service) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from middleware.metrics import FLUSH_S
-from tests.conftest import API_KEY, Service, Simulator, create_body
+from tests.conftest import API_KEY, Service, Simulator, create_body, when
 
 
 def scrape(service: Service) -> str:
@@ -21,7 +21,7 @@ def test_requests_outcomes_and_genesys_calls_are_counted(service: Service,
                                                          sim: Simulator) -> None:
     """A create and a duplicate show up by outcome and reason, with latency and Genesys calls."""
     service.action("create-callback", create_body())
-    service.action("create-callback", create_body(requestedTime="2026-11-23T20:00:00Z"))
+    service.action("create-callback", create_body(requestedTime=when("2026-11-23T20:00:00Z")))
     text = scrape(service)
     assert ('cbm_requests_total{action="create-callback",outcome="CREATED",reason="OK",'
             'status="200"} 1') in text

@@ -15,7 +15,7 @@ from middleware.deadline import Deadline
 from middleware.genesys import new_session
 from middleware.outbox import RetryPolicy
 from middleware.store import connect
-from tests.conftest import RedisServer, Service, Simulator, create_body, service_env
+from tests.conftest import RedisServer, Service, Simulator, create_body, service_env, when
 
 
 def services_for(service: Service, redis_server: RedisServer, **env: str) -> Services:
@@ -54,7 +54,7 @@ def test_worker_delivers_queued_callback_once_genesys_is_back(
     assert deliver(services_for(service, redis_server)) == 1
     [held] = sim.callbacks()
     assert held["data"]["consentId"] == answer["consentId"]
-    assert held["callbackScheduledTime"] == "2026-11-23T19:00:00.000Z"
+    assert held["callbackScheduledTime"] == when("2026-11-23T19:00:00.000Z")
     found = service.action("find-pending-callbacks", {"customerNumber": "+14155552671"}).json
     assert (found["pendingCount"], found["callbackId"]) == (1, held["conversationId"])
     assert deliver(services_for(service, redis_server)) == 0
@@ -83,11 +83,11 @@ def test_create_that_may_have_run_is_found_not_repeated(
 def test_late_queued_callback_moves_to_next_valid_time(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Delivered after its time passed, the callback is made at the next valid instant."""
-    queue_one(service, sim, requestedTime="2026-11-23T18:30:00Z")
+    queue_one(service, sim, requestedTime=when("2026-11-23T18:30:00Z"))
     service.clock.advance(timedelta(hours=6))  # 00:00 UTC: 16:00 in San Francisco
     assert deliver(services_for(service, redis_server)) == 1
     [held] = sim.callbacks()
-    assert held["callbackScheduledTime"] == "2026-11-24T00:05:00.000Z"
+    assert held["callbackScheduledTime"] == when("2026-11-24T00:05:00.000Z")
 
 
 def test_refused_create_is_dead_lettered_and_replayable(

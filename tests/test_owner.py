@@ -15,16 +15,16 @@ from middleware.app import build_duties, build_services
 from middleware.deadline import Deadline
 from middleware.genesys import new_session
 from middleware.store import connect
-from tests.conftest import DEMO_QUEUE, T0, RedisServer, Service, Simulator, create_body
+from tests.conftest import DEMO_QUEUE, T0, RedisServer, Service, Simulator, create_body, when
 
 ADA, BOB, CHLOE, DEV = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (1, 2, 3, 4))
 TOM, OLIVIA, IAN, NORA = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (6, 7, 8, 9))
 OSCAR, GRACE, HENRY = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (11, 90, 91))
 
-MONDAY_19Z = "2026-11-23T19:00:00Z"      # 14:00 New York, 19:00 London, 00:30 Kolkata
-TUESDAY_04Z = "2026-11-24T04:00:00Z"     # 09:30 Kolkata: only Henry Lead works in Orient
-WEDNESDAY_10Z = "2026-11-25T10:00:00Z"   # Tom Holiday's approved day off (T0 + 2 days)
-SATURDAY_16Z = "2026-11-28T16:00:00Z"    # Bob works Monday to Friday
+MONDAY_19Z = when("2026-11-23T19:00:00Z")      # 14:00 New York, 19:00 London, 00:30 Kolkata
+TUESDAY_04Z = when("2026-11-24T04:00:00Z")     # 09:30 Kolkata: only Henry Lead works in Orient
+WEDNESDAY_10Z = when("2026-11-25T10:00:00Z")   # Tom Holiday's approved day off (T0 + 2 days)
+SATURDAY_16Z = when("2026-11-28T16:00:00Z")    # Bob works Monday to Friday
 
 
 def resolve(service: Service, agent: str, when: str, **fields: Any) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def test_teammate_in_other_zone_outside_hours_is_skipped(service: Service,
     sim.control("PATCH", f"users/{OSCAR}", {"queueIds": []})
     answer = resolve(service, IAN, MONDAY_19Z)
     assert answer["assignedAgentId"] == GRACE
-    assert resolve(service, IAN, "2026-11-24T15:00:00Z")["assignedAgentId"] == CHLOE
+    assert resolve(service, IAN, when("2026-11-24T15:00:00Z"))["assignedAgentId"] == CHLOE
 
 
 def test_fewest_pending_owned_callbacks_wins(service: Service, sim: Simulator) -> None:
@@ -182,7 +182,8 @@ def test_worker_moves_callback_when_owner_takes_time_off(service: Service, sim: 
     first = create(service, agentId=BOB, customerNumber="+12125550199",
                    requestedTime=MONDAY_19Z)
     assert first["assignedAgentId"] == BOB
-    sim.control("POST", "timeoff", {"userId": BOB, "date": "2026-11-23", "status": "APPROVED"})
+    sim.control("POST", "timeoff",
+                {"userId": BOB, "date": when("2026-11-23"), "status": "APPROVED"})
     services = build_services(service.config, redis_client=connect(redis_server.url, 1.0),
                               http=new_session(), clock=service.clock)
     [reassign] = [d for d in build_duties(services) if d.name == "reassign"]
@@ -191,7 +192,7 @@ def test_worker_moves_callback_when_owner_takes_time_off(service: Service, sim: 
     assert held[first["callbackId"]]["state"] == "disconnected"
     [new] = [c for c in held.values() if c["state"] == "scheduled"]
     assert (new["ownerAgentId"], new["callbackScheduledTime"]) == (
-        ADA, "2026-11-23T19:00:00.000Z")
+        ADA, when("2026-11-23T19:00:00.000Z"))
     assert new["data"]["consentId"] == first["consentId"]
     found = service.action("find-pending-callbacks", {"customerNumber": "+12125550199"}).json
     assert (found["callbackId"], found["agentId"]) == (new["conversationId"], ADA)

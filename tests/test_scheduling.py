@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import T0, Service, Simulator, create_body
+from tests.conftest import T0, Service, Simulator, create_body, utc_of_local, when
 
 BOB = "a1000000-0000-4000-8000-000000000002"      # New York, Mon-Fri 09-17
 CHLOE = "a1000000-0000-4000-8000-000000000003"    # London, Mon-Fri 09-17
@@ -34,11 +34,11 @@ def validate(service: Service, **fields: Any) -> dict[str, Any]:
 def test_local_time_defaults_to_the_agents_wfm_zone(service: Service, sim: Simulator) -> None:
     """A London agent's 10:00 without timeZone is 10:00 London, read from WFM over HTTP."""
     answer = create(service, agentId=CHLOE, customerNumber="+442079460958",
-                    requestedTime=None, requestedLocalTime="2026-11-24T10:00")
+                    requestedTime=None, requestedLocalTime=when("2026-11-24T10:00"))
     assert answer["outcome"] == "CREATED", answer
-    assert answer["scheduledTimeUtc"] == "2026-11-24T10:00:00.000Z"
+    assert answer["scheduledTimeUtc"] == when("2026-11-24T10:00:00.000Z")
     assert (answer["agentTimeZone"], answer["agentLocalTime"]) == (
-        "Europe/London", "2026-11-24T10:00:00+00:00")
+        "Europe/London", when("2026-11-24T10:00:00+00:00"))
     assert "POST /api/v2/workforcemanagement/managementunits/{managementUnitId}/agentschedules" \
         "/search" in sim.stats()["requests"]
 
@@ -46,18 +46,18 @@ def test_local_time_defaults_to_the_agents_wfm_zone(service: Service, sim: Simul
 def test_new_york_agent_slip_is_outside_agent_hours(service: Service, sim: Simulator) -> None:
     """17:30 New York for a 09-17 agent on a working day: refused, next morning suggested."""
     answer = create(service, agentId=BOB, customerNumber=NY_NUMBER,
-                    requestedTime="2026-11-23T17:30:00-05:00")
+                    requestedTime=when("2026-11-23T17:30:00-05:00"))
     assert (answer["reason"], answer["suggestedTimeUtc"]) == (
-        "OUTSIDE_AGENT_HOURS", "2026-11-24T14:00:00.000Z")
+        "OUTSIDE_AGENT_HOURS", when("2026-11-24T14:00:00.000Z"))
     assert sim.creates() == 0
 
 
 def test_outside_calling_hours_suggests_first_legal_minute(service: Service,
                                                           sim: Simulator) -> None:
     """07:00 in New York for a New York number is refused with 08:00 suggested."""
-    answer = create(service, customerNumber=NY_NUMBER, requestedTime="2026-11-24T12:00:00Z")
+    answer = create(service, customerNumber=NY_NUMBER, requestedTime=when("2026-11-24T12:00:00Z"))
     assert (answer["reason"], answer["suggestedTimeUtc"]) == (
-        "OUTSIDE_CALLING_HOURS", "2026-11-24T13:00:00.000Z")
+        "OUTSIDE_CALLING_HOURS", when("2026-11-24T13:00:00.000Z"))
     assert answer["customerTimeZone"] == "America/New_York"
 
 
@@ -65,7 +65,7 @@ def test_calling_hours_policy_warn_lets_it_through(make_service: Callable[..., S
                                                    sim: Simulator) -> None:
     """With CALLING_HOURS_POLICY=warn the callback is created and the warning says why."""
     service = make_service(CALLING_HOURS_POLICY="warn")
-    answer = create(service, customerNumber=NY_NUMBER, requestedTime="2026-11-24T12:00:00Z")
+    answer = create(service, customerNumber=NY_NUMBER, requestedTime=when("2026-11-24T12:00:00Z"))
     assert answer["outcome"] == "CREATED" and "OUTSIDE_CALLING_HOURS" in answer["warnings"]
 
 
@@ -82,7 +82,7 @@ def test_schedule_search_still_processing_warns_hours_unknown(service: Service,
     """WFM still processing the schedule search at the deadline: AGENT_HOURS_UNKNOWN."""
     sim.control("PUT", "wfm", {"scheduleSearchStatus": "Processing"})
     answer = create(service, agentId=BOB, customerNumber=NY_NUMBER,
-                    requestedTime="2026-11-23T23:00:00Z")
+                    requestedTime=when("2026-11-23T23:00:00Z"))
     assert answer["outcome"] == "CREATED" and "AGENT_HOURS_UNKNOWN" in answer["warnings"]
 
 
@@ -96,13 +96,13 @@ def test_profile_file_gives_zone_and_hours(make_service: Callable[..., Service],
         "agents": {WALTER: {"team": "chicago"}}}))
     service = make_service(AGENT_PROFILES_FILE=str(path))
     refused = create(service, agentId=WALTER, customerNumber=NY_NUMBER,
-                     requestedLocalTime="2026-11-23T18:00", requestedTime=None)
+                     requestedLocalTime=when("2026-11-23T18:00"), requestedTime=None)
     assert refused["reason"] == "OUTSIDE_AGENT_HOURS"
-    assert refused["suggestedTimeUtc"] == "2026-11-24T15:00:00.000Z"  # 09:00 Chicago
+    assert refused["suggestedTimeUtc"] == when("2026-11-24T15:00:00.000Z")  # 09:00 Chicago
     created = create(service, agentId=WALTER, customerNumber=NY_NUMBER,
-                     requestedLocalTime="2026-11-23T15:00", requestedTime=None)
+                     requestedLocalTime=when("2026-11-23T15:00"), requestedTime=None)
     assert (created["outcome"], created["agentTimeZone"]) == ("CREATED", "America/Chicago")
-    assert created["scheduledTimeUtc"] == "2026-11-23T21:00:00.000Z"
+    assert created["scheduledTimeUtc"] == when("2026-11-23T21:00:00.000Z")
 
 
 def test_bad_profile_file_stops_start_up(make_service: Callable[..., Service],
@@ -120,10 +120,11 @@ def test_bad_profile_file_stops_start_up(make_service: Callable[..., Service],
 def test_validate_reports_day_off_with_next_working_time(service: Service,
                                                          sim: Simulator) -> None:
     """validate-callback-time refuses a Saturday for a weekday agent, suggesting Monday."""
-    answer = validate(service, requestedTime="2026-11-28T15:00:00Z")
+    answer = validate(service, requestedTime=when("2026-11-28T15:00:00Z"))
     assert (answer["outcome"], answer["valid"], answer["reason"]) == (
         "INVALID", False, "OUTSIDE_AGENT_HOURS")
-    assert answer["suggestedTimeUtc"] == "2026-11-30T14:00:00.000Z"
+    # Monday 09:00 in New York, whichever side of a DST change the weekend was.
+    assert answer["suggestedTimeUtc"] == utc_of_local(when("2026-11-30T09:00"), "America/New_York")
 
 
 def test_validate_sees_approved_time_off(service: Service, sim: Simulator) -> None:
@@ -137,16 +138,16 @@ def test_validate_sees_approved_time_off(service: Service, sim: Simulator) -> No
 
 def test_validate_valid_time_reads_back_both_zones(service: Service, sim: Simulator) -> None:
     """A good time is VALID with the agent's and the customer's local times."""
-    answer = validate(service, requestedTime="2026-11-24T17:00:00Z",
+    answer = validate(service, requestedTime=when("2026-11-24T17:00:00Z"),
                       customerNumber="+14155552671")
     assert (answer["outcome"], answer["valid"], answer["reason"]) == ("VALID", True, "OK")
-    assert answer["agentLocalTime"] == "2026-11-24T12:00:00-05:00"
-    assert answer["customerLocalTime"] == "2026-11-24T09:00:00-08:00"
+    assert answer["agentLocalTime"] == when("2026-11-24T12:00:00-05:00")
+    assert answer["customerLocalTime"] == when("2026-11-24T09:00:00-08:00")
 
 
 def test_validate_writes_nothing(service: Service, sim: Simulator) -> None:
     """Validation creates nothing in Genesys and nothing in Redis."""
-    validate(service, requestedTime="2026-11-24T16:00:00Z")
+    validate(service, requestedTime=when("2026-11-24T16:00:00Z"))
     assert sim.creates() == 0
     # Only bookkeeping (OAuth token, call budget, metrics) is touched; no business state.
     bookkeeping = (":token:", ":rate:", "cbm:metrics")
@@ -158,22 +159,22 @@ def test_reschedule_moves_time_and_window(service: Service, sim: Simulator) -> N
     """A reschedule PATCHes Genesys, answers RESCHEDULED and the window sees the new time."""
     first = create(service)
     moved = service.action("reschedule-callback", {
-        "callbackId": first["callbackId"], "requestedTime": "2026-11-24T20:00:00Z"}).json
+        "callbackId": first["callbackId"], "requestedTime": when("2026-11-24T20:00:00Z")}).json
     assert (moved["outcome"], moved["callbackId"]) == ("RESCHEDULED", first["callbackId"])
-    assert moved["scheduledTimeUtc"] == "2026-11-24T20:00:00.000Z"
+    assert moved["scheduledTimeUtc"] == when("2026-11-24T20:00:00.000Z")
     held = sim.callbacks()[0]
-    assert held["callbackScheduledTime"] == "2026-11-24T20:00:00.000Z"
+    assert held["callbackScheduledTime"] == when("2026-11-24T20:00:00.000Z")
     found = service.action("find-pending-callbacks", {"customerNumber": "+14155552671"}).json
-    assert found["scheduledTimeUtc"] == "2026-11-24T20:00:00.000Z"
+    assert found["scheduledTimeUtc"] == when("2026-11-24T20:00:00.000Z")
 
 
 def test_reschedule_reruns_time_rules(service: Service, sim: Simulator) -> None:
     """A reschedule into the customer's night is refused with a suggestion; nothing moves."""
     first = create(service)
     refused = service.action("reschedule-callback", {
-        "callbackId": first["callbackId"], "requestedTime": "2026-11-24T12:00:00Z"}).json
+        "callbackId": first["callbackId"], "requestedTime": when("2026-11-24T12:00:00Z")}).json
     assert (refused["outcome"], refused["reason"]) == ("REJECTED", "OUTSIDE_CALLING_HOURS")
-    assert refused["suggestedTimeUtc"] == "2026-11-24T16:00:00.000Z"  # 08:00 San Francisco
+    assert refused["suggestedTimeUtc"] == when("2026-11-24T16:00:00.000Z")  # 08:00 San Francisco
     assert sim.callbacks()[0]["callbackScheduledTime"] == first["scheduledTimeUtc"]
 
 
@@ -181,7 +182,7 @@ def test_reschedule_unknown_callback_is_not_found(service: Service) -> None:
     """An id not created here is REJECTED NOT_FOUND."""
     answer = service.action("reschedule-callback", {
         "callbackId": "00000000-0000-4000-8000-000000000000",
-        "requestedTime": "2026-11-24T20:00:00Z"}).json
+        "requestedTime": when("2026-11-24T20:00:00Z")}).json
     assert (answer["outcome"], answer["reason"]) == ("REJECTED", "NOT_FOUND")
 
 
