@@ -1,7 +1,8 @@
 """Command line: ``python -m middleware <command>``.
 
 * ``export-actions --base-url URL --auth basic|apikey [--out DIR]``: write the data action files.
-* ``worker``: run the background worker (Procfile ``worker``).
+* ``worker [--once]``: run the background worker (Procfile ``worker``); ``--once`` runs each
+  duty one round and exits.
 * ``check-config``: parse the environment and report the first bad setting.
 * ``consent-evidence --number N [--country CC] [--format table|json]``: one customer's
   consents, revocations and callbacks in time order.
@@ -29,9 +30,10 @@ from middleware.logs import configure_logging
 from middleware.numbers import normalise
 from middleware.outbox import replay_dead_letters
 from middleware.store import connect
-from middleware.worker import run_worker
+from middleware.worker import run_once, run_worker
 
-DATA_ACTIONS_DIR = Path(__file__).resolve().parent.parent / "data_actions"
+#: Relative to where the command runs: the repository root in a checkout.
+DATA_ACTIONS_DIR = Path("data_actions")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +55,9 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     export.add_argument("--auth", choices=("basic", "apikey"), required=True,
                         help="credential type of the Genesys integration")
     export.add_argument("--out", type=Path, default=DATA_ACTIONS_DIR, help="output folder")
-    commands.add_parser("worker", help="run the background worker")
+    worker = commands.add_parser("worker", help="run the background worker")
+    worker.add_argument("--once", action="store_true",
+                        help="run every duty once and exit (0 when all ran)")
     commands.add_parser("check-config", help="validate the environment and exit")
     evidence = commands.add_parser("consent-evidence",
                                    help="print one customer's consent history")
@@ -95,6 +99,8 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
         return 0
     if args.command == "dead-letters":
         return _dead_letters(services, args.action, args.tokens, args.all)
+    if args.once:
+        return run_once(build_duties(services))
     return run_worker(build_duties(services))
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final
 
 from middleware.numbers import CustomerNumber
 from middleware.timing import CallingHours, parse_weekly
 
-DEFAULT_FILE: Final = Path(__file__).resolve().parent / "data" / "calling_hours.json"
+#: The shipped rules, read from the installed package.
+DEFAULT_FILE: Final = "data/calling_hours.json"
 
 
 class CallingHoursError(ValueError):
@@ -57,9 +60,9 @@ def _rule(raw: dict[str, Any], index: int) -> Rule:
 
 def load_rules(path: Path | None = None) -> list[Rule]:
     """Read and check the rules; the last one should match every number."""
-    source = path or DEFAULT_FILE
+    source: Traversable = path or resources.files("middleware").joinpath(DEFAULT_FILE)
     try:
-        data = json.loads(source.read_text())
+        data = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CallingHoursError(f"{source}: {exc}") from exc
     rules = [_rule(raw, i) for i, raw in enumerate(data.get("rules", []))]

@@ -9,6 +9,8 @@ The data action export (``export.py``) reads the same files.
 from __future__ import annotations
 
 import json
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,7 +19,8 @@ import jsonschema
 from middleware.errors import ContractViolation
 from middleware.reasons import is_retryable
 
-SCHEMAS_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
+#: ``schemas/`` of the repository, shipped inside the wheel as this package (pyproject maps it).
+SCHEMAS_PACKAGE: Final = "middleware.schemas"
 
 #: Action route name -> Genesys data action name. A changed contract is a new name (SPEC §7).
 ACTIONS: Final[dict[str, str]] = {
@@ -96,15 +99,19 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"Field {field} is invalid."
 
 
-def load_contracts(directory: Path = SCHEMAS_DIR) -> dict[str, Contract]:
-    """Read every action's schemas; fail at start-up, not at the first request."""
+def load_contracts(directory: Path | None = None) -> dict[str, Contract]:
+    """Read every action's schemas (the shipped ones unless ``directory`` is given); fail at
+    start-up, not at the first request."""
+    source: Traversable = directory or resources.files(SCHEMAS_PACKAGE)
     contracts = {}
     for action, display in ACTIONS.items():
         contracts[action] = Contract(
             action=action,
             display_name=display,
-            input_schema=json.loads((directory / f"{action}.input.json").read_text()),
-            output_schema=json.loads((directory / f"{action}.output.json").read_text()),
+            input_schema=json.loads(
+                source.joinpath(f"{action}.input.json").read_text(encoding="utf-8")),
+            output_schema=json.loads(
+                source.joinpath(f"{action}.output.json").read_text(encoding="utf-8")),
         )
     return contracts
 

@@ -30,6 +30,31 @@ class Duty:
     run: Callable[[Deadline], int]
 
 
+def run_duty(duty: Duty, batch_budget_s: float = 30.0) -> int | None:
+    """One batch of one duty: the items it handled, or ``None`` when it failed (logged)."""
+    try:
+        done = duty.run(Deadline(batch_budget_s))
+    except (StoreUnavailable, UpstreamError) as exc:
+        log.warning("duty failed, will retry", extra={"duty": duty.name, "error": str(exc)})
+        return None
+    except Exception:
+        # One bad item or answer must not stop the outbox, reconciliation and
+        # reassignment for good; the traceback goes to the log.
+        log.exception("duty crashed, will retry", extra={"duty": duty.name})
+        return None
+    if done:
+        log.info("duty ran", extra={"duty": duty.name, "items": done})
+    return done
+
+
+def run_once(duties: list[Duty]) -> int:
+    """Every duty once (``worker --once``): 0 when all ran, 1 when one failed."""
+    results = {duty.name: run_duty(duty) for duty in duties}
+    for name, done in results.items():
+        print(f"{name}: {'failed' if done is None else done}")
+    return 0 if all(done is not None for done in results.values()) else 1
+
+
 def run_loop(duties: list[Duty], stop: threading.Event, batch_budget_s: float = 30.0) -> None:
     """Run every due duty, sleep until the next is due, until ``stop`` is set."""
     next_run = dict.fromkeys((d.name for d in duties), 0.0)
@@ -38,17 +63,7 @@ def run_loop(duties: list[Duty], stop: threading.Event, batch_budget_s: float = 
         for duty in duties:
             if next_run[duty.name] > now:
                 continue
-            try:
-                done = duty.run(Deadline(batch_budget_s))
-                if done:
-                    log.info("duty ran", extra={"duty": duty.name, "items": done})
-            except (StoreUnavailable, UpstreamError) as exc:
-                log.warning("duty failed, will retry", extra={"duty": duty.name,
-                                                              "error": str(exc)})
-            except Exception:
-                # One bad item or answer must not stop the outbox, reconciliation and
-                # reassignment for good; the traceback goes to the log.
-                log.exception("duty crashed, will retry", extra={"duty": duty.name})
+            run_duty(duty, batch_budget_s)
             next_run[duty.name] = time.monotonic() + duty.interval_s
         wait = min(next_run.values(), default=now + 60) - time.monotonic()
         stop.wait(max(wait, 0.05))

@@ -1,6 +1,7 @@
 # Sourced by scripts/run and scripts/test: installs what is missing, nothing else.
 # - redis-server and curl (Debian packages) when absent
-# - a virtualenv in .venv with the package and its dev tools, refreshed when pyproject changes
+# - a virtualenv in .venv with the package (SETUP_EXTRAS=dev adds the test and lint tools),
+#   at the versions of constraints.txt, refreshed when pyproject or constraints change
 
 ensure_packages() {
   # redis-server for the product and the suite; curl for the run command's health waits.
@@ -22,11 +23,14 @@ ensure_venv() {
     echo "setup: creating .venv" >&2
     "$python" -m venv .venv
   fi
-  if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
-    echo "setup: installing the package and dev tools into .venv" >&2
-    .venv/bin/python -m pip install -q --upgrade pip >&2
-    .venv/bin/python -m pip install -q -e '.[dev]' >&2
-    touch .venv/.installed
+  local extras="${SETUP_EXTRAS:-}" target="." stamp=.venv/.installed-runtime
+  if [ -n "$extras" ]; then target=".[$extras]"; stamp=".venv/.installed-$extras"; fi
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    echo "setup: installing ${target} into .venv (versions from constraints.txt)" >&2
+    # The known-good versions the suite passed with; scripts/lock refreshes them.
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
+      -e "$target" >&2
+    touch "$stamp"
   fi
 }
 
