@@ -88,6 +88,6 @@ def test_installed_wheel_serves_works_and_exports(
           "--auth", COMMITTED[1], "--out", str(out)], cwd=tmp_path, env=env)
     committed = sorted(p.name for p in (ROOT / "data_actions").glob("*.json"))
     assert sorted(p.name for p in out.glob("*.json")) == committed
-    match, mismatch, errors = filecmp.cmpfiles(ROOT / "data_actions", out, committed,
-                                               shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(ROOT / "data_actions", out, committed,
+                                           shallow=False)
     assert (mismatch, errors) == ([], []), (mismatch, errors)
