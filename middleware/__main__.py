@@ -8,6 +8,12 @@
   consents, revocations and callbacks in time order.
 * ``dead-letters list`` / ``dead-letters replay (TOKEN ... | --all)``: queued callbacks that
   exhausted their attempts, and putting them back in the outbox.
+* ``install-actions --base-url URL --auth basic|apikey [--secure] [--dry-run]``: find or
+  create the integration, its credential and every action in the org, through the API.
+* ``export-terraform --base-url URL --auth basic|apikey [--out DIR]``: write ``terraform/``
+  for CX as Code.
+* ``import-callbacks FILE.csv [--report OUT.csv] [--dry-run] [--limit N]``: create callbacks
+  from a CSV of create-callback inputs, resumable.
 """
 
 from __future__ import annotations
@@ -20,20 +26,26 @@ from pathlib import Path
 from typing import Any
 
 from middleware.app import Services, build_duties, build_services
+from middleware.bulk import BulkImporter, CsvFileError, progress_for, render_summary, write_report
 from middleware.clock import Clock, SystemClock
-from middleware.config import Config, ConfigError
+from middleware.config import Config, ConfigError, SetupConfig
 from middleware.contracts import load_contracts
+from middleware.errors import UpstreamError
 from middleware.evidence import render_evidence
 from middleware.export import export_actions
 from middleware.genesys import new_session
+from middleware.install import REFUSED, Installer, render_steps, secret_for
+from middleware.integrations import IntegrationsApi
 from middleware.logs import configure_logging
 from middleware.numbers import normalise
 from middleware.outbox import replay_dead_letters
 from middleware.store import connect
+from middleware.terraform import export_terraform
 from middleware.worker import run_once, run_worker
 
 #: Relative to where the command runs: the repository root in a checkout.
 DATA_ACTIONS_DIR = Path("data_actions")
+TERRAFORM_DIR = Path("terraform")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,11 +80,15 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     dead.add_argument("action", choices=("list", "replay"))
     dead.add_argument("tokens", nargs="*", help="entries to replay (see list)")
     dead.add_argument("--all", action="store_true", help="replay every dead letter")
+    _add_setup_commands(commands)
     args = parser.parse_args(argv)
 
+    if args.command in ("export-actions", "export-terraform", "install-actions") and \
+            not args.base_url.startswith(("https://", "http://")):
+        parser.error("--base-url must be an http(s) URL")
+    if args.command == "export-terraform":
+        return _export_terraform(args, environ)
     if args.command == "export-actions":
-        if not args.base_url.startswith(("https://", "http://")):
-            parser.error("--base-url must be an http(s) URL")
         for path in export_actions(load_contracts(), args.base_url, args.auth, args.out):
             print(f"wrote {path}")
         return 0
@@ -99,9 +115,84 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
         return 0
     if args.command == "dead-letters":
         return _dead_letters(services, args.action, args.tokens, args.all)
+    if args.command == "install-actions":
+        return _install_actions(services, args, environ)
+    if args.command == "import-callbacks":
+        return _import_callbacks(services, args)
     if args.once:
         return run_once(build_duties(services))
     return run_worker(build_duties(services))
+
+
+def _add_setup_commands(commands: Any) -> None:
+    install = commands.add_parser("install-actions",
+                                  help="create the integration and actions through the API")
+    install.add_argument("--base-url", required=True, help="public https URL of this service")
+    install.add_argument("--auth", choices=("basic", "apikey"), required=True,
+                         help="credential type of the Genesys integration")
+    install.add_argument("--secure", action="store_true",
+                         help="mark the actions secure (inputs and outputs kept out of logs)")
+    install.add_argument("--dry-run", action="store_true", help="read only; change nothing")
+    terraform = commands.add_parser("export-terraform", help="write terraform/ for CX as Code")
+    terraform.add_argument("--base-url", required=True, help="public https URL of this service")
+    terraform.add_argument("--auth", choices=("basic", "apikey"), required=True,
+                           help="credential type of the Genesys integration")
+    terraform.add_argument("--out", type=Path, default=TERRAFORM_DIR, help="output folder")
+    bulk = commands.add_parser("import-callbacks", help="create callbacks from a CSV file")
+    bulk.add_argument("file", type=Path, help="CSV with a header of create-callback inputs")
+    bulk.add_argument("--report", type=Path, help="write the per-row report here (CSV)")
+    bulk.add_argument("--dry-run", action="store_true", help="check the rows; create nothing")
+    bulk.add_argument("--limit", type=int, help="stop after this many rows (resume later)")
+
+
+def _export_terraform(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    try:
+        setup = SetupConfig.from_env(environ)
+        region = setup.aws_region()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    for path in export_terraform(load_contracts(), args.base_url, args.auth,
+                                 setup.integration_name, region, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _install_actions(services: Services, args: argparse.Namespace,
+                     environ: Mapping[str, str]) -> int:
+    config = services.config
+    try:
+        setup = SetupConfig.from_env(environ)
+        secret = secret_for(args.auth, config.basic_credentials, config.api_keys)
+    except (ConfigError, ValueError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    installer = Installer(IntegrationsApi(services.genesys), services.contracts,
+                          base_url=args.base_url, auth=args.auth, secret=secret,
+                          integration_name=setup.integration_name, secure=args.secure,
+                          dry_run=args.dry_run)
+    try:
+        steps = installer.run()
+    except UpstreamError as exc:
+        print(f"Genesys refused or failed: {exc}", file=sys.stderr)
+        return 1
+    print(render_steps(steps))
+    return 1 if any(s.result == REFUSED for s in steps) else 0
+
+
+def _import_callbacks(services: Services, args: argparse.Namespace) -> int:
+    importer = BulkImporter(services.callbacks.create, services.contracts["create-callback"],
+                            services.config.default_country, services.config.request_deadline_s)
+    try:
+        result = importer.run(args.file.read_text(encoding="utf-8-sig"), dry_run=args.dry_run,
+                              limit=args.limit, progress=progress_for)
+    except (OSError, CsvFileError) as exc:
+        print(f"cannot import {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if args.report:
+        write_report(args.report, result.rows)
+    print(render_summary(result))
+    return 0
 
 
 def _owner(command: dict[str, Any]) -> str:

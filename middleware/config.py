@@ -152,6 +152,11 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "429 with Retry-After.", "sim"
     ),
     Setting("SIM_TOKEN_TTL_SECONDS", "86399", "Lifetime of tokens the simulator issues.", "sim"),
+    Setting(
+        "GENESYS_INTEGRATION_NAME", "Callback Middleware", "Name of the Web Services Data "
+        "Actions integration that `install-actions` finds or creates and `export-terraform` "
+        "declares; its credential is named after it.", "install-actions, export-terraform"
+    ),
 )
 
 _BY_NAME: Final[dict[str, Setting]] = {s.name: s for s in SETTINGS}
@@ -354,3 +359,41 @@ class SimConfig:
             client_id=r.raw("GENESYS_CLIENT_ID"),
             client_secret=r.raw("GENESYS_CLIENT_SECRET"),
         )
+
+
+#: AWS region of each Genesys Cloud domain, as the ``genesyscloud`` Terraform provider names it.
+GENESYS_AWS_REGIONS: Final = {
+    "mypurecloud.com": "us-east-1", "use2.us-gov-pure.cloud": "us-east-2",
+    "usw2.pure.cloud": "us-west-2", "cac1.pure.cloud": "ca-central-1",
+    "sae1.pure.cloud": "sa-east-1", "mypurecloud.ie": "eu-west-1",
+    "euw2.pure.cloud": "eu-west-2", "mypurecloud.de": "eu-central-1",
+    "euc2.pure.cloud": "eu-central-2", "aps1.pure.cloud": "ap-south-1",
+    "apne2.pure.cloud": "ap-northeast-2", "mypurecloud.jp": "ap-northeast-1",
+    "apne3.pure.cloud": "ap-northeast-3", "mypurecloud.com.au": "ap-southeast-2",
+    "mec1.pure.cloud": "me-central-1",
+}
+
+
+@dataclass(frozen=True)
+class SetupConfig:
+    """What the set-up commands (``install-actions``, ``export-terraform``) need to know."""
+
+    genesys_region: str
+    integration_name: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> SetupConfig:
+        """Read the region and integration name; no secret is needed to export."""
+        r = _Reader(environ)
+        name = r.raw("GENESYS_INTEGRATION_NAME")
+        if len(name) > 256 or not name.isprintable():
+            raise ConfigError("GENESYS_INTEGRATION_NAME must be printable, at most 256 characters")
+        return cls(r.raw("GENESYS_REGION"), name)
+
+    def aws_region(self) -> str:
+        """The provider's name for the region; ``ConfigError`` for a domain it does not know."""
+        region = GENESYS_AWS_REGIONS.get(self.genesys_region)
+        if region is None:
+            raise ConfigError(f"GENESYS_REGION={self.genesys_region!r} is not a Genesys Cloud "
+                              f"region ({', '.join(sorted(GENESYS_AWS_REGIONS))})")
+        return region

@@ -66,7 +66,7 @@ import falcon
 from falcon.routing import CompiledRouter
 
 from middleware.clock import Clock
-from middleware.sim import api, control
+from middleware.sim import api, control, integrations
 from middleware.sim.models import ModelCatalog
 from middleware.sim.state import Simulator
 from middleware.sim.traffic import Fault
@@ -115,6 +115,7 @@ class _Gate:
     def __init__(self, sim: Simulator, router: CompiledRouter) -> None:
         self._sim = sim
         self._router = router
+        self._integration_models = integrations.body_models()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Correlate, count, inject faults, authenticate and rate-limit."""
@@ -182,7 +183,8 @@ class _Gate:
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
         """Check a platform route's JSON body against its official model."""
-        model = api.BODY_MODELS.get(f"{req.method} {req.uri_template}")
+        key = f"{req.method} {req.uri_template}"
+        model = api.BODY_MODELS.get(key) or self._integration_models.get(key)
         if model is None or not req.path.startswith("/api/v2/"):
             return
         body = _read_json(req)
@@ -264,7 +266,8 @@ def create_sim_app(
     )
     router = CompiledRouter()
     app = falcon.App(middleware=[_Gate(sim, router)], router=router)
-    for template, resource, suffix in api.routes(sim) + control.routes(sim):
+    platform = api.routes(sim) + integrations.routes(sim)
+    for template, resource, suffix in platform + control.routes(sim):
         if suffix is None:
             app.add_route(template, resource)
         else:

@@ -9,6 +9,7 @@ from typing import Any
 
 from middleware.clock import Clock
 from middleware.sim.callbacks import CallbackLedger
+from middleware.sim.integrations import IntegrationStore
 from middleware.sim.models import ModelCatalog
 from middleware.sim.org import Org, build_org
 from middleware.sim.traffic import FaultPlan, Stats, TokenBucket, TokenStore
@@ -43,6 +44,7 @@ class Simulator:
         self.faults = FaultPlan()
         self.stats = Stats()
         self.schedule_search_status = "Complete"
+        self.integrations = IntegrationStore()
 
     def reset(self) -> None:
         """Back to a fresh start: the seed org (relative days re-read now), nothing else."""
@@ -53,3 +55,4 @@ class Simulator:
         self.faults.current = None
         self.stats = Stats()
         self.schedule_search_status = "Complete"
+        self.integrations.clear()
