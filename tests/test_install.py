@@ -9,6 +9,7 @@ import pytest
 import redis
 import requests
 
+from middleware.clock import FixedClock
 from middleware.config import Config
 from middleware.contracts import load_contracts
 from middleware.genesys import GenesysClient, GenesysSettings, new_session
@@ -30,6 +31,7 @@ from tests.conftest import (
     BASIC_PASSWORD,
     CLIENT_ID,
     CLIENT_SECRET,
+    T0,
     RedisServer,
     Simulator,
     service_env,
@@ -51,7 +53,8 @@ def installer(sim: Simulator, redis_client: redis.Redis, redis_server: RedisServ
     """An Installer over the real client code, against the simulator and test Redis."""
     config = Config.from_env(service_env(redis_server.url, sim.url))
     genesys = GenesysClient(GenesysSettings(sim.url, sim.url, CLIENT_ID, CLIENT_SECRET, 2.0, 5.0,
-                                            100_000), Store(redis_client), new_session())
+                                            100_000), Store(redis_client), new_session(),
+                            FixedClock(T0))
 
     def build(*, auth: str = "basic", dry_run: bool = False, secure: bool = False,
               contracts: dict[str, Any] | None = None) -> Installer:
