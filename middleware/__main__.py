@@ -1,6 +1,7 @@
 """Command line: ``python -m middleware <command>``.
 
-* ``export-actions --base-url URL --auth basic|apikey [--out DIR]``: write the data action files.
+* ``export-actions --base-url URL --auth basic|apikey [--secure] [--out DIR]``: write the data
+  action files.
 * ``worker``: run the background worker (Procfile ``worker``).
 * ``check-config``: parse the environment and report the first bad setting.
 * ``consent-evidence --number N [--country CC] [--format table|json]``: one customer's
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--auth", choices=("basic", "apikey"), required=True,
                         help="credential type of the Genesys integration")
     export.add_argument("--out", type=Path, default=DATA_ACTIONS_DIR, help="output folder")
+    export.add_argument("--secure", action="store_true",
+                        help="mark the actions secure (inputs and outputs kept out of logs)")
     commands.add_parser("worker", help="run the background worker")
     commands.add_parser("check-config", help="validate the environment and exit")
     evidence = commands.add_parser("consent-evidence",
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export-actions":
         if not args.base_url.startswith(("https://", "http://")):
             parser.error("--base-url must be an http(s) URL")
-        for path in export_actions(load_contracts(), args.base_url, args.auth, args.out):
+        for path in export_actions(load_contracts(), args.base_url, args.auth, args.out,
+                                   secure=args.secure):
             print(f"wrote {path}")
         return 0
     try:
