@@ -42,11 +42,20 @@ apply to it):
 - ``PATCH /sim/users/{userId}``: any of ``state`` (active|inactive|deleted), ``presence``
   (a systemPresence such as ``Available``, ``OnQueue``, ``Offline``), ``routingStatus``,
   ``outOfOffice`` ``{active, startDate, endDate, indefinite}``, ``queueIds``, ``managerId``,
-  ``teamId``.
+  ``teamId``, ``weeklyHours`` (``{"mon": ["22:00", "06:00"]}``; an end before the start
+  runs into the next day).
+- ``PATCH /sim/queues/{queueId}`` ``{"agentOwnedRouting": {...}}``: replace the queue's
+  agent-owned routing settings.
 - ``POST /sim/timeoff`` ``{"userId", "date": "YYYY-MM-DD" (BU zone) | "daysFromToday": n,
   "status": "APPROVED"|"PENDING"|"DENIED"|"CANCELED"}``: a full-day time-off request.
-- ``PUT /sim/wfm`` ``{"scheduleSearchStatus": "Complete"|"Processing"|...}``: schedule
-  searches answer with a result only when ``Complete``.
+- ``PUT /sim/wfm`` ``{"scheduleSearchStatus": "Complete"|"Processing"|...,
+  "processingSearches": n, "download": bool}``: schedule searches answer with a result
+  only when ``Complete``; the next ``n`` answer ``Processing`` first; with ``download``
+  searches and time-off queries answer a ``downloadUrl`` (``GET /sim/downloads/{id}``,
+  no token) instead of the result.
+- ``GET /sim/fidelity``: ``{"checked", "departures"}``, a verdict on every ``/api/v2``
+  request whose ``User-Agent`` is the product's (``fidelity.py``), kept across resets;
+  ``DELETE /sim/fidelity`` forgets them.
 """
 
 from __future__ import annotations

@@ -152,6 +152,19 @@ class Control:
             update_user(org, user, changes, self._sim.clock.now())
             resp.media = user_view(org, user)
 
+    def on_patch_queue(self, req: falcon.Request, resp: falcon.Response, queueId: str) -> None:
+        """Replace a queue's ``agentOwnedRouting`` (e.g. without enableAgentOwnedCallbacks)."""
+        body = _object(req, frozenset({"agentOwnedRouting"}))
+        routing = body.get("agentOwnedRouting")
+        if not isinstance(routing, dict):
+            raise ApiError(400, "bad.request", "agentOwnedRouting must be an object")
+        with self._sim.lock:
+            queue = self._sim.org.queue(queueId)
+            # The queue is frozen; its settings dict is the one part that changes.
+            queue.agent_owned_routing.clear()
+            queue.agent_owned_routing.update(routing)
+            resp.media = {"id": queue.id, "agentOwnedRouting": queue.agent_owned_routing}
+
     def on_post_timeoff(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Add full-day time off on a BU-local date (``date`` or ``daysFromToday``)."""
         body = _object(req, frozenset({"userId", "date", "daysFromToday", "status"}))
@@ -228,6 +241,7 @@ def routes(sim: Simulator) -> list[tuple[str, object, str | None]]:
         ("/sim/org", control, "org"),
         ("/sim/users/{userId}", control, "user"),
         ("/sim/timeoff", control, "timeoff"),
+        ("/sim/queues/{queueId}", control, "queue"),
         ("/sim/wfm", control, "wfm"),
         ("/sim/downloads/{downloadId}", control, "download"),
         ("/sim/fidelity", control, "fidelity"),
