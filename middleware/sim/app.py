@@ -164,7 +164,7 @@ class _Gate:
                 body = None
         self._sim.fidelity.record(lambda: request_departures(
             route, _query(req), body, (model.name, model.partial) if model else None,
-            self._sim.catalog))
+            self._sim.catalog, path=req.path))
 
     def _inject(self, fault: Fault, req: falcon.Request) -> None:
         logger.info("fault injected method=%s path=%s status=%s mode=%s",

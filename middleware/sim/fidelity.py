@@ -21,6 +21,7 @@ Where the SDK is silent the behaviour is unknown, and the table says so:
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -211,11 +212,27 @@ def query_departures(route: str, query: Mapping[str, Sequence[str]]) -> list[Dep
     return out
 
 
+def sdk_route(method: str, path: str) -> str | None:
+    """The SDK's ``"METHOD /template"`` a concrete path belongs to, if any (an id may hold
+    any character once percent-decoded, even a slash, so a looser match comes second)."""
+    for segment in ("[^/]+", ".+"):
+        for route in ENDPOINTS:
+            verb, _, template = route.partition(" ")
+            pattern = re.sub(r"\\\{[^/]+?\\\}", segment, re.escape(template))
+            if verb == method and re.fullmatch(pattern, path):
+                return route
+    return None
+
+
 def request_departures(route: str, query: Mapping[str, Sequence[str]], body: Any,
                        body_model: tuple[str, bool] | None,
-                       catalog: ModelCatalog) -> list[str]:
+                       catalog: ModelCatalog, *, path: str = "") -> list[str]:
     """Why a request would not pass a real org's validation: unknown method and path, a bad
-    query value, or a body that breaks its model (``body_model`` is (model, partial))."""
+    query value, or a body that breaks its model (``body_model`` is (model, partial)).
+    ``route`` is the simulator's template; a request it has no route for is looked up in
+    the SDK by its ``path``."""
+    if route not in ENDPOINTS and path:
+        route = sdk_route(route.partition(" ")[0], path) or f"{route.partition(' ')[0]} {path}"
     if route not in ENDPOINTS:
         return [f"{route}: no such method and path in the SDK"]
     out = [f"{route}: query {d.message}" for d in query_departures(route, query)]
