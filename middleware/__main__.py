@@ -1,6 +1,7 @@
 """Command line: ``python -m middleware <command>``.
 
-* ``export-actions --base-url URL --auth basic|apikey [--out DIR]``: write the data action files.
+* ``export-actions --base-url URL --auth basic|apikey [--secure] [--out DIR]``: write the data
+  action files.
 * ``worker [--once]``: run the background worker (Procfile ``worker``); ``--once`` runs each
   duty one round and exits.
 * ``check-config``: parse the environment and report the first bad setting.
@@ -67,6 +68,8 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     export.add_argument("--auth", choices=("basic", "apikey"), required=True,
                         help="credential type of the Genesys integration")
     export.add_argument("--out", type=Path, default=DATA_ACTIONS_DIR, help="output folder")
+    export.add_argument("--secure", action="store_true",
+                        help="mark the actions secure (inputs and outputs kept out of logs)")
     worker = commands.add_parser("worker", help="run the background worker")
     worker.add_argument("--once", action="store_true",
                         help="run every duty once and exit (0 when all ran)")
@@ -89,7 +92,8 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     if args.command == "export-terraform":
         return _export_terraform(args, environ)
     if args.command == "export-actions":
-        for path in export_actions(load_contracts(), args.base_url, args.auth, args.out):
+        for path in export_actions(load_contracts(), args.base_url, args.auth, args.out,
+                                   secure=args.secure):
             print(f"wrote {path}")
         return 0
     try:

@@ -34,7 +34,7 @@ from middleware.errors import (
 )
 from middleware.genesys import GenesysClient, callback_end_state
 from middleware.idempotency import IdempotencyGate, key_for
-from middleware.numbers import CustomerNumber, normalise, number_of
+from middleware.numbers import CustomerNumber, invalid_number_message, normalise, number_of
 from middleware.owner import OwnerDecision, OwnerRule
 from middleware.scheduling import TimeService
 from middleware.store import LedgerRecord, Store
@@ -45,6 +45,8 @@ AGENT_OWNED: Final = "AGENT_OWNED_CALLBACK"
 _CALLBACK_ID: Final = re.compile(r"^[0-9A-Za-z-]{8,64}$")
 
 Answer = dict[str, Any]
+_DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allowed in 24 "
+                               "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
 
 
 def _time_fields(instant: datetime, agent_zone: str, number: CustomerNumber | None,
@@ -59,6 +61,18 @@ def _time_fields(instant: datetime, agent_zone: str, number: CustomerNumber | No
         "customerTimeZone": zones,
         "customerLocalTime": timing.format_local(instant, first) if first else "",
     }
+
+
+def queue_refusal(queue_id: str, queue: dict[str, Any] | None) -> str:
+    """Why Genesys would refuse an agent-owned callback on this queue, or ``""``."""
+    if queue is None:
+        return f"The queue {queue_id} does not exist in Genesys Cloud (check queueId)."
+    owned = queue.get("agentOwnedRouting") or {}
+    if owned.get("enableAgentOwnedCallbacks") is not True:
+        return (f"The queue {queue_id} does not allow agent-owned callbacks: turn on "
+                "agentOwnedRouting.enableAgentOwnedCallbacks (Admin > Queues > Voice > "
+                "Agent Owned Routing) first.")
+    return ""
 
 
 def from_ms(ms: int) -> datetime:
@@ -100,7 +114,7 @@ class CallbackService:
         if number is None:
             return self._create_out.answer(
                 outcome="REJECTED", reason="INVALID_NUMBER", requestId=ctx.request_id,
-                ownerAgentId=agent_id, message="The customer number is not a valid phone number.")
+                ownerAgentId=agent_id, message=invalid_number_message(fields, self._country))
 
         key = key_for(fields, ctx.idempotency_key, ctx.credential, number.e164)
         token = uuid.uuid4().hex
@@ -130,6 +144,10 @@ class CallbackService:
             "customerNumberE164": number.e164, "customerTimeZone": ",".join(number.zones),
         }
 
+        if self._window.over_daily_limit(number):
+            return answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER", **common,
+                          message=_DAILY_LIMIT_MESSAGE)
+
         verdict = self._consents.check(fields, number)
         if verdict.reason != "OK":
             return answer(outcome="REJECTED", reason=verdict.reason, message=verdict.message,
@@ -140,6 +158,11 @@ class CallbackService:
             queue = self._genesys.queue(str(fields["queueId"]), ctx.deadline)
         except (UpstreamUnavailable, UpstreamRejected) as exc:
             return self._upstream_failure(exc, common, reading=True)
+        refusal = queue_refusal(str(fields["queueId"]), queue)
+        if refusal:
+            # Genesys would refuse the create: say why now, before anything is written.
+            return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", message=refusal,
+                          **common)
         time_ctx = self._times.context(now, profile, number, queue)
         when = self._times.check(self._times.parse(fields, profile), time_ctx)
         common["agentTimeZone"] = profile.zone
@@ -156,8 +179,7 @@ class CallbackService:
             return self._duplicate(claim.existing, common)
         if claim.over_daily_limit:
             return answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER", **common,
-                          message="This number already had the most callbacks allowed in 24 "
-                          "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
+                          message=_DAILY_LIMIT_MESSAGE)
         if not claim.claimed:
             return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE",
                           message="Another request for this number is being created right "
@@ -177,7 +199,7 @@ class CallbackService:
             self._window.release(number, token)
             if decision.outcome == "UNKNOWN_AGENT":
                 return answer(outcome="REJECTED", reason="UNKNOWN_AGENT", **common,
-                              message="The agent id is not a Genesys user.")
+                              message=f"The agent id {agent_id} is not a Genesys user.")
             return answer(outcome="REJECTED", reason="NO_AVAILABLE_OWNER", **common,
                           reassignReason=decision.reassign_reason,
                           message=f"The agent is unavailable ({decision.reassign_reason}) and "
@@ -308,7 +330,7 @@ class CallbackService:
         number = number_of(fields, self._country)
         if number is None:
             return answer(outcome="REJECTED", reason="INVALID_NUMBER",
-                          message="The customer number is not a valid phone number.", **common)
+                          message=invalid_number_message(fields, self._country), **common)
         pending = self._window.pending(number)
         if not pending:
             return answer(outcome="NONE", reason="OK", customerNumberE164=number.e164,

@@ -28,7 +28,7 @@ from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamError
-from middleware.numbers import CustomerNumber, NumberKeys, number_of
+from middleware.numbers import CustomerNumber, NumberKeys, invalid_number_message, number_of
 from middleware.store import LedgerRecord, Store
 from middleware.timing import format_utc, parse_instant
 
@@ -153,7 +153,7 @@ class ConsentService:
         number = number_of(fields, self._country)
         if number is None:
             return answer(outcome="REJECTED", reason="INVALID_NUMBER", requestId=ctx.request_id,
-                          message="The customer number is not a valid phone number.")
+                          message=invalid_number_message(fields, self._country))
         now = self._clock.now()
         text = str(fields.get("consentCapturedAt") or "")
         captured = parse_instant(text) if text else now
@@ -174,7 +174,7 @@ class ConsentService:
         number = number_of(fields, self._country)
         if number is None:
             return answer(outcome="REJECTED", reason="INVALID_NUMBER", requestId=ctx.request_id,
-                          message="The customer number is not a valid phone number.")
+                          message=invalid_number_message(fields, self._country))
         consent_id = self._ledger.record(number, fields, self._clock.now(),
                                          via="revoke-consent", kind="REVOCATION")
         common = {"requestId": ctx.request_id, "consentId": consent_id,

@@ -95,7 +95,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         return f"Field {field} must be of type {expected}."
     if error.validator == "enum":
-        return f"Field {field} must be one of {', '.join(map(str, expected))}."
+        named = ", ".join(str(v) for v in expected if v != "")
+        empty = " (or empty)" if "" in expected else ""
+        return f"Field {field} must be one of {named}{empty}."
     return f"Field {field} is invalid."
 
 

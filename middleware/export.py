@@ -23,10 +23,19 @@ ALLOWED_KEYWORDS: Final = frozenset({
 FLAT_TYPES: Final = frozenset({"string", "integer", "number", "boolean"})
 RESERVED_NAMES: Final = frozenset({"orgId", "integrationId", "rawRequest"})
 _NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+#: What the Genesys UI writes at the top of every exported contract.
+DRAFT_04: Final = "http://json-schema.org/draft-04/schema#"
 
 
-def action_definition(contract: Contract, base_url: str, auth: Auth) -> dict[str, Any]:
-    """The importable definition of one action."""
+def _exported(schema: dict[str, Any]) -> dict[str, Any]:
+    """A contract schema as the UI exports it: ``$schema`` draft-04 first."""
+    return {"$schema": DRAFT_04, **{k: v for k, v in schema.items() if k != "$schema"}}
+
+
+def action_definition(contract: Contract, base_url: str, auth: Auth,
+                      secure: bool = False) -> dict[str, Any]:
+    """The importable definition of one action; ``secure`` hides its inputs and outputs
+    from Genesys' execution logs (the flag of a secure data action)."""
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if auth == "apikey":
         headers["X-API-Key"] = "${credentials.apiKey}"
@@ -48,10 +57,10 @@ def action_definition(contract: Contract, base_url: str, auth: Auth) -> dict[str
             },
         },
         "contract": {
-            "input": {"inputSchema": contract.input_schema},
-            "output": {"successSchema": contract.output_schema},
+            "input": {"inputSchema": _exported(contract.input_schema)},
+            "output": {"successSchema": _exported(contract.output_schema)},
         },
-        "secure": False,
+        "secure": secure,
     }
 
 
@@ -61,7 +70,7 @@ def render(definition: dict[str, Any]) -> str:
 
 
 def export_actions(contracts: dict[str, Contract], base_url: str, auth: Auth,
-                   directory: Path) -> list[Path]:
+                   directory: Path, secure: bool = False) -> list[Path]:
     """Write every action's file into ``directory``; refuse if a contract breaks a limit."""
     problems = [f"{c.action}: {p}" for c in contracts.values() for p in contract_problems(c)]
     if problems:
@@ -70,7 +79,7 @@ def export_actions(contracts: dict[str, Contract], base_url: str, auth: Auth,
     written = []
     for contract in contracts.values():
         path = directory / f"{contract.display_name}.custom.json"
-        path.write_text(render(action_definition(contract, base_url, auth)))
+        path.write_text(render(action_definition(contract, base_url, auth, secure)))
         written.append(path)
     return written
 

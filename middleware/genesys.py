@@ -45,6 +45,11 @@ _TOKEN_WAIT_STEP_S: Final = 0.02
 _ID_SEGMENT: Final = re.compile(r"(?<=/)(?=[^/]*\d)[^/]{8,}(?=/|$)")
 # A 429 wait is only worth it if the retried call still has this long to run afterwards.
 _AFTER_WAIT_MARGIN_S: Final = 0.5
+#: Sent on every API call, so Genesys' audit (and the simulator's fidelity log) can tell
+#: this product's calls from anything else using the same OAuth client.
+USER_AGENT: Final = "agent-owned-callback-middleware"
+# How often an asynchronous WFM answer (status Processing) is asked for again.
+_ASYNC_POLL_S: Final = 0.2
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,11 @@ class TtlCache:
                 return False, None
             return True, entry[1]
 
-    def get_or_load(self, key: tuple[str, ...], load: Callable[[], T]) -> T:
+    def get_or_load(self, key: tuple[str, ...], load: Callable[[], T],
+                    keep: Callable[[T], bool] | None = None) -> T:
         """The fresh value, or ``load()`` run once for all threads asking at the same time
-        (a cold cache must not send the same read N times into the shared call budget)."""
+        (a cold cache must not send the same read N times into the shared call budget);
+        a loaded value ``keep`` refuses is returned but not cached."""
         hit, value = self.get(key)
         if hit:
             return cast(T, value)
@@ -95,7 +102,8 @@ class TtlCache:
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
-            self.put(key, loaded)
+            if keep is None or keep(loaded):
+                self.put(key, loaded)
             return loaded
 
     def put(self, key: tuple[str, ...], value: Any) -> None:
@@ -268,7 +276,8 @@ class GenesysClient:
         try:
             resp = self._http.request(
                 method, f"{self._s.api_url}{path}", json=body, params=params,
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json",
+                         "User-Agent": USER_AGENT},
                 timeout=deadline.timeouts(self._s.connect_timeout_s, self._s.read_timeout_s),
                 allow_redirects=False,
             )
@@ -405,22 +414,38 @@ class GenesysClient:
     def published_shifts(self, mu_id: str, agent_id: str, start: date, end: date,
                          deadline: Deadline) -> list[Shift] | None:
         """The agent's published shifts between two dates, or ``None`` while WFM is still
-        processing the search (hours unknown)."""
+        processing the search at the deadline (hours unknown; never cached)."""
         key = ("shifts", mu_id, agent_id, start.isoformat(), end.isoformat())
         return self._cache.get_or_load(
-            key, lambda: self._search_shifts(mu_id, agent_id, start, end, deadline))
+            key, lambda: self._search_shifts(mu_id, agent_id, start, end, deadline),
+            keep=lambda shifts: shifts is not None)
 
     def _search_shifts(self, mu_id: str, agent_id: str, start: date, end: date,
                        deadline: Deadline) -> list[Shift] | None:
-        answer = self.call(
-            "POST", f"/api/v2/workforcemanagement/managementunits/{_seg(mu_id)}"
-            "/agentschedules/search", deadline, body={
-                "startDate": f"{start.isoformat()}T00:00:00.000Z",
-                "endDate": f"{end.isoformat()}T00:00:00.000Z", "userIds": [agent_id]})
-        if str(answer.get("status", "")) != "Complete" or answer.get("result") is None:
+        body = {"startDate": f"{start.isoformat()}T00:00:00.000Z",
+                "endDate": f"{end.isoformat()}T00:00:00.000Z", "userIds": [agent_id]}
+        path = (f"/api/v2/workforcemanagement/managementunits/{_seg(mu_id)}"
+                "/agentschedules/search")
+        while True:
+            answer = self.call("POST", path, deadline, body=body) or {}
+            status = str(answer.get("status", ""))
+            if status == "Complete":
+                break
+            # Processing: the API has no read of a pending search, only its notification,
+            # so ask again (a repeated search is answered from the finished one) while the
+            # deadline leaves room for one more call.
+            if status != "Processing" or deadline.remaining() < _ASYNC_POLL_S + \
+                    _AFTER_WAIT_MARGIN_S:
+                return None
+            time.sleep(_ASYNC_POLL_S)
+        result = answer.get("result")
+        if result is None and answer.get("downloadUrl"):
+            # Large results come as a download instead of inline.
+            result = self._download(str(answer["downloadUrl"]), deadline)
+        if not isinstance(result, dict):
             return None
         shifts = []
-        for schedule in answer["result"].get("agentSchedules", []):
+        for schedule in result.get("agentSchedules", []):
             if (schedule.get("user") or {}).get("id") != agent_id:
                 continue
             for shift in schedule.get("shifts", []):
@@ -429,14 +454,40 @@ class GenesysClient:
         shifts.sort(key=lambda s: (s.start, s.end))
         return shifts
 
+    def _download(self, url: str, deadline: Deadline) -> Any:
+        """The JSON behind a WFM ``downloadUrl``: a pre-signed link, fetched without our
+        token (it must never leave for another host), no redirects, within the deadline."""
+        if deadline.expired:
+            raise UpstreamUnavailable("No time left for a WFM download")
+        try:
+            resp = self._http.get(url, headers={"Accept": "application/json",
+                                                "User-Agent": USER_AGENT},
+                                  timeout=deadline.timeouts(self._s.connect_timeout_s,
+                                                            self._s.read_timeout_s),
+                                  allow_redirects=False)
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(f"WFM download failed: {type(exc).__name__}") from exc
+        return _result(resp, "GET", "WFM download")
 
     def user(self, user_id: str, deadline: Deadline) -> dict[str, Any] | None:
-        """A user in any state (the API hides inactive ones by default) with presence, routing
-        status, out of office and team; ``None`` when Genesys does not know the id."""
-        return cast(dict[str, Any] | None, self._cached_get(
-            ("user", user_id), f"/api/v2/users/{_seg(user_id)}", deadline,
-            params={"state": "any",
-                    "expand": "presence,routingStatus,outOfOffice,team"}, missing_ok=True))
+        """A user in any state with presence, routing status, out of office and team; ``None``
+        when Genesys does not know the id.
+
+        Read through the list endpoint: only ``GET /api/v2/users`` takes ``state=any``; the
+        single-user GET accepts ``state=active|deleted`` alone, so it cannot show whether
+        an agent is inactive.
+        """
+        return self._cache.get_or_load(("user", user_id),
+                                       lambda: self._load_user(user_id, deadline))
+
+    def _load_user(self, user_id: str, deadline: Deadline) -> dict[str, Any] | None:
+        answer = self.call("GET", "/api/v2/users", deadline, params={
+            "id": user_id, "state": "any", "pageSize": "1",
+            "expand": "presence,routingStatus,outOfOffice,team"})
+        for entity in (answer or {}).get("entities", []):
+            if str(entity.get("id")) == user_id:
+                return cast(dict[str, Any], entity)
+        return None
 
     def user_queue_ids(self, user_id: str, deadline: Deadline) -> set[str]:
         """Ids of the queues the user is a member of."""
@@ -484,7 +535,10 @@ class GenesysClient:
             "POST", f"/api/v2/workforcemanagement/managementunits/{_seg(mu_id)}"
             "/timeoffrequests/query", deadline, body={
                 "userIds": [user_id], "statuses": ["APPROVED"],
-                "dateRange": {"startDate": start.isoformat(), "endDate": end.isoformat()}})
+                "dateRange": {"startDate": start.isoformat(), "endDate": end.isoformat()}}) \
+            or {}
+        if not answer.get("entities") and answer.get("downloadUrl"):
+            answer = self._download(str(answer["downloadUrl"]), deadline) or {}
         days: set[date] = set()
         for entry in answer.get("entities", []):
             if entry.get("status") != "APPROVED":
@@ -497,20 +551,21 @@ class GenesysClient:
         return days
 
 
-#: Participant states after which a callback will never ring again.
-ENDED_STATES: Final = {"disconnected": "DISCONNECTED", "terminated": "COMPLETED"}
+#: Participant states after which a callback will never ring again (CallbackMediaParticipant).
+ENDED_STATES: Final = frozenset({"disconnected", "terminated"})
 
 
 def callback_end_state(conversation: dict[str, Any] | None) -> str | None:
-    """``DISCONNECTED``/``COMPLETED`` when Genesys shows the callback over, else ``None``.
+    """``DISCONNECTED`` when Genesys shows the callback over, else ``None``.
 
-    A conversation Genesys no longer knows counts as disconnected.
+    A conversation Genesys no longer knows counts as disconnected. The participant states
+    cannot tell a completed callback from a cancelled one, so neither is claimed.
     """
     if conversation is None:
         return "DISCONNECTED"
     states = [str(p.get("state", "")).lower() for p in conversation.get("participants", [])]
     if states and all(s in ENDED_STATES for s in states):
-        return "COMPLETED" if "terminated" in states else "DISCONNECTED"
+        return "DISCONNECTED"
     return None
 
 

@@ -62,6 +62,23 @@ def number_of(fields: dict[str, Any], default_country: str) -> CustomerNumber | 
                      str(fields.get("customerCountry") or default_country))
 
 
+def invalid_number_message(fields: dict[str, Any], default_country: str) -> str:
+    """Why ``customerNumber`` was refused, in words a flow author can act on: the country it
+    was read as, and how to change that."""
+    raw = str(fields.get("customerNumber") or "").strip()
+    if raw[:4].lower() == "tel:":
+        raw = raw[4:]
+    given = str(fields.get("customerCountry") or "")
+    country = (given or default_country).upper()
+    if raw.startswith(("+", "00")):
+        return ("The customer number is not a valid phone number (read as an international "
+                "number by its + prefix).")
+    source = "customerCountry" if given else "the default DEFAULT_COUNTRY"
+    return (f"The customer number is not a valid phone number when read as a national number "
+            f"of {country} ({source}); send it in international format (+ and country code) "
+            "or set customerCountry to the country it belongs to.")
+
+
 class NumberKeys:
     """HMAC digests of E.164 numbers, for Redis keys: the first key writes, all keys read."""
 

@@ -35,7 +35,7 @@ from middleware.errors import UpstreamError, UpstreamUnavailable
 from middleware.genesys import GenesysClient
 from middleware.scheduling import AgentProfile, TimeService
 from middleware.store import Store
-from middleware.timing import format_utc, parse_instant, zone_info
+from middleware.timing import format_utc, parse_request, zone_info
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ class OwnerRule:
         hours = profile.hours
         if must_work_at and (hours is None or not hours.working_at(instant)):
             return Availability("AGENT_OFF_SHIFT", profile)
-        if hours is not None and not hours.works_on(local_day):
+        if hours is not None and not hours.works_on(local_day) \
+                and not hours.working_at(instant):
+            # A shift that began the day before and still runs counts.
             return Availability("AGENT_OFF_SHIFT", profile)
         if instant - now <= self._immediate and _offline(user):
             return Availability("AGENT_OFFLINE", profile)
@@ -203,11 +205,14 @@ class OwnerService:
         text = str(fields.get("requestedTime") or "")
         instant = now
         if text:
-            parsed = parse_instant(text)
-            if parsed is None:
-                return answer(outcome="REJECTED", reason="INVALID_TIME", **common,
-                              message="requestedTime must be an ISO-8601 instant with offset.")
-            instant = parsed
+            requested = parse_request(text, None, None)
+            if requested.failure is not None or requested.instant is None:
+                failure = requested.failure
+                return answer(outcome="REJECTED", **common,
+                              reason=failure.reason if failure else "INVALID_TIME",
+                              message=failure.message if failure else
+                              "requestedTime must be an ISO-8601 instant with offset.")
+            instant = requested.instant
         if instant < now - _PAST_TOLERANCE or instant > now + _MAX_AHEAD:
             reason = "TIME_IN_PAST" if instant < now else "TIME_TOO_FAR"
             return answer(outcome="REJECTED", reason=reason, **common,
@@ -225,7 +230,7 @@ class OwnerService:
         when = format_utc(instant)
         if decision.outcome == "UNKNOWN_AGENT":
             return answer(outcome="REJECTED", reason="UNKNOWN_AGENT", **common,
-                          message="The agent id is not a Genesys user.")
+                          message=f"The agent id {fields['agentId']} is not a Genesys user.")
         fields_out = {"assignedAgentId": decision.assigned, "reassigned": decision.reassigned,
                       "reassignReason": decision.reassign_reason, **common}
         if decision.outcome == "AVAILABLE":

@@ -33,7 +33,7 @@ from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamError, UpstreamUnavailable
 from middleware.genesys import GenesysClient
-from middleware.numbers import CustomerNumber, number_of
+from middleware.numbers import CustomerNumber, invalid_number_message, number_of
 from middleware.timing import (
     AgentHours,
     Requested,
@@ -135,15 +135,21 @@ class TimeService:
         number = number_of(fields, self._country)
         if number is None:
             return answer(outcome="INVALID", reason="INVALID_NUMBER", **common,
-                          message="The customer number is not a valid phone number.")
+                          message=invalid_number_message(fields, self._country))
         now = self._clock.now()
+        agent_id = str(fields["agentId"])
         try:
-            profile = self.profile(str(fields["agentId"]), now, ctx.deadline)
+            known = self._genesys.user(agent_id, ctx.deadline) is not None
+            profile = self.profile(agent_id, now, ctx.deadline) if known else None
         except UpstreamError as exc:
             reason = "UPSTREAM_UNAVAILABLE" if isinstance(exc, UpstreamUnavailable) \
                 else "UPSTREAM_REJECTED"
             return answer(outcome="INVALID", reason=reason, **common,
                           message="Genesys Cloud could not give the agent's schedule; retry.")
+        if profile is None:
+            # What create-callback would answer for this agent (SPEC §3.3).
+            return answer(outcome="INVALID", reason="UNKNOWN_AGENT", **common,
+                          message=f"The agent id {agent_id} is not a Genesys user.")
         time_ctx = self.context(now, profile, number, None, strict_day=True)
         check = self.check(self.parse(fields, profile), time_ctx)
         common.update(agentTimeZone=profile.zone, customerTimeZone=",".join(number.zones))

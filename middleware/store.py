@@ -300,6 +300,13 @@ class Store:
             return WindowClaim(status, "", max(int(reply[2]), 0))
         return WindowClaim(status)
 
+    def creations_today(self, digest: str, now_ms: int) -> int:
+        """How many callbacks were accepted for the number in the 24 hours before ``now_ms``
+        (a read only: the claim enforces the cap atomically)."""
+        key = f"{self._number(digest)}:created"
+        return int(self._call(
+            lambda: self._r.zcount(key, f"({now_ms - 86_400_000}", "+inf")))
+
     def release_claim(self, digest: str, token: str) -> None:
         """Give the number back after a refusal or failure, if the claim is still ours."""
         key = f"{self._number(digest)}:claim"

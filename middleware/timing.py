@@ -18,7 +18,10 @@ every rule can be tested on its own and by property. In the SPEC §3.8 order:
    warning ``AGENT_HOURS_UNKNOWN``.
 
 A rejection carries ``suggested``: the earliest whole minute after the requested instant
-that passes every rule at once, the agent working (when the hours are known).
+that passes every rule at once: the agent working (when the hours are known), or on a
+date the agent does not work at all, which the owner rule then hands to someone else.
+"As soon as possible" is the same search from now plus the lead time. A shift that began
+the local day before counts for the instants it covers.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Final
 
 _MINUTE: Final = timedelta(minutes=1)
@@ -41,6 +44,26 @@ Interval = tuple[datetime, datetime]
 def zone_info(name: str) -> zoneinfo.ZoneInfo:
     """A cached ZoneInfo; raises ``ZoneInfoNotFoundError``/``ValueError`` for a bad name."""
     return zoneinfo.ZoneInfo(name)
+
+
+# Zone files that are not IANA zone names: the leap-second and POSIX copies of the tree,
+# and the machine's own zone (whatever it happens to be).
+_NOT_ZONE_NAMES: Final = ("posix/", "right/")
+_NOT_ZONE_FILES: Final = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def iana_zone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone name (``America/New_York``, ``UTC``), not a
+    file that merely loads as one (``right/...`` counts leap seconds, ``localtime`` is the
+    machine's)."""
+    if name.startswith(_NOT_ZONE_NAMES) or name in _NOT_ZONE_FILES:
+        return False
+    return name in _zone_names()
 
 
 @dataclass(frozen=True)
@@ -149,9 +172,12 @@ def resolve_local(local_time: str, zone: str | None) -> TimeCheck:
                          "requestedLocalTime needs timeZone (an IANA name such as "
                          "America/New_York): the agent's own zone is not known.")
     try:
+        if not iana_zone(zone):
+            raise zoneinfo.ZoneInfoNotFoundError(zone)
         tz = zone_info(zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return TimeCheck(None, "UNKNOWN_TIME_ZONE", f"timeZone {zone!r} is not an IANA time zone.")
+        return TimeCheck(None, "UNKNOWN_TIME_ZONE", f"timeZone {zone!r} is not an IANA time zone "
+                         "name (such as America/New_York).")
     first = parsed.replace(tzinfo=tz, fold=0)
     second = parsed.replace(tzinfo=tz, fold=1)
     first_utc, second_utc = first.astimezone(UTC), second.astimezone(UTC)
@@ -247,10 +273,37 @@ class AgentHours:
     zone: str
     shifts: tuple[Interval, ...]
 
+    @cached_property
+    def _start_days(self) -> frozenset[date]:
+        tz = zone_info(self.zone)
+        return frozenset(start.astimezone(tz).date() for start, _ in self.shifts)
+
     def works_on(self, day: date) -> bool:
         """Whether a shift starts on this local date."""
+        return day in self._start_days
+
+    def bound_at(self, instant: datetime) -> bool:
+        """Whether the agent's hours rule the instant: a shift covers it (one that began the
+        day before included) or the agent works that local date at all."""
+        local_day = instant.astimezone(zone_info(self.zone)).date()
+        return self.working_at(instant) or self.works_on(local_day)
+
+    def next_open(self, instant: datetime) -> datetime | None:
+        """The first instant at or after ``instant`` the agent's hours do not forbid: inside a
+        shift, or on a local date the agent does not work (the owner rule's business)."""
         tz = zone_info(self.zone)
-        return any(start.astimezone(tz).date() == day for start, _ in self.shifts)
+        local_day = instant.astimezone(tz).date()
+        if not self.works_on(local_day) and not self.working_at(instant):
+            return instant
+        working = self.next_working(instant)
+        free = None
+        for offset in range(1, 400):
+            day = local_day + timedelta(days=offset)
+            if not self.works_on(day):
+                free = _local_instant(day, 0, tz)
+                break
+        candidates = [c for c in (working, free) if c is not None]
+        return min(candidates) if candidates else None
 
     def working_at(self, instant: datetime) -> bool:
         """Whether a shift covers the instant."""
@@ -397,14 +450,16 @@ def _offset_explained(instant: datetime, offset: timedelta, ctx: TimeContext) ->
 
 
 def passes(instant: datetime, ctx: TimeContext) -> bool:
-    """Whether ``instant`` passes every rule at once, the agent working when hours are known
-    (the standard suggestions meet)."""
+    """Whether ``instant`` passes every rule at once: the agent working when hours are known,
+    or (unless ``strict_day``) not working that date at all."""
     if not ctx.earliest <= instant <= ctx.latest:
         return False
     if ctx.customer is not None and ctx.policy.calling_policy == "enforce" \
             and not ctx.customer.allows(instant):
         return False
-    return ctx.agent is None or ctx.agent.working_at(instant)
+    if ctx.agent is None or ctx.agent.working_at(instant):
+        return True
+    return not ctx.strict_day and not ctx.agent.bound_at(instant)
 
 
 def earliest_valid(after: datetime, ctx: TimeContext) -> datetime | None:
@@ -414,7 +469,9 @@ def earliest_valid(after: datetime, ctx: TimeContext) -> datetime | None:
     if ctx.customer is not None and ctx.policy.calling_policy == "enforce":
         rules.append(ctx.customer.next_allowed)
     if ctx.agent is not None:
-        rules.append(ctx.agent.next_working)
+        # A date the agent does not work is the owner rule's business, unless the caller
+        # asks about this agent alone (validate-callback-time).
+        rules.append(ctx.agent.next_working if ctx.strict_day else ctx.agent.next_open)
     candidate = ceil_minute(max(after, ctx.earliest))
     # Each rule jumps the candidate to its own next opening; the loop ends when none has to
     # jump, or the candidate leaves the horizon. Every jump moves forward by at least a minute.

@@ -260,20 +260,38 @@ def _serve_sim(clock: Clock) -> tuple[Simulator, _ThreadingServer]:
     return Simulator(f"http://127.0.0.1:{server.server_port}"), server
 
 
+def assert_faithful(simulator: Simulator) -> None:
+    """Fail naming the first request the product sent that a real org would refuse: a
+    method and path the SDK lacks, a query value it does not allow, or a body that breaks
+    its model (the simulator judged every one as it arrived)."""
+    report = simulator.control("GET", "fidelity")
+    departures = report["departures"]
+    assert not departures, (f"{len(departures)} of {report['checked']} product requests "
+                            f"depart from the SDK; first: {departures[0]}")
+
+
 @pytest.fixture(scope="session")
 def sim_server() -> Iterator[Simulator]:
-    """The simulator on business time T0 (matching the in-process service's clock)."""
+    """The simulator on business time T0 (matching the in-process service's clock); at the
+    end, every request the product sent it must have matched the SDK."""
     simulator, server = _serve_sim(FixedClock(T0))
     yield simulator
-    server.shutdown()
+    try:
+        assert_faithful(simulator)
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(scope="session")
 def live_sim_server() -> Iterator[Simulator]:
-    """A simulator on the machine's clock, for the service running under real gunicorn."""
+    """A simulator on the machine's clock, for the service running under real gunicorn;
+    checked for fidelity like ``sim_server``."""
     simulator, server = _serve_sim(SystemClock())
     yield simulator
-    server.shutdown()
+    try:
+        assert_faithful(simulator)
+    finally:
+        server.shutdown()
 
 
 def _reset(simulator: Simulator) -> Simulator:

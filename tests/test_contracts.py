@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 
 from middleware.contracts import ACTIONS, Contract, load_contracts
@@ -96,3 +98,46 @@ def test_answer_fills_every_output_field() -> None:
     out = contract.answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", requestId="r")
     assert set(out) == set(contract.output_schema["properties"])
     assert out["retryable"] is True and out["reassigned"] is False and out["callbackId"] == ""
+
+
+def _sample(prop: dict[str, Any]) -> Any:
+    """A value a full input would send for one property."""
+    if "enum" in prop:
+        return next(v for v in prop["enum"] if v != "")
+    return {"string": "x", "integer": 1, "number": 1.5, "boolean": True}[prop["type"]]
+
+
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+def test_exported_input_schema_takes_a_full_input_and_empty_optional_strings(
+        action: str) -> None:
+    """Genesys validates inputs against the imported draft-04 schema before calling us, and
+    agent scripts send "" for unset optional fields: both must pass."""
+    definition = action_definition(load_contracts()[action], *COMMITTED)
+    schema = definition["contract"]["input"]["inputSchema"]
+    assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
+    assert definition["contract"]["output"]["successSchema"]["$schema"] == schema["$schema"]
+    validator = jsonschema.Draft4Validator(schema)
+    full = {name: _sample(prop) for name, prop in schema["properties"].items()}
+    assert list(validator.iter_errors(full)) == []
+    required = set(schema.get("required", []))
+    empty = {**full, **{name: "" for name, prop in schema["properties"].items()
+                        if prop["type"] == "string" and name not in required}}
+    errors = [e.message for e in validator.iter_errors(empty)]
+    assert errors == []
+
+
+def test_secure_export_marks_every_action_secure(tmp_path: Path) -> None:
+    """export-actions --secure writes secure: true."""
+    export_actions(load_contracts(), *COMMITTED, tmp_path, secure=True)
+    files = list(tmp_path.glob("*.custom.json"))
+    assert files and all(json.loads(p.read_text())["secure"] is True for p in files)
+
+
+def test_unknown_consent_source_is_a_400_naming_the_allowed_values(service: Any) -> None:
+    """consentSource "IVR" is refused before anything runs, with the values a flow may send."""
+    from tests.conftest import create_body
+    result = service.action("create-callback", create_body(consentSource="IVR"))
+    assert result.status_code == 400
+    description = result.json["description"]
+    assert "consentSource" in description and "IVR_KEYPRESS" in description
+    assert "EMAIL" in description

@@ -227,7 +227,8 @@ def test_agent_owned_callback_is_created_and_read_back(sim: Sim) -> None:
     answer = sim.api("GET", f"/api/v2/conversations/callbacks/{conversation_id}")
     assert answer.status_code == 200
     customer = next(p for p in answer.json()["participants"] if p["purpose"] == "customer")
-    assert customer["state"] == "scheduled"
+    # CallbackMediaParticipant has no "scheduled": a pending participant carries no state.
+    assert "state" not in customer
     assert customer["user"]["id"] == ADA
     assert customer["queue"]["id"] == QUEUE
     assert customer["callbackNumbers"] == [NUMBER]
@@ -337,12 +338,13 @@ def test_patch_callback_without_agent_id_is_refused(sim: Sim) -> None:
 
 
 def test_control_completes_a_callback_elsewhere(sim: Sim) -> None:
-    """PATCH /sim/callbacks/{id} completed: the participants read terminated."""
+    """PATCH /sim/callbacks/{id} completed: the participants read disconnected (the models
+    cannot tell completed from cancelled)."""
     conversation_id = sim.create()["conversation"]["id"]
     listed = sim.control("PATCH", f"/sim/callbacks/{conversation_id}", {"state": "completed"})
     assert listed["state"] == "completed"
     read = sim.api("GET", f"/api/v2/conversations/callbacks/{conversation_id}").json()
-    assert {p["state"] for p in read["participants"]} == {"terminated"}
+    assert {p["state"] for p in read["participants"]} == {"disconnected"}
 
 
 # --- Body validation ---------------------------------------------------------------------
@@ -567,10 +569,17 @@ def test_unknown_expand_value_is_refused(sim: Sim) -> None:
     assert answer.status_code == 400
 
 
-def test_inactive_user_is_hidden_unless_state_any(sim: Sim) -> None:
-    """GET /users/{id} defaults to active users; state=any shows the inactive one."""
-    assert sim.api("GET", f"/api/v2/users/{IAN}").status_code == 404
+def test_single_user_read_refuses_state_any_as_the_sdk_documents(sim: Sim) -> None:
+    """GET /users/{id} takes state=active|deleted only: state=any is a 400 naming it."""
     answer = sim.api("GET", f"/api/v2/users/{IAN}", params={"state": "any"})
+    assert answer.status_code == 400
+    assert bad_fields(answer) == {("state", "invalid.query.value")}
+    assert "active, deleted" in answer.json()["message"]
+
+
+def test_single_user_read_does_not_hide_an_inactive_user(sim: Sim) -> None:
+    """No invented filter: the single read shows a user that is not deleted."""
+    answer = sim.api("GET", f"/api/v2/users/{IAN}")
     assert answer.status_code == 200
     assert answer.json()["state"] == "inactive"
 
@@ -584,10 +593,48 @@ def test_user_list_by_id_honours_state(sim: Sim) -> None:
     assert listing["pageSize"] == 25 and listing["pageNumber"] == 1
 
 
-def test_control_deactivating_a_user_hides_them(sim: Sim) -> None:
-    """PATCH /sim/users state=inactive takes the user out of default reads."""
+def test_control_deactivating_a_user_takes_them_out_of_the_default_list(sim: Sim) -> None:
+    """PATCH /sim/users state=inactive: the list read (default state=active) leaves them
+    out, state=any shows them inactive."""
     sim.control("PATCH", f"/sim/users/{BOB}", {"state": "inactive"})
-    assert sim.api("GET", f"/api/v2/users/{BOB}").status_code == 404
+    assert sim.api("GET", "/api/v2/users", params={"id": BOB}).json()["entities"] == []
+    listing = sim.api("GET", "/api/v2/users", params={"id": BOB, "state": "any"}).json()
+    assert [u["state"] for u in listing["entities"]] == ["inactive"]
+
+
+@pytest.mark.parametrize(("path", "params", "name"), [
+    ("/api/v2/users", {"state": "gone"}, "state"),
+    ("/api/v2/users", {"expand": "presence,teams"}, "expand"),
+    ("/api/v2/users", {"pageSize": "0"}, "pageSize"),
+    ("/api/v2/users", {"pageSize": "many"}, "pageSize"),
+    ("/api/v2/users", {"sortOrder": "sideways"}, "sortOrder"),
+    ("/api/v2/users", {"ids": ADA}, "ids"),
+    (f"/api/v2/users/{ADA}/queues", {"joined": "yes"}, "joined"),
+    (f"/api/v2/users/{ADA}/outofoffice", {"expand": "all"}, "expand"),
+])
+def test_query_values_outside_the_sdk_are_refused(sim: Sim, path: str,
+                                                  params: dict[str, str], name: str) -> None:
+    """Every route checks its query against the SDK: unknown names and values are a 400
+    ErrorBody naming the parameter."""
+    answer = sim.api("GET", path, params=params)
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["code"] == "bad.request" and body["contextId"]
+    assert {d["fieldName"] for d in body["details"]} == {name}
+
+
+def test_business_unit_expand_must_be_a_documented_value(sim: Sim) -> None:
+    """expand on a business unit takes the SDK's settings.* values only."""
+    bu_id = BU_AMERICAS
+    path = f"/api/v2/workforcemanagement/businessunits/{bu_id}"
+    assert sim.api("GET", path, params={"expand": "settings.timeZone"}).status_code == 200
+    assert sim.api("GET", path, params={"expand": "settings.timezone"}).status_code == 400
+
+
+def test_division_references_carry_no_name(sim: Sim) -> None:
+    """A division reference is id and selfUri, nothing the simulator made up."""
+    user = sim.api("GET", f"/api/v2/users/{ADA}").json()
+    assert set(user["division"]) == {"id", "selfUri"}
 
 
 def test_control_presence_change_shows_in_presence_read(sim: Sim) -> None:
@@ -675,6 +722,42 @@ def test_wfm_chain_leads_from_agent_to_business_unit_time_zone(sim: Sim) -> None
     bu = sim.api("GET", f"/api/v2/workforcemanagement/businessunits/{bu_id}",
                  params={"expand": "settings.timeZone"}).json()
     assert bu["settings"]["timeZone"] == "Europe/London"
+
+
+def test_agent_management_unit_answer_has_no_business_unit(sim: Sim) -> None:
+    """As on a real org: the endpoint takes no expand, so businessUnit is left out."""
+    reference = sim.api("GET", f"/api/v2/workforcemanagement/agents/{CHLOE}/managementunit")
+    assert set(reference.json()) == {"user", "managementUnit"}
+
+
+def test_schedule_search_answers_processing_then_complete(sim: Sim) -> None:
+    """PUT /sim/wfm processingSearches=1: the first search is Processing, the next has the
+    result."""
+    sim.control("PUT", "/sim/wfm", {"processingSearches": 1})
+    path = f"/api/v2/workforcemanagement/managementunits/{MU_AMERICAS}/agentschedules/search"
+    body = {"startDate": "2025-03-07T00:00:00.000Z", "endDate": "2025-03-08T00:00:00.000Z",
+            "userIds": [BOB]}
+    first = sim.api("POST", path, json=body).json()
+    assert first["status"] == "Processing" and "result" not in first
+    second = sim.api("POST", path, json=body).json()
+    assert second["status"] == "Complete" and second["result"]["agentSchedules"]
+
+
+def test_wfm_results_can_come_as_a_download(sim: Sim) -> None:
+    """PUT /sim/wfm download=true: searches and time-off queries answer a downloadUrl that
+    serves the result without a token."""
+    sim.control("PUT", "/sim/wfm", {"download": True})
+    path = f"/api/v2/workforcemanagement/managementunits/{MU_AMERICAS}/agentschedules/search"
+    answer = sim.api("POST", path, json={"startDate": "2025-03-07T00:00:00.000Z",
+                                         "endDate": "2025-03-08T00:00:00.000Z",
+                                         "userIds": [BOB]}).json()
+    assert answer["status"] == "Complete" and "result" not in answer
+    result = requests.get(answer["downloadUrl"], timeout=5).json()
+    assert result["agentSchedules"][0]["user"]["id"] == BOB
+    listing = sim.api("POST", f"/api/v2/workforcemanagement/managementunits/{MU_AMERICAS}"
+                      "/timeoffrequests/query", json={}).json()
+    assert set(listing) == {"downloadUrl"}
+    assert "entities" in requests.get(listing["downloadUrl"], timeout=5).json()
 
 
 def test_business_unit_has_no_settings_without_expand(sim: Sim) -> None:
@@ -888,12 +971,19 @@ def test_answers_conform_to_the_official_models(
     answer = sim.api(method, path.format(cid=conversation_id),
                      json=_REQUEST_BODIES[body] if body else None)
     violations = ModelCatalog.load().conformance(model, answer.json())
-    if model == "CallbackConversation":
-        # Documented choice: 'scheduled' (the Callback enum's word) is missing from the
-        # SDK's CallbackMediaParticipant enum.
-        violations = [v for v in violations if v.error_code != "invalid.enum.value"
-                      or not v.field_name.endswith(".state")]
     assert violations == []
+
+
+@pytest.mark.parametrize("state", ["connected", "disconnected", "completed"])
+def test_callback_reads_conform_in_every_state(sim: Sim, state: str) -> None:
+    """Whatever happened to a callback, both reads keep to the SDK's enums."""
+    conversation_id = sim.create()["conversation"]["id"]
+    sim.control("PATCH", f"/sim/callbacks/{conversation_id}", {"state": state})
+    catalog = ModelCatalog.load()
+    for model, path in (("CallbackConversation", "/api/v2/conversations/callbacks/{}"),
+                        ("Conversation", "/api/v2/conversations/{}")):
+        answer = sim.api("GET", path.format(conversation_id)).json()
+        assert catalog.conformance(model, answer) == [], model
 
 
 def test_seed_with_an_unknown_manager_is_refused() -> None:

@@ -22,6 +22,7 @@ from middleware.sim.callbacks import (
     render_conversation,
     render_created,
 )
+from middleware.sim.fidelity import USER_GET_STATES
 from middleware.sim.org import new_id
 from middleware.sim.state import Simulator
 from middleware.sim.wire import ApiError, Json, bad_field
@@ -204,9 +205,9 @@ class Directory:
     def on_get_user(
         self, req: falcon.Request, resp: falcon.Response, userId: str
     ) -> None:
-        """Read one user (User); hidden unless its state matches ``state`` (default active)."""
+        """Read one user (User); ``state`` is ``active`` (default) or ``deleted``."""
         expand = directory.check_expand(_csv(req, "expand"))
-        state = directory.check_state(req.get_param("state"))
+        state = directory.check_state(req.get_param("state"), allowed=USER_GET_STATES)
         with self._sim.lock:
             user = directory.require_user(self._sim.org, userId, state)
             resp.media = directory.render_user(self._sim.org, user, expand)
@@ -329,12 +330,25 @@ class Workforce:
             else:
                 bu, units = wfm.units_of_business_unit(org, bu_id or "")
             status = "Processing" if force_async else self._sim.schedule_search_status
+            if status == "Complete" and self._sim.processing_searches > 0:
+                self._sim.processing_searches -= 1
+                status = "Processing"
             out: dict[str, Any] = {"status": status, "operationId": new_id()}
             if status == "Complete":
-                out["result"] = wfm.search_schedules(org, bu, units, _body(req))
+                result = wfm.search_schedules(org, bu, units, _body(req))
+                if self._sim.wfm_download:
+                    out["downloadUrl"] = self._offer_download(req, result)
+                else:
+                    out["result"] = result
             else:
                 out["progress"] = 0
         resp.media = out
+
+    def _offer_download(self, req: falcon.Request, result: Json) -> str:
+        """Keep a result for ``GET /sim/downloads/{id}``; the caller holds the lock."""
+        download_id = new_id()
+        self._sim.downloads[download_id] = result
+        return f"{req.prefix}/sim/downloads/{download_id}"
 
     def on_post_unit_schedules(
         self, req: falcon.Request, resp: falcon.Response, managementUnitId: str
@@ -353,7 +367,10 @@ class Workforce:
     ) -> None:
         """Query a management unit's time-off requests (TimeOffRequestListing)."""
         with self._sim.lock:
-            resp.media = wfm.query_time_off(self._sim.org, managementUnitId, _body(req))
+            listing = wfm.query_time_off(self._sim.org, managementUnitId, _body(req))
+            if self._sim.wfm_download:
+                listing = {"downloadUrl": self._offer_download(req, listing)}
+            resp.media = listing
 
 
 def routes(sim: Simulator) -> list[tuple[str, object, str | None]]:

@@ -42,11 +42,20 @@ apply to it):
 - ``PATCH /sim/users/{userId}``: any of ``state`` (active|inactive|deleted), ``presence``
   (a systemPresence such as ``Available``, ``OnQueue``, ``Offline``), ``routingStatus``,
   ``outOfOffice`` ``{active, startDate, endDate, indefinite}``, ``queueIds``, ``managerId``,
-  ``teamId``.
+  ``teamId``, ``weeklyHours`` (``{"mon": ["22:00", "06:00"]}``; an end before the start
+  runs into the next day).
+- ``PATCH /sim/queues/{queueId}`` ``{"agentOwnedRouting": {...}}``: replace the queue's
+  agent-owned routing settings.
 - ``POST /sim/timeoff`` ``{"userId", "date": "YYYY-MM-DD" (BU zone) | "daysFromToday": n,
   "status": "APPROVED"|"PENDING"|"DENIED"|"CANCELED"}``: a full-day time-off request.
-- ``PUT /sim/wfm`` ``{"scheduleSearchStatus": "Complete"|"Processing"|...}``: schedule
-  searches answer with a result only when ``Complete``.
+- ``PUT /sim/wfm`` ``{"scheduleSearchStatus": "Complete"|"Processing"|...,
+  "processingSearches": n, "download": bool}``: schedule searches answer with a result
+  only when ``Complete``; the next ``n`` answer ``Processing`` first; with ``download``
+  searches and time-off queries answer a ``downloadUrl`` (``GET /sim/downloads/{id}``,
+  no token) instead of the result.
+- ``GET /sim/fidelity``: ``{"checked", "departures"}``, a verdict on every ``/api/v2``
+  request whose ``User-Agent`` is the product's (``fidelity.py``), kept across resets;
+  ``DELETE /sim/fidelity`` forgets them.
 """
 
 from __future__ import annotations
@@ -61,12 +70,14 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import parse_qs
 
 import falcon
 from falcon.routing import CompiledRouter
 
 from middleware.clock import Clock
 from middleware.sim import api, control, integrations
+from middleware.sim.fidelity import PRODUCT_AGENT, query_departures, request_departures
 from middleware.sim.models import ModelCatalog
 from middleware.sim.state import Simulator
 from middleware.sim.traffic import Fault
@@ -126,6 +137,9 @@ class _Gate:
             return
         route = self._router.find(path)
         template = route[3] if route is not None else "(no route)"
+        if path.startswith("/api/v2/") and \
+                (req.get_header("User-Agent") or "").startswith(PRODUCT_AGENT):
+            self._judge(req, f"{req.method} {template}")
         with self._sim.lock:
             self._sim.stats.requests[f"{req.method} {template}"] += 1
             fault = self._sim.faults.take(req.method, path)
@@ -136,6 +150,22 @@ class _Gate:
         if path.startswith("/api/v2/"):
             self._authenticate(req)
             self._admit(resp)
+
+    def _judge(self, req: falcon.Request, route: str) -> None:
+        """Record whether the product's request is one a real org accepts (before any fault,
+        so every request is judged, even one the simulator then fails on purpose)."""
+        model = api.BODY_MODELS.get(route)
+        body: Any = None
+        if model is not None:
+            raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+            req.context.raw_body = raw
+            try:
+                body = json.loads(raw) if raw.strip() else None
+            except ValueError:
+                body = None
+        self._sim.fidelity.record(lambda: request_departures(
+            route, _query(req), body, (model.name, model.partial) if model else None,
+            self._sim.catalog, path=req.path))
 
     def _inject(self, fault: Fault, req: falcon.Request) -> None:
         logger.info("fault injected method=%s path=%s status=%s mode=%s",
@@ -182,10 +212,17 @@ class _Gate:
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
-        """Check a platform route's JSON body against its official model."""
-        key = f"{req.method} {req.uri_template}"
-        model = api.BODY_MODELS.get(key) or self._integration_models.get(key)
-        if model is None or not req.path.startswith("/api/v2/"):
+        """Check a platform route's query against the SDK and its JSON body against its
+        official model."""
+        if not req.path.startswith("/api/v2/"):
+            return
+        route = f"{req.method} {req.uri_template}"
+        bad_query = query_departures(route, _query(req))
+        if bad_query:
+            raise BodyError([Detail(d.field_name, d.error_code) for d in bad_query],
+                            "; ".join(d.message for d in bad_query))
+        model = api.BODY_MODELS.get(route) or self._integration_models.get(route)
+        if model is None:
             return
         body = _read_json(req)
         details = self._sim.catalog.validate(model.name, body, partial=model.partial)
@@ -194,12 +231,18 @@ class _Gate:
         req.context.body = body
 
 
+def _query(req: falcon.Request) -> dict[str, list[str]]:
+    return parse_qs(req.query_string, keep_blank_values=True)
+
+
 def _read_json(req: falcon.Request) -> Any:
     if req.content_type and not req.content_type.startswith("application/json"):
         raise ApiError(415, "unsupported.media.type", "The body must be application/json.")
     if (req.content_length or 0) > MAX_BODY_BYTES:
         raise ApiError(413, "request.entity.too.large", "The request body is too large.")
-    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    raw = getattr(req.context, "raw_body", None)
+    if raw is None:
+        raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
     if not raw.strip():
         raise BodyError([Detail("body", "required.field.missing")], "A request body is required.")
     try:

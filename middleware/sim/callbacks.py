@@ -14,9 +14,11 @@ The simulator's choices where the reference is unconfirmed: the ``ACD`` callback
 is the id of the ACD participant's callback communication and is the ``callbackId`` a bulk
 disconnect must send; the ``EXTERNAL`` one is the customer's. ``GET`` of a callback
 conversation lists the customer participant (owner as ``user``, create ``data`` as
-``attributes``) then the ACD participant; their ``state`` is ``scheduled`` while pending
-(the Callback enum's word; the SDK's CallbackMediaParticipant enum lacks it),
-``disconnected`` after a disconnect and ``terminated`` once completed elsewhere.
+``attributes``) then the ACD participant. Their states keep to the SDK enums, and what a
+real org shows is not documented: a pending callback's participants carry no ``state``
+(CallbackMediaParticipant has no ``scheduled``), while the ``callbacks[]`` communications
+of ``GET /api/v2/conversations/{id}`` read ``scheduled`` (the Callback enum has it); an
+ended callback reads ``disconnected`` in both, whether it was cancelled or completed.
 """
 
 from __future__ import annotations
@@ -48,9 +50,15 @@ E164: Final = re.compile(r"^\+[1-9]\d{6,14}$")
 MAX_SCHEDULE_DAYS: Final = 30
 CALLBACK_STATES: Final = ("scheduled", "connected", "disconnected", "completed")
 ENDED_STATES: Final = frozenset({"disconnected", "completed"})
-_WIRE_STATE: Final = {
+# CallbackMediaParticipant.state; a pending callback's participant state is left out.
+_PARTICIPANT_STATE: Final = {
+    "scheduled": None, "connected": "connected", "disconnected": "disconnected",
+    "completed": "disconnected",
+}
+# Callback.state of a conversation's callback communication.
+_COMMUNICATION_STATE: Final = {
     "scheduled": "scheduled", "connected": "connected", "disconnected": "disconnected",
-    "completed": "terminated",
+    "completed": "disconnected",
 }
 
 
@@ -304,17 +312,18 @@ def _callback_fields(callback: Callback) -> Json:
 
 def render_callback_conversation(org: Org, callback: Callback) -> Json:
     """The CallbackConversation model: customer participant, then the ACD participant."""
-    state = _WIRE_STATE[callback.state]
+    state = _PARTICIPANT_STATE[callback.state]
     queue = org.queues.get(callback.queue_id)
     common: Json = {
         "startTime": iso(callback.created_at),
-        "state": state,
         "direction": "outbound",
         "queue": ref(callback.queue_id, f"/api/v2/routing/queues/{callback.queue_id}"),
         "conversationRoutingData": _routing_data(callback),
         "provider": "PureCloud",
         **_callback_fields(callback),
     }
+    if state is not None:
+        common["state"] = state
     if callback.ended_at is not None:
         common["endTime"] = iso(callback.ended_at)
     customer: Json = {"id": callback.customer_participant_id, "purpose": "customer", **common}
@@ -335,7 +344,7 @@ def render_callback_conversation(org: Org, callback: Callback) -> Json:
 
 def render_conversation(org: Org, callback: Callback) -> Json:
     """The Conversation model, whose participants carry ``callbacks[]`` communications."""
-    state = _WIRE_STATE[callback.state]
+    state = _COMMUNICATION_STATE[callback.state]
     queue = org.queues.get(callback.queue_id)
 
     def participant(participant_id: str, purpose: str, communication_id: str) -> Json:

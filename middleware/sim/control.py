@@ -152,6 +152,19 @@ class Control:
             update_user(org, user, changes, self._sim.clock.now())
             resp.media = user_view(org, user)
 
+    def on_patch_queue(self, req: falcon.Request, resp: falcon.Response, queueId: str) -> None:
+        """Replace a queue's ``agentOwnedRouting`` (e.g. without enableAgentOwnedCallbacks)."""
+        body = _object(req, frozenset({"agentOwnedRouting"}))
+        routing = body.get("agentOwnedRouting")
+        if not isinstance(routing, dict):
+            raise ApiError(400, "bad.request", "agentOwnedRouting must be an object")
+        with self._sim.lock:
+            queue = self._sim.org.queue(queueId)
+            # The queue is frozen; its settings dict is the one part that changes.
+            queue.agent_owned_routing.clear()
+            queue.agent_owned_routing.update(routing)
+            resp.media = {"id": queue.id, "agentOwnedRouting": queue.agent_owned_routing}
+
     def on_post_timeoff(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Add full-day time off on a BU-local date (``date`` or ``daysFromToday``)."""
         body = _object(req, frozenset({"userId", "date", "daysFromToday", "status"}))
@@ -172,14 +185,46 @@ class Control:
         resp.status = falcon.HTTP_201
 
     def on_put_wfm(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Make schedule searches answer ``Complete`` (with a result) or e.g. ``Processing``."""
-        status = _object(req, frozenset({"scheduleSearchStatus"})).get("scheduleSearchStatus")
+        """How WFM answers: schedule searches ``Complete`` (with a result) or e.g.
+        ``Processing``; ``processingSearches`` searches answer ``Processing`` before they
+        complete; with ``download`` results come as a ``downloadUrl`` instead of inline."""
+        body = _object(req, frozenset({"scheduleSearchStatus", "processingSearches",
+                                       "download"}))
+        status = body.get("scheduleSearchStatus", "Complete")
         if status not in SEARCH_STATUSES:
             raise ApiError(400, "bad.request",
                            f"scheduleSearchStatus must be one of {', '.join(SEARCH_STATUSES)}")
+        pending = body.get("processingSearches", 0)
+        if not isinstance(pending, int) or isinstance(pending, bool) or pending < 0:
+            raise ApiError(400, "bad.request", "processingSearches must be a count")
+        download = body.get("download", False)
+        if not isinstance(download, bool):
+            raise ApiError(400, "bad.request", "download must be true or false")
         with self._sim.lock:
             self._sim.schedule_search_status = str(status)
-        resp.media = {"scheduleSearchStatus": status}
+            self._sim.processing_searches = pending
+            self._sim.wfm_download = download
+        resp.media = {"scheduleSearchStatus": status, "processingSearches": pending,
+                      "download": download}
+
+    def on_get_download(self, req: falcon.Request, resp: falcon.Response,
+                        downloadId: str) -> None:
+        """A WFM result handed out as a ``downloadUrl`` (no bearer token, like a
+        pre-signed link)."""
+        with self._sim.lock:
+            found = self._sim.downloads.get(downloadId)
+        if found is None:
+            raise ApiError(404, "not.found", "No such download.")
+        resp.media = found
+
+    def on_get_fidelity(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Verdicts on every request the product sent since start (or the last clear)."""
+        resp.media = self._sim.fidelity.report()
+
+    def on_delete_fidelity(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Forget the verdicts."""
+        self._sim.fidelity.clear()
+        resp.status = falcon.HTTP_204
 
 
 def routes(sim: Simulator) -> list[tuple[str, object, str | None]]:
@@ -196,5 +241,8 @@ def routes(sim: Simulator) -> list[tuple[str, object, str | None]]:
         ("/sim/org", control, "org"),
         ("/sim/users/{userId}", control, "user"),
         ("/sim/timeoff", control, "timeoff"),
+        ("/sim/queues/{queueId}", control, "queue"),
         ("/sim/wfm", control, "wfm"),
+        ("/sim/downloads/{downloadId}", control, "download"),
+        ("/sim/fidelity", control, "fidelity"),
     ]

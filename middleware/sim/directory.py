@@ -10,8 +10,13 @@ Choices where the reference leaves the real behaviour open:
   data for are filled in (presence, routingStatus, team, outOfOffice, and empty lists for
   groups, skills, languages, locations), the others are ignored ("best effort", as the
   platform says); anything else is 400;
-- ``state`` on a single-user read defaults to ``active``: other users are 404 unless the
-  query names their state or ``any``.
+- the list read filters by ``state`` (``active`` by default, or ``inactive``, ``deleted``,
+  ``any``), as the SDK documents; the single-user read accepts only ``active`` or
+  ``deleted`` (the gate refuses anything else with 400). What the single read answers for
+  an inactive user is not documented: the simulator shows every user that is not deleted
+  (a deleted one only with ``state=deleted``) and hides nothing else, so a client cannot
+  rely on it to learn a user's state; the list read with ``state=any`` is the way.
+- a ``division`` reference carries ``id`` and ``selfUri`` only.
 """
 
 from __future__ import annotations
@@ -20,17 +25,11 @@ import base64
 from collections.abc import Sequence
 from typing import Final
 
+from middleware.sim.fidelity import USER_EXPANDS, USER_LIST_STATES
 from middleware.sim.org import Org, Queue, Team, User
 from middleware.sim.wire import ApiError, Json, iso, not_found, ref
 
-USER_EXPANDS: Final = frozenset({
-    "routingStatus", "presence", "integrationPresence", "conversationSummary", "outOfOffice",
-    "geolocation", "station", "authorization", "lasttokenissued", "authorization.unusedRoles",
-    "team", "workPlanBidRanks", "externalContactsSettings", "groups", "customAttributes",
-    "profileSkills", "certifications", "locations", "skills", "languages",
-    "languagePreference", "employerInfo", "biography", "dateLastLogin", "dateWelcomeSent",
-})
-STATE_FILTERS: Final = ("active", "inactive", "deleted", "any")
+STATE_FILTERS: Final = USER_LIST_STATES
 MAX_BULK_PRESENCE_IDS: Final = 50
 
 # Fixed ids for the system presence definitions, so a client can compare them across calls.
@@ -55,10 +54,11 @@ def check_expand(values: Sequence[str]) -> set[str]:
     return set(values)
 
 
-def check_state(value: str | None, default: str = "active") -> str:
-    """The ``state`` filter of a user read; 400 for an unknown value."""
+def check_state(value: str | None, default: str = "active",
+                allowed: tuple[str, ...] = USER_LIST_STATES) -> str:
+    """The ``state`` filter of a user read; 400 for a value the read does not take."""
     state = value or default
-    if state not in STATE_FILTERS:
+    if state not in allowed:
         raise ApiError(400, "bad.request", f"Invalid state value: {state}")
     return state
 
@@ -73,8 +73,7 @@ def render_user(org: Org, user: User, expand: set[str]) -> Json:
     out: Json = {
         "id": user.id,
         "name": user.name,
-        "division": ref(org.division_id, f"/api/v2/authorization/divisions/{org.division_id}",
-                        "Home"),
+        "division": ref(org.division_id, f"/api/v2/authorization/divisions/{org.division_id}"),
         "email": user.email,
         "primaryContactInfo": [
             {"address": user.email, "mediaType": "EMAIL", "type": "PRIMARY"}
@@ -272,8 +271,7 @@ def render_queue(org: Org, queue: Queue) -> Json:
         "id": queue.id,
         "name": queue.name,
         "description": queue.description,
-        "division": ref(org.division_id, f"/api/v2/authorization/divisions/{org.division_id}",
-                        "Home"),
+        "division": ref(org.division_id, f"/api/v2/authorization/divisions/{org.division_id}"),
         "memberCount": len(members),
         "userMemberCount": len(members),
         "joinedMemberCount": sum(1 for u in members if u.state == "active"),
@@ -291,8 +289,7 @@ def render_user_queue(org: Org, queue: Queue) -> Json:
     return {
         "id": queue.id,
         "name": queue.name,
-        "division": ref(org.division_id, f"/api/v2/authorization/divisions/{org.division_id}",
-                        "Home"),
+        "division": ref(org.division_id, f"/api/v2/authorization/divisions/{org.division_id}"),
         "memberCount": len(queue_members(org, queue)),
         "joined": True,
         "selfUri": f"/api/v2/routing/queues/{queue.id}",
@@ -300,8 +297,9 @@ def render_user_queue(org: Org, queue: Queue) -> Json:
 
 
 def require_user(org: Org, user_id: str, state: str) -> User:
-    """The user a single-user read shows under ``state``; 404 otherwise."""
+    """The user a single-user read shows (``state`` is ``active`` or ``deleted``): any user
+    not deleted, a deleted one only when asked for; 404 otherwise."""
     user = org.users.get(user_id)
-    if user is None or not shows(user, state):
+    if user is None or (user.state == "deleted") != (state == "deleted"):
         raise not_found("user", user_id)
     return user

@@ -325,6 +325,7 @@ def add_time_off(
 
 _USER_CHANGES: Final = frozenset({
     "state", "presence", "routingStatus", "outOfOffice", "queueIds", "managerId", "teamId",
+    "weeklyHours",
 })
 
 
@@ -360,6 +361,13 @@ def update_user(org: Org, user: User, changes: Mapping[str, Any], now: datetime)
     out_of_office = user.out_of_office
     if "outOfOffice" in changes:
         out_of_office = _parse_out_of_office(changes["outOfOffice"])
+    weekly = user.weekly_hours
+    if "weeklyHours" in changes:
+        raw = changes["weeklyHours"]
+        if not isinstance(raw, dict):
+            raise _bad("weeklyHours", 'weeklyHours must be like {"mon": ["22:00", "06:00"]}')
+        weekly = parse_weekly_hours(raw, "weeklyHours")
+    user.weekly_hours = weekly
     if presence != user.presence:
         user.presence, user.presence_since = presence, now
     if routing != user.routing_status:

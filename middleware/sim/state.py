@@ -9,6 +9,7 @@ from typing import Any
 
 from middleware.clock import Clock
 from middleware.sim.callbacks import CallbackLedger
+from middleware.sim.fidelity import Recorder
 from middleware.sim.integrations import IntegrationStore
 from middleware.sim.models import ModelCatalog
 from middleware.sim.org import Org, build_org
@@ -45,6 +46,11 @@ class Simulator:
         self.stats = Stats()
         self.schedule_search_status = "Complete"
         self.integrations = IntegrationStore()
+        self.processing_searches = 0
+        self.wfm_download = False
+        self.downloads: dict[str, Any] = {}
+        # Kept across resets: the verdicts cover a whole test run.
+        self.fidelity = Recorder()
 
     def reset(self) -> None:
         """Back to a fresh start: the seed org (relative days re-read now), nothing else."""
@@ -56,3 +62,6 @@ class Simulator:
         self.stats = Stats()
         self.schedule_search_status = "Complete"
         self.integrations.clear()
+        self.processing_searches = 0
+        self.wfm_download = False
+        self.downloads.clear()

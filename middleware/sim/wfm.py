@@ -35,7 +35,12 @@ def _bu_uri(bu_id: str) -> str:
 
 
 def agent_management_unit(org: Org, agent_id: str) -> Json:
-    """The AgentManagementUnitReference of a WFM agent; 404 for users without WFM."""
+    """The AgentManagementUnitReference of a WFM agent; 404 for users without WFM.
+
+    No ``businessUnit``: the model says it is "populated with expand=businessUnit", but
+    the endpoint takes no expand, so a real org leaves it out and the client reads the
+    business unit from the management unit.
+    """
     user = org.users.get(agent_id)
     if user is None or user.management_unit_id is None:
         raise not_found("WFM agent", agent_id)
@@ -43,7 +48,6 @@ def agent_management_unit(org: Org, agent_id: str) -> Json:
     return {
         "user": {"id": user.id, "selfUri": f"/api/v2/users/{user.id}"},
         "managementUnit": {"id": mu.id, "selfUri": _mu_uri(mu.id)},
-        "businessUnit": {"id": mu.business_unit_id, "selfUri": _bu_uri(mu.business_unit_id)},
     }
 
 
@@ -72,8 +76,7 @@ def business_unit(org: Org, bu_id: str, expand: Iterable[str]) -> Json:
     out: Json = {
         "id": bu.id,
         "name": bu.name,
-        "division": ref(org.division_id, f"/api/v2/authorization/divisions/{org.division_id}",
-                        "Home"),
+        "division": ref(org.division_id, f"/api/v2/authorization/divisions/{org.division_id}"),
         "selfUri": _bu_uri(bu.id),
     }
     wanted = {e for e in expand if e == "settings" or e.startswith("settings.")}
