@@ -56,7 +56,7 @@ resource "genesyscloud_integration_action" "create_callback" {
       "consentSource" = {
         "type" = "string"
         "description" = "How consent was captured."
-        "enum" = ["IVR_KEYPRESS", "IVR_VOICE", "AGENT_VERBAL", "WEB_FORM", "SMS", "EMAIL"]
+        "enum" = ["", "IVR_KEYPRESS", "IVR_VOICE", "AGENT_VERBAL", "WEB_FORM", "SMS", "EMAIL"]
       }
       "consentCapturedAt" = {
         "type" = "string"
