@@ -748,17 +748,19 @@ class Checker:
                           "answered " + ", ".join(f"#{a.seq} {a.get('scheduledTimeUtc')}"
                                                   for a in latest),
                           extra=self._live_lines(e164), focus=tuple(latest))
-        for first in accepted:
-            if first.outcome == "QUEUED":
-                continue  # a dead-lettered request legitimately ends without a callback
-            for later in accepted:
-                if (later.action == "create-callback" and later.started > first.ended
-                        and not any(e.ended > first.started and e.started < later.ended
-                                    for e in ends)):
-                    self.flag("3", e164, f"#{later.seq} answered {later.outcome} while "
-                              f"#{first.seq}'s callback was never cancelled, revoked or completed",
-                              focus=(first, later))
-                    break
+        for later in accepted:
+            if later.action != "create-callback":
+                continue
+            # A dead-lettered QUEUED request legitimately ends without a callback.
+            open_before = [f for f in accepted if f.outcome != "QUEUED"
+                           and later.started > f.ended
+                           and not any(e.ended > f.started and e.started < later.ended
+                                       for e in ends)]
+            if open_before:
+                self.flag("3", e164, f"#{later.seq} answered {later.outcome} while the "
+                          f"callback of #{open_before[-1].seq} was never cancelled, revoked or "
+                          "completed (two callbacks, or one lost)",
+                          focus=(open_before[-1], later))
         view = self.seen.views["A"][e164]
         count = int(view.answer.get("pendingCount") or 0)
         shown = view.get("callbackId")
