@@ -190,6 +190,13 @@ def start_redis(directory: Path, port: int | None = None) -> RedisServer:
     return server
 
 
+def restart_redis(server: RedisServer) -> RedisServer:
+    """Kill redis-server abruptly and start it again on the same port and directory (AOF)."""
+    server.process.kill()
+    server.process.wait(10)
+    return start_redis(server.directory, server.port)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; its key names are checked at the end."""

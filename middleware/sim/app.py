@@ -26,7 +26,8 @@ apply to it):
   seed (relative days read again from the clock); the bucket full at the configured limit;
   schedule searches ``Complete``.
 - ``PUT /sim/faults`` ``{"status": 400-599, "retryAfter": s, "latencyMs": ms, "count": n,
-  "pathPrefix": "/api/v2/...", "method": "POST", "mode": "respond"|"drop"}``: one fault,
+  "pathPrefix": "/api/v2/...", "method": "POST", "mode": "respond"|"drop",
+  "phase": "before"|"after"}``: one fault,
   replacing any other. Matching requests wait ``latencyMs``, then get ``status`` as an
   ErrorBody (a 429 in the platform's 429 shape; ``Retry-After`` when ``retryAfter`` is
   set), or with no status just proceed late. ``drop`` waits, then shuts the client socket
@@ -34,7 +35,10 @@ apply to it):
   socket, which gunicorn exposes as ``environ["gunicorn.socket"]``; a server that does not
   gets a 504 ErrorBody instead. ``count`` limits how many requests get it (default: until
   cleared); ``pathPrefix`` and ``method`` narrow it (default: every /api/v2 and /oauth
-  request). ``GET /sim/faults`` shows it, ``DELETE /sim/faults`` clears it.
+  request). ``"phase": "after"`` applies it once the route has run instead (a create lands,
+  then its answer waits ``latencyMs`` and is dropped or replaced by ``status``), the way a
+  timeout or a proxy error hides work the platform did. ``GET /sim/faults`` shows it,
+  ``DELETE /sim/faults`` clears it.
 - ``PUT /sim/ratelimit`` ``{"perMinute": n}``: new limit, bucket refilled.
 - ``POST /sim/tokens/expire``: every issued token stops working (next call is 401).
 - ``GET /sim/org``: ids of the queue, teams, units (with zones) and users, with the
@@ -145,7 +149,9 @@ class _Gate:
             fault = self._sim.faults.take(req.method, path)
             if fault is not None:
                 self._sim.stats.faults_injected += 1
-        if fault is not None:
+        if fault is not None and fault.phase == "after":
+            req.context.after_fault = fault
+        elif fault is not None:
             self._inject(fault, req)
         if path.startswith("/api/v2/"):
             self._authenticate(req)
@@ -187,6 +193,23 @@ class _Gate:
         headers = {"Retry-After": str(fault.retry_after_s)} if fault.retry_after_s else {}
         raise ApiError(fault.status, _FAULT_CODES.get(fault.status, "simulated.fault"),
                        f"Simulated failure ({fault.status}).", headers=headers)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        """Apply an ``after`` fault: the route has run (a create landed); its answer is lost."""
+        fault = getattr(req.context, "after_fault", None)
+        if fault is None:
+            return
+        try:
+            self._inject(fault, req)
+        except ApiError as exc:
+            resp.status = exc.status
+            for name, value in exc.headers.items():
+                resp.set_header(name, value)
+            resp.text = None
+            resp.data = None
+            resp.media = error_body(exc.status, exc.code, exc.message, _context_id(req))
 
     def _authenticate(self, req: falcon.Request) -> None:
         scheme, _, token = (req.get_header("Authorization") or "").partition(" ")

@@ -18,6 +18,9 @@ from typing import Any, Final
 from middleware.sim.wire import ApiError, Json
 
 FAULT_MODES: Final = ("respond", "drop")
+#: ``before``: the request waits, then fails or proceeds late; ``after``: the route runs (a
+#: create lands), then the answer waits and is lost (dropped or replaced by ``status``).
+FAULT_PHASES: Final = ("before", "after")
 
 
 class TokenStore:
@@ -101,6 +104,7 @@ class Fault:
     path_prefix: str = ""
     method: str | None = None
     mode: str = "respond"
+    phase: str = "before"
 
     def to_json(self) -> Json:
         """The fault as ``PUT /sim/faults`` takes it."""
@@ -108,11 +112,12 @@ class Fault:
             "status": self.status, "retryAfter": self.retry_after_s,
             "latencyMs": self.latency_ms, "count": self.remaining,
             "pathPrefix": self.path_prefix, "method": self.method, "mode": self.mode,
+            "phase": self.phase,
         }
 
 
 _FAULT_KEYS: Final = frozenset(
-    {"status", "retryAfter", "latencyMs", "count", "pathPrefix", "method", "mode"}
+    {"status", "retryAfter", "latencyMs", "count", "pathPrefix", "method", "mode", "phase"}
 )
 
 
@@ -133,10 +138,15 @@ def parse_fault(raw: Mapping[str, Any]) -> Fault:
     mode = raw.get("mode", "respond")
     if mode not in FAULT_MODES:
         raise ApiError(400, "bad.request", "mode must be respond or drop")
+    phase = raw.get("phase", "before")
+    if phase not in FAULT_PHASES:
+        raise ApiError(400, "bad.request", "phase must be before or after")
     status = _int_or_none(raw, "status", 400, 599)
     latency = _int_or_none(raw, "latencyMs", 0, 60_000) or 0
     if mode == "respond" and status is None and latency == 0:
         raise ApiError(400, "bad.request", "a respond fault needs a status or a latency")
+    if phase == "after" and mode == "respond" and status is None:
+        raise ApiError(400, "bad.request", "an after fault needs a status or mode drop")
     prefix = raw.get("pathPrefix", "")
     method = raw.get("method")
     if not isinstance(prefix, str) or (method is not None and not isinstance(method, str)):
@@ -151,6 +161,7 @@ def parse_fault(raw: Mapping[str, Any]) -> Fault:
         path_prefix=prefix,
         method=method.upper() if method else None,
         mode=mode,
+        phase=phase,
     )
 
 
