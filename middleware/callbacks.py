@@ -224,11 +224,16 @@ class CallbackService:
                 consent_id=consent_id, e164=number.e164), payload={
                     "command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
                     "mayHaveRun": True, "acceptedMs": epoch_ms(now)},
-                resolve_after_ms=epoch_ms(now) + self._journal_lease_ms)
+                resolve_after_ms=epoch_ms(now) + self._journal_lease_ms, epoch=verdict.epoch)
         except BaseException:
             self._window.release(number, token)
             raise
         common["consentId"] = consent_id
+        if journaled is None:
+            self._window.release(number, token)
+            return answer(outcome="REJECTED", reason="CONSENT_REVOKED", **common,
+                          message="Consent was withdrawn while the callback was being "
+                          "checked; nothing was created.")
 
         try:
             created = self._genesys.create_callback(command, ctx.deadline)
@@ -453,6 +458,8 @@ class CallbackService:
             agent_id=new_agent, queue_id=record.queue_id, state="CREATING", acd_id="",
             request_token=token, created_ms=epoch_ms(now), consent_id=record.consent_id,
             e164=record.e164), payload, epoch_ms(now) + self._journal_lease_ms, counts=False)
+        if journaled is None:
+            return ""
         self._store.mark_replaced(record, journaled.callback_id)
         try:
             created = self._genesys.create_callback(command, deadline)

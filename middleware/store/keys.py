@@ -25,6 +25,10 @@ RECONCILE_CURSOR: Final = f"{PREFIX}reconcile-cursor"
 REASSIGN_CURSOR: Final = f"{PREFIX}reassign-cursor"
 ORPHAN_CURSOR: Final = f"{PREFIX}orphan-cursor"
 METRICS: Final = f"{PREFIX}metrics"
+#: Orders every revocation and lifting consent by when it was stored.
+CONSENT_SEQ: Final = f"{PREFIX}consent-seq"
+#: Request tokens whose create may still land in Genesys after we gave up on it.
+ORPHAN_WATCH: Final = f"{PREFIX}orphan-watch"
 
 
 def number(digest: str) -> str:

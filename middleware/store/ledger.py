@@ -78,10 +78,60 @@ return 0
 
 
 
+# The journal: one guarded step. KEYS: record, global pending, owner's pending, outbox,
+# outbox entry, history, then per digest: claim, pending, created, consent state.
+# ARGV: token, id, scheduled ms, ttl s, revocation epoch read (-1: unguarded), counts,
+# created ms, payload, first attempt ms, claimed, history ttl s, n, n field/value items,
+# then the history event's items (none: no event).
+# The claim may be missing only when Redis applied an earlier try whose reply was lost
+# (the record then exists with our token): that try already did everything.
+_JOURNAL: Final = """
+local nd = (#KEYS - 6) / 4
+if redis.call('HGET', KEYS[1], 't') == ARGV[1] then return 'OK' end
+for i = 0, nd - 1 do
+  local base = 7 + 4 * i
+  if tonumber(ARGV[5]) >= 0 then
+    local seq = tonumber(redis.call('HGET', KEYS[base + 3], 'revokedSeq') or '0')
+    if seq > tonumber(ARGV[5]) then return 'REVOKED' end
+  end
+  if ARGV[10] == '1' then
+    local held = redis.call('GET', KEYS[base])
+    if held and held ~= ARGV[1] then return 'LOST' end
+  end
+end
+local n = tonumber(ARGV[12])
+redis.call('HSET', KEYS[1], unpack(ARGV, 13, 12 + n))
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[5], 'payload', ARGV[8], 'attempts', 0, 'error', '')
+redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1])
+for i = 0, nd - 1 do
+  local base = 7 + 4 * i
+  redis.call('ZADD', KEYS[base + 1], ARGV[3], ARGV[2])
+  if redis.call('TTL', KEYS[base + 1]) < tonumber(ARGV[4]) then
+    redis.call('EXPIRE', KEYS[base + 1], ARGV[4])
+  end
+  if ARGV[6] == '1' then
+    redis.call('ZADD', KEYS[base + 2], ARGV[7], ARGV[1])
+    redis.call('PEXPIRE', KEYS[base + 2], 86400000 + 3600000)
+  end
+  if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
+end
+if #ARGV > 12 + n then
+  redis.call('XADD', KEYS[6], '*', unpack(ARGV, 13 + n))
+  redis.call('EXPIRE', KEYS[6], ARGV[11])
+end
+return 'OK'
+"""
+
+
 class LedgerStore(StoreBase):
     """Ledger records and their indexes, written in atomic steps."""
 
     SCRIPTS: ClassVar[dict[str, str]] = {
+        "_journal": _JOURNAL,
         "_deliver": _DELIVER,
         "_flip_state": _FLIP_STATE,
     }
@@ -128,21 +178,26 @@ class LedgerStore(StoreBase):
     def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
                        event: dict[str, str] | None, history_ttl_s: int,
                        payload: dict[str, Any], first_attempt_ms: int,
-                       counts: bool = True) -> None:
+                       counts: bool = True, epoch: int = -1, claimed: bool = True) -> str:
         """Journal a callback before (or instead of) its Genesys create: the ledger record (in
-        the window), its history event and the outbox entry, in one transaction."""
-        pipe = self._r.pipeline(transaction=True)
-        self._commit_in(pipe, digest, token, record, ttl_s)
-        if event is not None:
-            self._append_history(pipe, digest, event, history_ttl_s)
-        if counts:
-            # Counted once per accepted request, for the per-number daily cap.
-            pipe.zadd(keys.created(digest), {token: record.created_ms})
-            pipe.pexpire(keys.created(digest), 86_400_000 + 3_600_000)
-        pipe.hset(keys.outbox_entry(token), mapping={"payload": json.dumps(payload),
-                                                       "attempts": 0, "error": ""})
-        pipe.zadd(keys.OUTBOX, {token: first_attempt_ms})
-        self._call(pipe.execute)
+        the window, under every digest of ``record.digests``), its history event and the
+        outbox entry, in one guarded step.
+
+        ``OK``; ``REVOKED`` when a revocation was stored since the consent check that read
+        ``epoch`` (``-1``: not guarded); ``LOST`` when ``claimed`` and the number's claim is
+        no longer ``token``'s. Nothing is written unless ``OK``.
+        """
+        digests = record.digests or (digest,)
+        fields = [item for pair in record.to_fields().items() for item in pair]
+        names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
+                 keys.OUTBOX, keys.outbox_entry(token), keys.history(digests[0])]
+        for d in digests:
+            names += [keys.claim(d), keys.pending(d), keys.created(d), keys.consent_state(d)]
+        history = [item for pair in (event or {}).items() for item in pair]
+        return str(self._call(lambda: self._script("_journal")(keys=names, args=[
+            token, record.callback_id, record.scheduled_ms, ttl_s, epoch,
+            1 if counts else 0, record.created_ms, json.dumps(payload), first_attempt_ms,
+            1 if claimed else 0, history_ttl_s, len(fields), *fields, *history])))
 
     def flip_state(self, record: LedgerRecord, from_states: tuple[str, str], to: str) -> bool:
         """Change a record's state only if it is still one of ``from_states``."""
