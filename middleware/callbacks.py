@@ -33,7 +33,7 @@ from middleware.errors import (
     UpstreamUnavailable,
 )
 from middleware.genesys import GenesysClient, callback_end_state
-from middleware.idempotency import IdempotencyGate, key_for
+from middleware.idempotency import IdempotencyGate, Started, key_for
 from middleware.numbers import CustomerNumber, invalid_number_message, normalise, number_of
 from middleware.owner import OwnerDecision, OwnerRule
 from middleware.scheduling import TimeService
@@ -120,6 +120,9 @@ class CallbackService:
         token = uuid.uuid4().hex
         if key is not None:
             started = self._idempotency.begin(key, token)
+            if started.replay is not None and key.derived and self._ended(started.replay) \
+                    and self._idempotency.take_over(key, token, started.replay):
+                started = Started()
             if started.replay is not None:
                 log.info("idempotent replay", extra={"number": number.masked})
                 return {**started.replay, "replayed": True, "requestId": ctx.request_id}
@@ -134,6 +137,15 @@ class CallbackService:
                     # The in-flight lease expires on its own; the caller gets our answer.
                     log.warning("could not store the idempotent answer")
         return answer
+
+    def _ended(self, replay: Answer) -> bool:
+        """Whether the callback a stored answer names has ended (a derived key must not
+        replay it: the conversation is asking for a new one)."""
+        callback_id = str(replay.get("callbackId") or replay.get("existingCallbackId") or "")
+        if not callback_id:
+            return False
+        record = self._store.callback(callback_id)
+        return record is not None and not record.pending
 
     def _create_checked(self, fields: dict[str, Any], number: CustomerNumber, agent_id: str,
                         token: str, ctx: RequestContext) -> Answer:

@@ -225,7 +225,6 @@ def test_moved_through_the_outbox_the_old_id_still_works(
     assert live(sim) == []
 
 
-@OPEN
 def test_derived_key_does_not_replay_an_ended_callback(service: Service,
                                                        sim: Simulator) -> None:
     """#9 Create, cancel, create again in the same conversation: a new callback, not a

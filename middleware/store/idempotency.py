@@ -34,10 +34,23 @@ return 1
 
 
 
+# Take over a finished key whose stored answer is ``ARGV[1]`` (compared, so two requests
+# racing to take it over cannot both win). ARGV: answer, owner token, lease ms.
+_TAKE_OVER_IDEMPOTENT: Final = """
+local cur = redis.call('HMGET', KEYS[1], 'st', 'b')
+if cur[1] ~= 'done' or cur[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'inflight', 'o', ARGV[2])
+redis.call('HDEL', KEYS[1], 'b')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
 class IdempotencyStore(StoreBase):
     """Idempotency keys: begin, finish, release."""
 
     SCRIPTS: ClassVar[dict[str, str]] = {
+        "_take_over_idempotent": _TAKE_OVER_IDEMPOTENT,
         "_begin_idempotent": _BEGIN_IDEMPOTENT,
         "_finish_idempotent": _FINISH_IDEMPOTENT,
     }
@@ -54,3 +67,8 @@ class IdempotencyStore(StoreBase):
         self._call(lambda: self._script('_finish_idempotent')(
             keys=[keys.idempotency(scope)], args=[owner, answer, ttl_s]))
 
+
+    def take_over_idempotent(self, scope: str, answer: str, owner: str, lease_ms: int) -> bool:
+        """Put a finished key back in flight for ``owner`` if it still holds ``answer``."""
+        return bool(self._call(lambda: self._script("_take_over_idempotent")(
+            keys=[keys.idempotency(scope)], args=[answer, owner, lease_ms])))
