@@ -260,7 +260,6 @@ def test_slow_create_that_lands_late_is_not_a_second_callback(
     assert live(sim) == []
 
 
-@OPEN
 def test_one_unreadable_callback_does_not_stop_reconciliation(
         make_service: Callable[..., Service], sim: Simulator,
         redis_server: RedisServer) -> None:
@@ -280,7 +279,6 @@ def test_one_unreadable_callback_does_not_stop_reconciliation(
     assert pending_count(service, "+12125550199") == 0
 
 
-@OPEN
 def test_lookahead_reassignment_gets_past_its_first_batch(
         make_service: Callable[..., Service], sim: Simulator,
         redis_server: RedisServer) -> None:

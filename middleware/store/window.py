@@ -138,6 +138,18 @@ class WindowStore(StoreBase):
         ms, _, callback_id = cast(str, raw).partition(" ")
         return int(ms), callback_id
 
+    def reassign_cursor(self) -> tuple[int, str]:
+        """Where the lookahead reassignment's last page stopped: ``(scheduled ms, id)``."""
+        raw = self._call(lambda: self._r.get(keys.REASSIGN_CURSOR))
+        if not raw:
+            return -1, ""
+        ms, _, callback_id = cast(str, raw).partition(" ")
+        return int(ms), callback_id
+
+    def save_reassign_cursor(self, after: tuple[int, str]) -> None:
+        """Remember where the next lookahead page starts (``(-1, "")``: the beginning)."""
+        self._call(lambda: self._r.set(keys.REASSIGN_CURSOR, f"{after[0]} {after[1]}"))
+
     def save_reconcile_cursor(self, after: tuple[int, str]) -> None:
         """Remember where the next reconciliation page starts (``(-1, "")``: the beginning)."""
         self._call(lambda: self._r.set(keys.RECONCILE_CURSOR, f"{after[0]} {after[1]}"))
