@@ -33,7 +33,7 @@ from middleware.errors import (
     UpstreamUnavailable,
 )
 from middleware.genesys import GenesysClient, callback_end_state
-from middleware.idempotency import IdempotencyGate, key_for
+from middleware.idempotency import IdempotencyGate, Started, key_for
 from middleware.numbers import CustomerNumber, invalid_number_message, normalise, number_of
 from middleware.owner import OwnerDecision, OwnerRule
 from middleware.scheduling import TimeService
@@ -120,6 +120,9 @@ class CallbackService:
         token = uuid.uuid4().hex
         if key is not None:
             started = self._idempotency.begin(key, token)
+            if started.replay is not None and key.derived and self._ended(started.replay) \
+                    and self._idempotency.take_over(key, token, started.replay):
+                started = Started()
             if started.replay is not None:
                 log.info("idempotent replay", extra={"number": number.masked})
                 return {**started.replay, "replayed": True, "requestId": ctx.request_id}
@@ -134,6 +137,15 @@ class CallbackService:
                     # The in-flight lease expires on its own; the caller gets our answer.
                     log.warning("could not store the idempotent answer")
         return answer
+
+    def _ended(self, replay: Answer) -> bool:
+        """Whether the callback a stored answer names has ended (a derived key must not
+        replay it: the conversation is asking for a new one)."""
+        callback_id = str(replay.get("callbackId") or replay.get("existingCallbackId") or "")
+        if not callback_id:
+            return False
+        record = self._store.callback(callback_id)
+        return record is not None and not record.pending
 
     def _create_checked(self, fields: dict[str, Any], number: CustomerNumber, agent_id: str,
                         token: str, ctx: RequestContext) -> Answer:
@@ -224,11 +236,16 @@ class CallbackService:
                 consent_id=consent_id, e164=number.e164), payload={
                     "command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
                     "mayHaveRun": True, "acceptedMs": epoch_ms(now)},
-                resolve_after_ms=epoch_ms(now) + self._journal_lease_ms)
+                resolve_after_ms=epoch_ms(now) + self._journal_lease_ms, epoch=verdict.epoch)
         except BaseException:
             self._window.release(number, token)
             raise
         common["consentId"] = consent_id
+        if journaled is None:
+            self._window.release(number, token)
+            return answer(outcome="REJECTED", reason="CONSENT_REVOKED", **common,
+                          message="Consent was withdrawn while the callback was being "
+                          "checked; nothing was created.")
 
         try:
             created = self._genesys.create_callback(command, ctx.deadline)
@@ -453,6 +470,8 @@ class CallbackService:
             agent_id=new_agent, queue_id=record.queue_id, state="CREATING", acd_id="",
             request_token=token, created_ms=epoch_ms(now), consent_id=record.consent_id,
             e164=record.e164), payload, epoch_ms(now) + self._journal_lease_ms, counts=False)
+        if journaled is None:
+            return ""
         self._store.mark_replaced(record, journaled.callback_id)
         try:
             created = self._genesys.create_callback(command, deadline)

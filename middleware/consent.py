@@ -47,6 +47,8 @@ class ConsentDecision:
     message: str
     consent_id: str = ""
     captured: datetime | None = None
+    #: The number's revocation epoch when checked: a revocation stored later changes it.
+    epoch: int = 0
 
 
 class ConsentLedger:
@@ -80,8 +82,8 @@ class ConsentLedger:
             if captured is None:
                 return ConsentDecision("INVALID_TIME", "consentCapturedAt is not an ISO-8601 "
                                        "instant with offset, so the consent cannot be dated.")
-        revoked_ms, lifted_ms = self._store.consent_state(self._keys.all(number.e164))
-        if revoked_ms and lifted_ms <= revoked_ms:
+        revoked, lifted = self._store.consent_state(self._keys.all(number.e164))
+        if revoked > lifted:
             return ConsentDecision("CONSENT_REVOKED", "The customer withdrew consent for "
                                    "callbacks; record new consent with record-consent first.")
         if captured is None or captured > now + CLOCK_SKEW:
@@ -91,7 +93,7 @@ class ConsentLedger:
             hours = int(self._max_age.total_seconds() // 3600)
             return ConsentDecision("CONSENT_STALE", f"The consent was captured more than "
                                    f"{hours} hours ago; capture it again.")
-        return ConsentDecision("OK", "", consent_id, captured)
+        return ConsentDecision("OK", "", consent_id, captured, revoked)
 
     def _record_for(self, consent_id: str, number: CustomerNumber) -> dict[str, str] | None:
         if len(consent_id) > 64 or not set(consent_id.lower()) <= _ID_CHARS:
@@ -120,7 +122,7 @@ class ConsentLedger:
             "via": via,
         }
         # Only a consent stored on its own (record-consent) may end a revocation.
-        self._store.save_consent(digest, record, epoch_ms(captured),
+        self._store.save_consent(self._keys.all(number.e164), record, epoch_ms(captured),
                                  lifts=(via == "record-consent"), retention_s=self._retention_s)
         log.info("consent recorded", extra={"consentId": consent_id, "kind": kind, "via": via,
                                             "number": number.masked})

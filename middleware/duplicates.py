@@ -134,15 +134,18 @@ class DuplicateWindow:
 
     def journal(self, number: CustomerNumber, token: str, record: LedgerRecord,
                 payload: dict[str, Any], resolve_after_ms: int, *,
-                counts: bool = True) -> LedgerRecord:
+                counts: bool = True, epoch: int = -1) -> LedgerRecord | None:
         """Write the create's intent before Genesys sees it (state CREATING): it holds the
         window and releases the claim, and if this process dies before ``deliver`` or
         ``defer``, the worker resolves it from ``resolve_after_ms`` on (finding the callback
-        by its token, or creating it). Returns the record as stored."""
+        by its token, or creating it). Returns the record as stored, or ``None`` when a
+        revocation was stored since the consent check that read ``epoch`` (nothing written).
+        """
         stored = replace(record, number_key=self._keys.current(number.e164), state="CREATING")
-        self._store.queue_callback(stored.number_key, token, stored, self._ttl_s(record), None,
-                                   self._evidence_ttl_s, payload, resolve_after_ms, counts)
-        return stored
+        status = self._store.queue_callback(stored.number_key, token, stored,
+                                            self._ttl_s(record), None, self._evidence_ttl_s,
+                                            payload, resolve_after_ms, counts, epoch=epoch)
+        return stored if status == "OK" else None
 
     def defer(self, record: LedgerRecord, payload: dict[str, Any], next_ms: int) -> None:
         """Genesys could not take the journaled create now: it stays in the window, QUEUED."""

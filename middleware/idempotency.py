@@ -36,6 +36,8 @@ class IdempotencyKey:
 
     scope: str
     fingerprint: str
+    #: Derived from the conversation (the caller sent no key).
+    derived: bool = False
 
 
 def key_for(fields: dict[str, Any], header: str, credential: str, e164: str
@@ -56,7 +58,8 @@ def key_for(fields: dict[str, Any], header: str, credential: str, e164: str
     material = "\0".join(str(fields.get(k) or "") for k in (
         "conversationId", "agentId", "requestedTime", "requestedLocalTime", "timeZone"))
     material += "\0" + e164
-    return IdempotencyKey(_sha(f"{credential}\0derived\0{material}")[:32], _sha(material))
+    return IdempotencyKey(_sha(f"{credential}\0derived\0{material}")[:32], _sha(material),
+                          derived=True)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,12 @@ class IdempotencyGate:
         if status == "REPLAY":
             return Started(replay=json.loads(value))
         return Started()
+
+    def take_over(self, key: IdempotencyKey, owner: str, replay: dict[str, Any]) -> bool:
+        """Serve a derived key afresh because the answer it would replay has ended: true when
+        this request now holds the key (false: another request took it first)."""
+        return self._store.take_over_idempotent(key.scope, json.dumps(replay), owner,
+                                                self._lease_ms)
 
     def finish(self, key: IdempotencyKey, owner: str, answer: dict[str, Any]) -> None:
         """Keep a stored-outcome answer for replays; forget the key otherwise."""

@@ -46,8 +46,16 @@ class Reassigner:
             elif not self._callbacks.finish_replacement(old, deadline):
                 break
         now = self._clock.now()
-        due = self._store.due_between(epoch_ms(now), epoch_ms(now + self._lookahead),
-                                      self._batch)
+        # A cursor walks the lookahead a page at a time, so a page of callbacks whose owners
+        # are fine (or cannot be moved) never hides the ones after it.
+        start, end = epoch_ms(now), epoch_ms(now + self._lookahead)
+        cursor = self._store.reassign_cursor()
+        if cursor[0] < start:
+            cursor = (start - 1, "")
+        due = [(cid, ms) for cid, ms in self._store.pending_page(cursor, self._batch)
+               if ms <= end]
+        self._store.save_reassign_cursor(due[-1][::-1] if len(due) == self._batch
+                                         else (-1, ""))
         moved = 0
         for record in self._store.callbacks([cid for cid, _ in due]):
             if not record.in_genesys or not record.agent_id:

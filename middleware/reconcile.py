@@ -8,6 +8,7 @@ most a quarter of ``GENESYS_RATE_LIMIT_PER_MIN``, leaving the rest to live reque
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 from middleware.deadline import Deadline
 from middleware.duplicates import DuplicateWindow
@@ -16,6 +17,9 @@ from middleware.genesys import GenesysClient, callback_end_state
 from middleware.store import Store
 
 log = logging.getLogger(__name__)
+
+#: Failed reads in a row that mean Genesys is down rather than one callback unreadable.
+_OUTAGE_AFTER: Final = 3
 
 
 def page_size(batch_size: int, interval_s: int, rate_limit_per_min: int) -> int:
@@ -45,20 +49,28 @@ class Reconciler:
         if gone:
             # Their records expired long after their time: nothing left to reconcile.
             self._store.forget_pending(gone)
-        closed, cursor = 0, self._store.reconcile_cursor()
+        closed, cursor, failures = 0, self._store.reconcile_cursor(), 0
         for callback_id, scheduled_ms in page:
             record = records.get(callback_id)
             if record is not None and record.in_genesys:
                 try:
                     conversation = self._genesys.get_callback(callback_id, deadline)
                 except UpstreamUnavailable as exc:
-                    log.warning("reconcile paused: genesys unavailable",
-                                extra={"error": exc.message})
-                    break
+                    # One callback Genesys keeps failing to read must not stop the walk for
+                    # every later one: it is skipped (checked again next lap). Several
+                    # failures in a row look like an outage: pause where we are.
+                    failures += 1
+                    if failures >= _OUTAGE_AFTER:
+                        log.warning("reconcile paused: genesys unavailable",
+                                    extra={"error": exc.message})
+                        break
+                    log.warning("reconcile skipped a callback", extra={
+                        "callbackId": callback_id, "error": exc.message})
                 except UpstreamRejected as exc:
                     log.warning("reconcile skipped a callback", extra={
                         "callbackId": callback_id, "status": exc.status})
                 else:
+                    failures = 0
                     ended = callback_end_state(conversation)
                     if ended is not None:
                         self._window.close(record, ended)

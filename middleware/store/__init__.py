@@ -1,0 +1,27 @@
+"""Everything the service keeps in Redis, split by concern; the only package that imports redis.
+
+Callers speak in domain words (``claim_window``, ``save_consent``); no other package
+knows a key name (``keys``), a TTL or a script. Each part (``window``, ``ledger``,
+``outbox``, ``consent``, ``idempotency``, ``genesys``) keeps its Lua scripts beside the
+methods that run them; ``Store`` is all of them over one client.
+"""
+
+from __future__ import annotations
+
+from middleware.ledger.records import PENDING_STATES, TERMINAL_STATES, LedgerRecord
+from middleware.store.client import StoreBase, client_key, connect
+from middleware.store.consent import ConsentStore
+from middleware.store.genesys import GenesysStore
+from middleware.store.idempotency import IdempotencyStore
+from middleware.store.keys import PREFIX
+from middleware.store.ledger import LedgerStore
+from middleware.store.outbox import OutboxEntry, OutboxStore
+from middleware.store.window import _CLAIM_WINDOW, WindowClaim, WindowStore
+
+__all__ = ["PENDING_STATES", "PREFIX", "TERMINAL_STATES", "_CLAIM_WINDOW", "LedgerRecord",
+           "OutboxEntry", "Store", "WindowClaim", "client_key", "connect"]
+
+
+class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStore,
+            GenesysStore, StoreBase):
+    """The service's state in Redis, behind methods named for what they mean."""

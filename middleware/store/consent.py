@@ -1,0 +1,71 @@
+"""Consent and revocation records, and each number's consent state."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final, cast
+
+from middleware.store import keys
+from middleware.store.client import StoreBase
+
+# A revocation is ordered by when it was stored, never by the capture time it states: one
+# counter for the whole store numbers every revocation and lifting consent, and a number is
+# revoked while its latest revocation outnumbers its latest lifting consent (and a consent
+# lifts only when also captured after the revocation). The revocation
+# number is also the epoch a create reads at its consent check and its journal compares.
+# KEYS[1] the counter, KEYS[2..] the number's state under each digest.
+# ARGV: REVOCATION | LIFT | '' (a consent that lifts nothing), captured ms, ttl s.
+_STORE_CONSENT_STATE: Final = """
+local seq = redis.call('INCR', KEYS[1])
+for i = 2, #KEYS do
+  if ARGV[1] == 'REVOCATION' then
+    redis.call('HSET', KEYS[i], 'revokedMs', ARGV[2], 'revokedSeq', seq)
+  elseif ARGV[1] == 'LIFT' and tonumber(ARGV[2]) > tonumber(
+      redis.call('HGET', KEYS[i], 'revokedMs') or '0') then
+    redis.call('HSET', KEYS[i], 'liftedMs', ARGV[2], 'liftedSeq', seq)
+  end
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+return seq
+"""
+
+
+class ConsentStore(StoreBase):
+    """Consent records and each number's revocation epoch."""
+
+    SCRIPTS: ClassVar[dict[str, str]] = {}
+
+    def save_consent(self, digests: tuple[str, ...], record: dict[str, str], captured_ms: int,
+                     lifts: bool, retention_s: int) -> None:
+        """Store a consent or revocation record, its history event and the number's state.
+
+        Records are append-only: a revocation is a new record, never an edit. ``lifts``
+        marks a consent that may end an earlier revocation (one from ``record-consent``).
+        The state is written under every digest of the number, so instances on an older or
+        newer ``PII_KEYS`` list read the same one.
+        """
+        kind = "REVOCATION" if record["kind"] == "REVOCATION" else "LIFT" if lifts else ""
+        names = [keys.CONSENT_SEQ, *(keys.consent_state(d) for d in digests)]
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(keys.consent(record['consentId']), mapping=cast(Any, record))
+        pipe.expire(keys.consent(record['consentId']), retention_s)
+        # EVAL inside MULTI: see LedgerStore.commit_callback.
+        pipe.eval(_STORE_CONSENT_STATE, len(names), *names, kind, captured_ms, retention_s)
+        self._append_history(pipe, digests[0], {"event": record["kind"].lower(), **record},
+                             retention_s)
+        self._call(pipe.execute)
+
+    def consent(self, consent_id: str) -> dict[str, str] | None:
+        """A consent or revocation record, or ``None``."""
+        raw = self._call(lambda: self._r.hgetall(keys.consent(consent_id)))
+        return cast(dict[str, str], raw) if raw else None
+
+    def consent_state(self, digests: tuple[str, ...]) -> tuple[int, int]:
+        """``(revocation epoch, lifting epoch)``: the store order of the latest revocation and
+        of the latest lifting consent (0 when none). Revoked while the first is larger."""
+        pipe = self._r.pipeline(transaction=False)
+        for digest in digests:
+            pipe.hmget(keys.consent_state(digest), "revokedSeq", "liftedSeq")
+        rows = cast(list[list[str | None]], self._call(pipe.execute))
+        revoked = max((int(r[0]) for r in rows if r[0]), default=0)
+        lifted = max((int(r[1]) for r in rows if r[1]), default=0)
+        return revoked, lifted

@@ -1,0 +1,302 @@
+"""The callback ledger in Redis: records, their indexes and evidence history, changed only by
+the steps ``ledger.lifecycle`` names."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, Final, cast
+
+from middleware.ledger.records import TERMINAL_STATES, LedgerRecord
+from middleware.store import keys
+from middleware.store.client import StoreBase
+
+# Record a created (or queued) callback in the ledger and its indexes, then drop our claim.
+# KEYS: claim, number's pending set, record, global pending set, owner's pending set.
+# ARGV: token, callback id, scheduled ms, ttl s, then the record's field/value pairs.
+# Every write is idempotent, so a retried command after a lost reply changes nothing.
+_COMMIT_CALLBACK: Final = """
+redis.call('HSET', KEYS[3], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+# Take a callback out of the window for good.
+# KEYS: record, number's pending set, global set, owner's pending set.
+_CLOSE_CALLBACK: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'st', ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+return 1
+"""
+
+
+# The journaled create exists in Genesys: in one step, if the request was not cancelled
+# meanwhile, the real record takes the journal entry's place in the window and indexes, the
+# history records it, and the entry and its outbox item go. Returns 0 (outbox item dropped,
+# nothing else) when the entry is no longer CREATING or QUEUED.
+# KEYS: journaled record, real record, real number's pending set, global pending set,
+#       owner's pending set, journaled number's pending set, history, outbox, outbox entry.
+# ARGV: journaled id, real id, scheduled ms, ttl s, history ttl s, token, count of record
+#       field/value items, those items, then the history event's field/value items.
+_DELIVER: Final = """
+local st = redis.call('HGET', KEYS[1], 'st')
+redis.call('ZREM', KEYS[8], ARGV[6])
+redis.call('DEL', KEYS[9])
+if st ~= 'CREATING' and st ~= 'QUEUED' then return 0 end
+local n = tonumber(ARGV[7])
+redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + n))
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[7], '*', unpack(ARGV, 8 + n))
+redis.call('EXPIRE', KEYS[7], ARGV[5])
+return 1
+"""
+
+
+# Move a record from one of two states to a third, atomically; 0 when it was in neither
+# (cancelled meanwhile). KEYS[1] the record. ARGV: from, other from, to.
+_FLIP_STATE: Final = """
+local st = redis.call('HGET', KEYS[1], 'st')
+if st == ARGV[1] or st == ARGV[2] then redis.call('HSET', KEYS[1], 'st', ARGV[3]); return 1 end
+return 0
+"""
+
+
+
+# The journal: one guarded step. KEYS: record, global pending, owner's pending, outbox,
+# outbox entry, history, then per digest: claim, pending, created, consent state.
+# ARGV: token, id, scheduled ms, ttl s, revocation epoch read (-1: unguarded), counts,
+# created ms, payload, first attempt ms, claimed, history ttl s, n, n field/value items,
+# then the history event's items (none: no event).
+# The claim may be missing only when Redis applied an earlier try whose reply was lost
+# (the record then exists with our token): that try already did everything.
+_JOURNAL: Final = """
+local nd = (#KEYS - 6) / 4
+if redis.call('HGET', KEYS[1], 't') == ARGV[1] then return 'OK' end
+for i = 0, nd - 1 do
+  local base = 7 + 4 * i
+  if tonumber(ARGV[5]) >= 0 then
+    local seq = tonumber(redis.call('HGET', KEYS[base + 3], 'revokedSeq') or '0')
+    if seq > tonumber(ARGV[5]) then return 'REVOKED' end
+  end
+  if ARGV[10] == '1' then
+    local held = redis.call('GET', KEYS[base])
+    if held and held ~= ARGV[1] then return 'LOST' end
+  end
+end
+local n = tonumber(ARGV[12])
+redis.call('HSET', KEYS[1], unpack(ARGV, 13, 12 + n))
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[5], 'payload', ARGV[8], 'attempts', 0, 'error', '')
+redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1])
+for i = 0, nd - 1 do
+  local base = 7 + 4 * i
+  redis.call('ZADD', KEYS[base + 1], ARGV[3], ARGV[2])
+  if redis.call('TTL', KEYS[base + 1]) < tonumber(ARGV[4]) then
+    redis.call('EXPIRE', KEYS[base + 1], ARGV[4])
+  end
+  if ARGV[6] == '1' then
+    redis.call('ZADD', KEYS[base + 2], ARGV[7], ARGV[1])
+    redis.call('PEXPIRE', KEYS[base + 2], 86400000 + 3600000)
+  end
+  if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
+end
+if #ARGV > 12 + n then
+  redis.call('XADD', KEYS[6], '*', unpack(ARGV, 13 + n))
+  redis.call('EXPIRE', KEYS[6], ARGV[11])
+end
+return 'OK'
+"""
+
+
+class LedgerStore(StoreBase):
+    """Ledger records and their indexes, written in atomic steps."""
+
+    SCRIPTS: ClassVar[dict[str, str]] = {
+        "_journal": _JOURNAL,
+        "_deliver": _DELIVER,
+        "_flip_state": _FLIP_STATE,
+    }
+
+    def _commit_in(self, pipe: Any, digest: str, token: str, record: LedgerRecord,
+                   ttl_s: int) -> None:
+        """Queue the commit script (record, window, indexes, claim release) on ``pipe``."""
+        fields: list[str | int] = []
+        for name, value in record.to_fields().items():
+            fields += [name, value]
+        names = [keys.claim(digest), keys.pending(digest),
+                keys.record(record.callback_id), keys.PENDING,
+                keys.owned(record.agent_id)]
+        # EVAL, not a registered script: inside MULTI a missing script (after a Redis
+        # restart) would fail alone while the rest applied, and redis-py's guard against that
+        # costs a SCRIPT EXISTS round trip per transaction. Redis caches it by hash anyway.
+        pipe.eval(_COMMIT_CALLBACK, len(names), *names, token, record.callback_id,
+                  record.scheduled_ms, ttl_s, *fields)
+
+    def commit_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
+                        event: dict[str, str], history_ttl_s: int) -> None:
+        """Put a created or queued callback in the ledger, the window and the number's
+        evidence history, in one transaction; release the claim."""
+        pipe = self._r.pipeline(transaction=True)
+        self._commit_in(pipe, digest, token, record, ttl_s)
+        self._append_history(pipe, digest, event, history_ttl_s)
+        self._call(pipe.execute)
+
+    def deliver_journaled(self, journaled: LedgerRecord, real: LedgerRecord, ttl_s: int,
+                          event: dict[str, str], history_ttl_s: int) -> bool:
+        """The journaled create now exists in Genesys: one atomic step puts the real record in
+        its place (false, and nothing recorded, if the request was cancelled meanwhile)."""
+        fields = [item for pair in real.to_fields().items() for item in pair]
+        history = [item for pair in event.items() for item in pair]
+        names = [keys.record(journaled.callback_id), keys.record(real.callback_id),
+                keys.pending(real.number_key), keys.PENDING,
+                keys.owned(real.agent_id), keys.pending(journaled.number_key),
+                keys.history(real.number_key), keys.OUTBOX,
+                keys.outbox_entry(journaled.request_token)]
+        return bool(self._call(lambda: self._script('_deliver')(keys=names, args=[
+            journaled.callback_id, real.callback_id, real.scheduled_ms, ttl_s, history_ttl_s,
+            journaled.request_token, len(fields), *fields, *history])))
+
+    def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
+                       event: dict[str, str] | None, history_ttl_s: int,
+                       payload: dict[str, Any], first_attempt_ms: int,
+                       counts: bool = True, epoch: int = -1, claimed: bool = True) -> str:
+        """Journal a callback before (or instead of) its Genesys create: the ledger record (in
+        the window, under every digest of ``record.digests``), its history event and the
+        outbox entry, in one guarded step.
+
+        ``OK``; ``REVOKED`` when a revocation was stored since the consent check that read
+        ``epoch`` (``-1``: not guarded); ``LOST`` when ``claimed`` and the number's claim is
+        no longer ``token``'s. Nothing is written unless ``OK``.
+        """
+        digests = record.digests or (digest,)
+        fields = [item for pair in record.to_fields().items() for item in pair]
+        names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
+                 keys.OUTBOX, keys.outbox_entry(token), keys.history(digests[0])]
+        for d in digests:
+            names += [keys.claim(d), keys.pending(d), keys.created(d), keys.consent_state(d)]
+        history = [item for pair in (event or {}).items() for item in pair]
+        return str(self._call(lambda: self._script("_journal")(keys=names, args=[
+            token, record.callback_id, record.scheduled_ms, ttl_s, epoch,
+            1 if counts else 0, record.created_ms, json.dumps(payload), first_attempt_ms,
+            1 if claimed else 0, history_ttl_s, len(fields), *fields, *history])))
+
+    def flip_state(self, record: LedgerRecord, from_states: tuple[str, str], to: str) -> bool:
+        """Change a record's state only if it is still one of ``from_states``."""
+        return bool(self._call(lambda: self._script('_flip_state')(
+            keys=[keys.record(record.callback_id)], args=[*from_states, to])))
+
+    def defer_journaled(self, record: LedgerRecord, payload: dict[str, Any],
+                        next_ms: int, event: dict[str, str], history_ttl_s: int) -> None:
+        """A journaled create Genesys could not take now: QUEUED (unless cancelled meanwhile,
+        when the worker only cleans up), next attempt at ``next_ms``."""
+        self.flip_state(record, ("CREATING", "QUEUED"), "QUEUED")
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(keys.outbox_entry(record.request_token), "payload", json.dumps(payload))
+        pipe.zadd(keys.OUTBOX, {record.request_token: next_ms})
+        self._append_history(pipe, record.number_key, event, history_ttl_s)
+        self._call(pipe.execute)
+
+    def move_callback(self, record: LedgerRecord, scheduled_ms: int, ttl_s: int,
+                      event: dict[str, str], history_ttl_s: int) -> None:
+        """A pending callback got a new time: update its record, indexes, lifetimes (a later
+        time must not let the record or the number's window expire early) and history."""
+        pending = keys.pending(record.number_key)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(keys.record(record.callback_id), "s", scheduled_ms)
+        pipe.expire(keys.record(record.callback_id), ttl_s)
+        pipe.expire(pending, ttl_s, gt=True)
+        pipe.zadd(pending, {record.callback_id: scheduled_ms}, xx=True)
+        pipe.zadd(keys.PENDING, {record.callback_id: scheduled_ms}, xx=True)
+        pipe.zadd(keys.owned(record.agent_id), {record.callback_id: scheduled_ms}, xx=True)
+        self._append_history(pipe, record.number_key, event, history_ttl_s)
+        self._call(pipe.execute)
+
+    def mark_replaced(self, record: LedgerRecord, replacement_id: str) -> None:
+        """Note on a callback that a replacement exists and it only awaits its disconnect
+        (``""``: the replacement failed and the callback stays as it was)."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(keys.record(record.callback_id), "r", replacement_id)
+        if replacement_id:
+            pipe.sadd(keys.REPLACING, record.callback_id)
+        else:
+            pipe.srem(keys.REPLACING, record.callback_id)
+        self._call(pipe.execute)
+
+    def replaced_awaiting_disconnect(self, limit: int) -> list[str]:
+        """Callbacks with a replacement whose own disconnect has not succeeded yet."""
+        return [str(m) for m in cast(list[str], self._call(
+            lambda: self._r.srandmember(keys.REPLACING, limit)))]
+
+    def forget_replacement(self, callback_id: str) -> None:
+        """Stop retrying the disconnect of a replaced callback (it has ended)."""
+        self._call(lambda: self._r.srem(keys.REPLACING, callback_id))
+
+    def callback(self, callback_id: str) -> LedgerRecord | None:
+        """A callback of the ledger, or ``None``."""
+        raw = self._call(lambda: self._r.hgetall(keys.record(callback_id)))
+        return LedgerRecord.from_fields(cast(dict[str, str], raw)) if raw else None
+
+    def callbacks(self, callback_ids: list[str]) -> list[LedgerRecord]:
+        """Several ledger records in one round trip, skipping those that are gone."""
+        pipe = self._r.pipeline(transaction=False)
+        for callback_id in callback_ids:
+            pipe.hgetall(keys.record(callback_id))
+        rows = cast(list[dict[str, str]], self._call(pipe.execute))
+        return [LedgerRecord.from_fields(row) for row in rows if row]
+
+    def close_callback(self, record: LedgerRecord, state: str, at: str,
+                       history_ttl_s: int | None) -> None:
+        """Mark a callback terminal, take it out of the window and note it in the history
+        (``history_ttl_s`` None: a bookkeeping step with nothing to show as evidence)."""
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"{state} is not a terminal state")
+        names = [keys.record(record.callback_id), keys.pending(record.number_key),
+                keys.PENDING, keys.owned(record.agent_id)]
+        pipe = self._r.pipeline(transaction=True)
+        pipe.eval(_CLOSE_CALLBACK, len(names), *names, state, record.callback_id)
+        pipe.srem(keys.REPLACING, record.callback_id)
+        if history_ttl_s is not None:
+            self._append_history(pipe, record.number_key, {
+                "event": "callback-closed", "callbackId": record.callback_id, "state": state,
+                "at": at}, history_ttl_s)
+        self._call(pipe.execute)
+
+    def append_history(self, digest: str, event: dict[str, str], ttl_s: int) -> None:
+        """Add one event to the number's evidence history (kept ``ttl_s`` after the last)."""
+        pipe = self._r.pipeline(transaction=True)
+        self._append_history(pipe, digest, event, ttl_s)
+        self._call(pipe.execute)
+
+    def history(self, digests: tuple[str, ...]) -> list[dict[str, str]]:
+        """Every evidence event of a number (under any PII key), in the order written."""
+        pipe = self._r.pipeline(transaction=False)
+        for digest in digests:
+            pipe.xrange(keys.history(digest))
+        rows = cast(list[list[tuple[str, dict[str, str]]]], self._call(pipe.execute))
+        events = [(entry_id, event) for row in rows for entry_id, event in row]
+        return [event for _, event in sorted(events, key=lambda e: _stream_order(e[0]))]
+
+
+def _stream_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+

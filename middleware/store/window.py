@@ -1,0 +1,165 @@
+"""The duplicate window in Redis: the check-and-claim, the daily count and the indexes the
+worker walks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Final, cast
+
+from middleware.store import keys
+from middleware.store.client import StoreBase
+
+# The duplicate window's check-and-claim, one atomic step for all workers and instances.
+# KEYS[1] the number's claim; KEYS[2] its creations of the last 24 h; KEYS[3..] its pending
+# sets (current HMAC key first, then the ones of older PII keys).
+# ARGV: token, window end ms, claim ttl ms, forget-before ms, now ms, creations allowed a day.
+# A claim already holding our own token means Redis applied an earlier try of this very
+# command whose reply was lost: that is our claim, not somebody else's.
+_CLAIM_WINDOW: Final = """
+for i = 3, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[4])
+  local found = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
+  if #found > 0 then return {'DUPLICATE', found[1], found[2]} end
+end
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return {'CLAIMED'} end
+if held then return {'BUSY', '', tostring(redis.call('PTTL', KEYS[1]))} end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[5]) - 86400000)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return {'LIMIT'} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return {'CLAIMED'}
+"""
+
+
+
+class WindowStore(StoreBase):
+    """The duplicate window: claims, daily counts, pending indexes and cursors."""
+
+    SCRIPTS: ClassVar[dict[str, str]] = {
+        "_claim_window": _CLAIM_WINDOW,
+    }
+
+    def claim_window(self, digests: tuple[str, ...], token: str, window_end_ms: int,
+                     claim_ttl_ms: int, forget_before_ms: int, now_ms: int,
+                     daily_limit: int) -> WindowClaim:
+        """Atomically find a pending callback in the window or claim the number for us
+        (``LIMIT`` when the number already had ``daily_limit`` callbacks in 24 hours).
+
+        ``digests[0]`` is the number's current HMAC digest; the others are read too, so
+        rotating ``PII_KEYS`` never hides a pending callback.
+        """
+        names = [keys.claim(digests[0]), keys.created(digests[0])]
+        names += [keys.pending(d) for d in digests]
+        reply = self._call(lambda: self._script('_claim_window')(
+            keys=names, args=[token, window_end_ms, claim_ttl_ms, forget_before_ms, now_ms,
+                             daily_limit]))
+        status = str(reply[0])
+        if status == "DUPLICATE":
+            return WindowClaim(status, str(reply[1]), int(float(reply[2])))
+        if status == "BUSY":
+            return WindowClaim(status, "", max(int(reply[2]), 0))
+        return WindowClaim(status)
+
+    def creations_today(self, digest: str, now_ms: int) -> int:
+        """How many callbacks were accepted for the number in the 24 hours before ``now_ms``
+        (a read only: the claim enforces the cap atomically)."""
+        key = keys.created(digest)
+        return int(self._call(
+            lambda: self._r.zcount(key, f"({now_ms - 86_400_000}", "+inf")))
+
+    def release_claim(self, digest: str, token: str) -> None:
+        """Give the number back after a refusal or failure, if the claim is still ours."""
+        key = keys.claim(digest)
+        self._release(key, token)
+
+    def uncount_creation(self, digest: str, token: str) -> None:
+        """A journaled create Genesys refused does not count towards the daily cap."""
+        self._call(lambda: self._r.zrem(keys.created(digest), token))
+
+    def pending_in_window(self, digests: tuple[str, ...], window_end_ms: int
+                          ) -> list[tuple[str, int]]:
+        """``(callback id, scheduled ms)`` of a number's pending callbacks, earliest first."""
+        pipe = self._r.pipeline(transaction=False)
+        for digest in digests:
+            pipe.zrangebyscore(keys.pending(digest), "-inf", window_end_ms,
+                               withscores=True)
+        rows = cast(list[list[tuple[str, float]]], self._call(pipe.execute))
+        found = [(str(cid), int(score)) for row in rows for cid, score in row]
+        return sorted(found, key=lambda item: (item[1], item[0]))
+
+    def unindex(self, callback_id: str, digests: tuple[str, ...]) -> None:
+        """Drop a callback id from the window's indexes (its record is gone or terminal)."""
+        pipe = self._r.pipeline(transaction=True)
+        for digest in digests:
+            pipe.zrem(keys.pending(digest), callback_id)
+        pipe.zrem(keys.PENDING, callback_id)
+        self._call(pipe.execute)
+
+    def pending_owned_counts(self, agent_ids: list[str], now_ms: int) -> dict[str, int]:
+        """How many pending callbacks each agent owns here (the reassignment order)."""
+        stale = now_ms - 8 * 86_400_000
+        pipe = self._r.pipeline(transaction=False)
+        for agent_id in agent_ids:
+            # Entries whose records expired unreconciled would skew the order forever.
+            pipe.zremrangebyscore(keys.owned(agent_id), "-inf", stale)
+            pipe.zcard(keys.owned(agent_id))
+        replies = cast(list[int], self._call(pipe.execute))
+        return dict(zip(agent_ids, replies[1::2], strict=True))
+
+    def due_between(self, start_ms: int, end_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Pending callbacks scheduled in ``[start, end]``, earliest first."""
+        rows = cast(list[tuple[str, float]], self._call(lambda: self._r.zrangebyscore(
+            keys.PENDING, start_ms, end_ms, start=0, num=limit, withscores=True)))
+        return [(str(cid), int(score)) for cid, score in rows]
+
+    def pending_page(self, after: tuple[int, str], limit: int) -> list[tuple[str, int]]:
+        """The next pending callbacks after the cursor ``(scheduled ms, id)``, in order (for
+        the worker); callbacks sharing a millisecond are ordered by id, none is skipped."""
+        after_ms, after_id = after
+        key = keys.PENDING
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zrangebyscore(key, after_ms, after_ms)
+        pipe.zrangebyscore(key, f"({after_ms}", "+inf", start=0, num=limit, withscores=True)
+        ties, rest = cast(tuple[list[str], list[tuple[str, float]]], tuple(
+            self._call(pipe.execute)))
+        page = [(str(cid), after_ms) for cid in ties if str(cid) > after_id]
+        page += [(str(cid), int(score)) for cid, score in rest]
+        return page[:limit]
+
+    def forget_pending(self, callback_ids: list[str]) -> None:
+        """Drop ids from the worker's index whose ledger records have expired."""
+        self._call(lambda: self._r.zrem(keys.PENDING, *callback_ids))
+
+    def reconcile_cursor(self) -> tuple[int, str]:
+        """Where the worker's last reconciliation page stopped: ``(scheduled ms, id)``."""
+        raw = self._call(lambda: self._r.get(keys.RECONCILE_CURSOR))
+        if not raw:
+            return -1, ""
+        ms, _, callback_id = cast(str, raw).partition(" ")
+        return int(ms), callback_id
+
+    def reassign_cursor(self) -> tuple[int, str]:
+        """Where the lookahead reassignment's last page stopped: ``(scheduled ms, id)``."""
+        raw = self._call(lambda: self._r.get(keys.REASSIGN_CURSOR))
+        if not raw:
+            return -1, ""
+        ms, _, callback_id = cast(str, raw).partition(" ")
+        return int(ms), callback_id
+
+    def save_reassign_cursor(self, after: tuple[int, str]) -> None:
+        """Remember where the next lookahead page starts (``(-1, "")``: the beginning)."""
+        self._call(lambda: self._r.set(keys.REASSIGN_CURSOR, f"{after[0]} {after[1]}"))
+
+    def save_reconcile_cursor(self, after: tuple[int, str]) -> None:
+        """Remember where the next reconciliation page starts (``(-1, "")``: the beginning)."""
+        self._call(lambda: self._r.set(keys.RECONCILE_CURSOR, f"{after[0]} {after[1]}"))
+
+
+@dataclass(frozen=True)
+class WindowClaim:
+    """``CLAIMED`` (go ahead), ``DUPLICATE`` (``callback_id`` pending) or ``BUSY`` (in flight)."""
+
+    status: str
+    callback_id: str = ""
+    value_ms: int = 0
+

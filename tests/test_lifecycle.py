@@ -1,0 +1,338 @@
+"""A callback's life under operations that meet: each test reproduces one way a customer was
+called after revoking, called twice, or left without the callback they were promised."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from middleware.__main__ import run
+from middleware.app import Services, build_duties, build_services
+from middleware.config import Config
+from middleware.deadline import Deadline
+from middleware.genesys import new_session
+from middleware.store import connect
+from tests.conftest import (
+    AUTH,
+    T0,
+    RedisServer,
+    Service,
+    Simulator,
+    create_body,
+    service_env,
+    when,
+)
+from tests.faultproxy import FaultProxy
+
+NUMBER = "+14155552671"
+ADA, BOB = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (1, 2))
+CALLBACKS = "/api/v2/conversations/callbacks"
+#: A behaviour reproduced and not fixed yet: strict, so the fix must remove the mark.
+OPEN = pytest.mark.xfail(strict=True, reason="reproduced, not fixed yet")
+
+
+def worker(service: Service, redis_server: RedisServer, **env: str) -> Services:
+    """The worker's collaborators on the service's Redis, simulator and clock."""
+    config = Config.from_env(service_env(redis_server.url, service.config.genesys_api_url,
+                                         OUTBOX_BACKOFF_BASE_MS="1", OUTBOX_BACKOFF_CAP_MS="1",
+                                         **env))
+    return build_services(config, redis_client=connect(redis_server.url, 1.0),
+                          http=new_session(), clock=service.clock)
+
+
+def duty(services: Services, name: str) -> Callable[[], int]:
+    [found] = [d for d in build_duties(services) if d.name == name]
+    return lambda: found.run(Deadline(10))
+
+
+def live(sim: Simulator) -> list[dict[str, Any]]:
+    return [c for c in sim.callbacks() if c["state"] == "scheduled"]
+
+
+def pending_count(service: Service, number: str = NUMBER) -> int:
+    found = service.action("find-pending-callbacks", {"customerNumber": number}).json
+    return int(found.get("pendingCount") or 0)
+
+
+def revoke(service: Service, number: str = NUMBER) -> dict[str, Any]:
+    return dict(service.action("revoke-consent", {"customerNumber": number}).json)
+
+
+def dead_letter_one(service: Service, sim: Simulator, services: Services) -> None:
+    """A create queued in an outage, then refused by Genesys: a dead letter."""
+    sim.control("PUT", "faults", {"status": 503, "count": 1, "pathPrefix": CALLBACKS})
+    assert service.action("create-callback", create_body()).json["outcome"] == "QUEUED"
+    sim.control("PUT", "faults", {"status": 400, "count": 1, "pathPrefix": CALLBACKS})
+    service.clock.advance(timedelta(seconds=30))
+    duty(services, "outbox")()
+    assert len(services.store.dead_letters()) == 1
+
+
+def replay_all(service: Service, redis_server: RedisServer) -> None:
+    env = service_env(redis_server.url, service.config.genesys_api_url)
+    assert run(["dead-letters", "replay", "--all"], env, service.clock, own_logging=False) == 0
+
+
+def test_revoke_during_create_leaves_no_live_callback(service: Service, sim: Simulator) -> None:
+    """#1 A revoke answered while a create is past its consent check: the create does not
+    leave a live callback."""
+    sim.control("PUT", "faults", {"latencyMs": 700, "count": 1, "method": "GET",
+                                  "pathPrefix": "/api/v2/routing/queues"})
+    answers: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: answers.append(
+        dict(service.action("create-callback", create_body()).json)))
+    thread.start()
+    time.sleep(0.35)
+    assert revoke(service)["outcome"] == "REVOKED"
+    thread.join()
+    assert answers[0]["outcome"] not in ("CREATED", "QUEUED"), answers[0]
+    assert answers[0]["reason"] == "CONSENT_REVOKED"
+    assert live(sim) == []
+
+
+def test_consent_stored_before_a_revocation_never_lifts_it(service: Service,
+                                                           sim: Simulator) -> None:
+    """#2 A consent stating a capture time a little ahead, then a revocation: a create is
+    refused (revocations are ordered by when they were stored)."""
+    ahead = (T0 + timedelta(minutes=3)).isoformat()
+    recorded = service.action("record-consent", {
+        "customerNumber": NUMBER, "consentCapturedAt": ahead, "consentSource": "IVR_KEYPRESS",
+        "consentText": "Press 1 to be called back"}).json
+    assert recorded["outcome"] == "RECORDED"
+    revoke(service)
+    answer = service.action("create-callback", create_body()).json
+    assert (answer["outcome"], answer["reason"]) == ("REJECTED", "CONSENT_REVOKED")
+    assert sim.callbacks() == []
+
+
+@OPEN
+def test_replayed_dead_letter_after_revoke_is_not_created(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """#3 A dead letter replayed after the customer revoked: nothing is created."""
+    services = worker(service, redis_server)
+    dead_letter_one(service, sim, services)
+    revoke(service)
+    replay_all(service, redis_server)
+    service.clock.advance(timedelta(seconds=30))
+    duty(services, "outbox")()
+    assert live(sim) == []
+    assert pending_count(service) == 0
+
+
+@OPEN
+def test_replayed_dead_letter_passes_the_duplicate_check(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """#4 A new callback was made after the dead letter left the window: replaying it does
+    not make a second one."""
+    services = worker(service, redis_server)
+    dead_letter_one(service, sim, services)
+    assert service.action("create-callback", create_body()).json["outcome"] == "CREATED"
+    replay_all(service, redis_server)
+    service.clock.advance(timedelta(seconds=30))
+    duty(services, "outbox")()
+    assert pending_count(service) == 1
+    assert len(live(sim)) == 1
+
+
+@OPEN
+def test_owner_move_whose_replacement_is_queued_keeps_the_old_callback(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """#6 The replacement create of an owner move hits an outage: the old callback is not
+    disconnected before the replacement exists, and if the replacement dead-letters the
+    customer still has the old one."""
+    first = service.action("create-callback", create_body(
+        agentId=BOB, requestedTime=when("2026-11-23T19:00:00Z"))).json
+    assert first["outcome"] == "CREATED"
+    sim.control("POST", "timeoff", {"userId": BOB, "date": when("2026-11-23"),
+                                    "status": "APPROVED"})
+    services = worker(service, redis_server)
+    sim.control("PUT", "faults", {"status": 503, "count": 1, "method": "POST",
+                                  "pathPrefix": CALLBACKS})
+    duty(services, "reassign")()
+    duty(services, "reassign")()
+    assert [c["conversationId"] for c in live(sim)] == [first["callbackId"]]
+    sim.control("PUT", "faults", {"status": 400, "count": 1, "method": "POST",
+                                  "pathPrefix": CALLBACKS})
+    service.clock.advance(timedelta(seconds=30))
+    duty(services, "outbox")()
+    duty(services, "reassign")()
+    assert len(live(sim)) == 1
+
+
+@OPEN
+def test_pii_key_rotation_keeps_one_window(make_service: Callable[..., Service],
+                                           sim: Simulator) -> None:
+    """#7 Instances on the old and on the new PII_KEYS list see the same window and the same
+    daily count."""
+    old = make_service(PII_KEYS="old-pii-key", MAX_CALLBACKS_PER_NUMBER_PER_DAY="2")
+    new = make_service(PII_KEYS="new-pii-key,old-pii-key",
+                       MAX_CALLBACKS_PER_NUMBER_PER_DAY="2")
+    first = new.action("create-callback", create_body()).json
+    assert first["outcome"] == "CREATED"
+    assert old.action("create-callback", create_body()).json["outcome"] == "DUPLICATE"
+    assert old.action("cancel-callback", {"callbackId": first["callbackId"]}).json[
+        "outcome"] == "CANCELLED"
+    assert old.action("create-callback", create_body()).json["outcome"] == "CREATED"
+    assert pending_count(new) == 1
+    [held] = live(sim)
+    assert new.action("cancel-callback", {"callbackId": held["conversationId"]}).json[
+        "outcome"] == "CANCELLED"
+    third = new.action("create-callback", create_body()).json
+    assert third["reason"] == "TOO_MANY_REQUESTS_FOR_NUMBER", third
+
+
+@OPEN
+def test_cancel_by_the_old_id_after_a_move_cancels_the_replacement(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """#8 The caller holds the id from before the worker moved the callback: cancel acts on
+    the replacement."""
+    first = service.action("create-callback", create_body(
+        agentId=BOB, requestedTime=when("2026-11-23T19:00:00Z"))).json
+    sim.control("POST", "timeoff", {"userId": BOB, "date": when("2026-11-23"),
+                                    "status": "APPROVED"})
+    services = worker(service, redis_server)
+    assert duty(services, "reassign")() == 1
+    answer = service.action("cancel-callback", {"callbackId": first["callbackId"]}).json
+    assert answer["outcome"] == "CANCELLED", answer
+    assert live(sim) == []
+    assert pending_count(service) == 0
+
+
+@OPEN
+def test_moved_through_the_outbox_the_old_id_still_works(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """#8 A replacement that went through the outbox: the old id's link names the real
+    replacement, and cancel by the old id cancels it."""
+    first = service.action("create-callback", create_body(
+        agentId=BOB, requestedTime=when("2026-11-23T19:00:00Z"))).json
+    sim.control("POST", "timeoff", {"userId": BOB, "date": when("2026-11-23"),
+                                    "status": "APPROVED"})
+    services = worker(service, redis_server)
+    sim.control("PUT", "faults", {"status": 503, "count": 1, "method": "POST",
+                                  "pathPrefix": CALLBACKS})
+    duty(services, "reassign")()
+    service.clock.advance(timedelta(seconds=30))
+    duty(services, "outbox")()
+    duty(services, "reassign")()
+    assert len(live(sim)) == 1 and live(sim)[0]["ownerAgentId"] == ADA
+    answer = service.action("cancel-callback", {"callbackId": first["callbackId"]}).json
+    assert answer["outcome"] == "CANCELLED", answer
+    assert live(sim) == []
+
+
+def test_derived_key_does_not_replay_an_ended_callback(service: Service,
+                                                       sim: Simulator) -> None:
+    """#9 Create, cancel, create again in the same conversation: a new callback, not a
+    replay of the cancelled one."""
+    body = create_body(conversationId="c0ffee00-0000-4000-8000-000000000001")
+    first = service.action("create-callback", body).json
+    assert first["outcome"] == "CREATED"
+    service.action("cancel-callback", {"callbackId": first["callbackId"]})
+    again = service.action("create-callback", body).json
+    assert again["outcome"] == "CREATED" and not again.get("replayed"), again
+    assert [c["conversationId"] for c in live(sim)] == [again["callbackId"]]
+
+
+@OPEN
+def test_slow_create_that_lands_late_is_not_a_second_callback(
+        make_service: Callable[..., Service], sim: Simulator,
+        redis_server: RedisServer) -> None:
+    """#10 A create slower than the read timeout that lands after the worker's retry: the
+    number ends with one live callback, and revoke leaves none."""
+    service = make_service(REQUEST_DEADLINE_MS="1500", GENESYS_READ_TIMEOUT_MS="500")
+    sim.control("PUT", "faults", {"latencyMs": 2500, "count": 1, "method": "POST",
+                                  "pathPrefix": CALLBACKS})
+    assert service.action("create-callback", create_body()).json["outcome"] == "QUEUED"
+    services = worker(service, redis_server, GENESYS_READ_TIMEOUT_MS="500")
+    service.clock.advance(timedelta(seconds=30))
+    duty(services, "outbox")()
+    time.sleep(2.5)  # the first create lands meanwhile
+    service.clock.advance(timedelta(minutes=5))
+    for name in ("outbox", "reconcile", "reassign"):
+        duty(services, name)()
+    assert len(live(sim)) == 1
+    revoke(service)
+    assert live(sim) == []
+
+
+def test_one_unreadable_callback_does_not_stop_reconciliation(
+        make_service: Callable[..., Service], sim: Simulator,
+        redis_server: RedisServer) -> None:
+    """#11 A callback whose Genesys read keeps failing: reconciliation still reaches the
+    later ones."""
+    service = make_service()
+    stuck = service.action("create-callback", create_body(
+        requestedTime=when("2026-11-23T19:00:00Z"))).json
+    later = service.action("create-callback", create_body(
+        customerNumber="+12125550199", requestedTime=when("2026-11-23T20:00:00Z"))).json
+    sim.control("PUT", "faults", {"status": 500, "count": 1000, "method": "GET",
+                                  "pathPrefix": f"{CALLBACKS}/{stuck['callbackId']}"})
+    services = worker(service, redis_server)
+    services.genesys.disconnect_callback(later["callbackId"], "", Deadline(5))
+    for _ in range(3):
+        duty(services, "reconcile")()
+    assert pending_count(service, "+12125550199") == 0
+
+
+def test_lookahead_reassignment_gets_past_its_first_batch(
+        make_service: Callable[..., Service], sim: Simulator,
+        redis_server: RedisServer) -> None:
+    """#11 With a batch of one, the second callback due soon still gets its move."""
+    service = make_service(RECONCILE_BATCH_SIZE="1")
+    service.action("create-callback", create_body(agentId=ADA,
+                                                  requestedTime=when("2026-11-23T19:00:00Z")))
+    moved = service.action("create-callback", create_body(
+        agentId=BOB, customerNumber="+12125550199",
+        requestedTime=when("2026-11-23T19:30:00Z"))).json
+    sim.control("POST", "timeoff", {"userId": BOB, "date": when("2026-11-23"),
+                                    "status": "APPROVED"})
+    services = worker(service, redis_server, RECONCILE_BATCH_SIZE="1")
+    for _ in range(3):
+        duty(services, "reassign")()
+    owners = {c["ownerAgentId"] for c in live(sim)}
+    assert BOB not in owners, moved
+
+
+@pytest.fixture
+def stalled_redis(tmp_path: Any, redis_server: RedisServer) -> Any:
+    proxy = FaultProxy(redis_server.port).start()
+    yield proxy
+    proxy.close()
+
+
+@OPEN
+def test_idempotency_key_is_not_left_in_flight_after_a_redis_stall(
+        redis_client: Any, redis_server: RedisServer, sim: Simulator,
+        stalled_redis: FaultProxy) -> None:
+    """#12 A request that met a Redis stall answered 503: its retry after Retry-After is
+    served, not 409."""
+    import falcon.testing
+
+    from middleware.app import create_app
+    from middleware.clock import FixedClock
+    config = Config.from_env(service_env(
+        f"redis://127.0.0.1:{stalled_redis.port}/0", sim.url, REQUEST_DEADLINE_MS="1000",
+        REDIS_TIMEOUT_MS="200"))
+    app = create_app(config, redis_client=connect(config.redis_url, 0.2),
+                     http=new_session(), clock=FixedClock(T0))
+    client = falcon.testing.TestClient(app)
+    headers = {**AUTH, "Idempotency-Key": "stall-1"}
+    sim.control("PUT", "faults", {"latencyMs": 400, "count": 1, "method": "GET",
+                                  "pathPrefix": "/api/v2/routing/queues"})
+    threading.Timer(0.2, lambda: setattr(stalled_redis, "blackhole", True)).start()
+    first = client.simulate_post("/v1/actions/create-callback", json=create_body(),
+                                 headers=headers)
+    assert first.status_code == 503
+    stalled_redis.blackhole = False
+    stalled_redis.reset_all()
+    time.sleep(float(first.headers["Retry-After"]))
+    again = client.simulate_post("/v1/actions/create-callback", json=create_body(),
+                                 headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json["outcome"] == "CREATED"
+
