@@ -171,16 +171,17 @@ def test_request_id_from_correlation_header_is_in_body_header_and_logs(
         service: Service, log_capture: io.StringIO) -> None:
     """ININ-Correlation-Id becomes the requestId of the body, the header and every log line."""
     start = len(log_capture.getvalue())
+    correlation = "5f1c7e2a-3b4d-4e6f-8a9b-0c1d2e3f4a5b"
     result = service.action("create-callback", create_body(),
-                            headers={"ININ-Correlation-Id": "corr-123"})
-    assert result.json["requestId"] == "corr-123"
-    assert result.headers["X-Request-Id"] == "corr-123"
+                            headers={"ININ-Correlation-Id": "5f1c7e2a-3b4d-4e6f-8a9b-0c1d2e3f4a5b"})
+    assert result.json["requestId"] == "5f1c7e2a-3b4d-4e6f-8a9b-0c1d2e3f4a5b"
+    assert result.headers["X-Request-Id"] == "5f1c7e2a-3b4d-4e6f-8a9b-0c1d2e3f4a5b"
     written = log_capture.getvalue()[start:]
     lines = [json.loads(line) for line in written.splitlines()]
     # The simulator shares this process in tests; its lines belong to no service request.
     ours = [line for line in lines if not line["logger"].startswith("middleware.sim")
             and line["logger"] != "middleware.metrics"]
-    assert ours and all(line.get("requestId") == "corr-123" for line in ours)
+    assert ours and all(line.get("requestId") == correlation for line in ours)
     assert "4155552671" not in written
 
 
@@ -188,7 +189,7 @@ def test_malformed_json_is_400(service: Service) -> None:
     """A body that is not JSON is a 400 with the SPEC error body."""
     from tests.conftest import AUTH
     result = service.client.simulate_post("/v1/actions/create-callback", body="{not json",
-                                          headers=AUTH)
+                                          headers={**AUTH, "Content-Type": "application/json"})
     assert result.status_code == 400
     assert set(result.json) == {"title", "description", "requestId"}
 
