@@ -6,8 +6,12 @@ blocking its siblings. The worker count comes from the command line (Procfile:
 well above REQUEST_DEADLINE_MS so only a truly stuck worker is killed. Workers are recycled
 rarely and at staggered points: a restart costs a latency spike (seen at 200-300 ms p99 in
 the benchmark when it happened every few seconds).
+Every line gunicorn writes is JSON, formatted like the service's own (``logconfig_dict``).
 """
 
+from middleware.logs import GUNICORN_LOGCONFIG
+
+logconfig_dict = GUNICORN_LOGCONFIG
 worker_class = "gthread"
 threads = 4
 timeout = 30
