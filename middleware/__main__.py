@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from middleware.app import Services, build_duties, build_services
+from middleware.app import Services, build_duties, build_services, outbox_stats
 from middleware.clock import SystemClock
 from middleware.config import Config, ConfigError
 from middleware.contracts import load_contracts
@@ -25,6 +26,7 @@ from middleware.evidence import render_evidence
 from middleware.export import export_actions
 from middleware.genesys import new_session
 from middleware.logs import configure_logging
+from middleware.metrics import serve_worker_metrics
 from middleware.numbers import normalise
 from middleware.outbox import replay_dead_letters
 from middleware.store import connect
@@ -83,7 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "dead-letters":
         return _dead_letters(services, args.action, args.tokens, args.all)
-    return run_worker(build_duties(services))
+    try:
+        stop_metrics = serve_worker_metrics(services.metrics, outbox_stats(services),
+                                            config.worker_metrics_port)
+    except OSError as exc:
+        # Delivering callbacks matters more than being scraped: run on, say so loudly.
+        logging.getLogger("middleware.worker").error(
+            "worker metrics not served", extra={"port": config.worker_metrics_port,
+                                                "error": str(exc)})
+        stop_metrics = _nothing
+    try:
+        return run_worker(build_duties(services))
+    finally:
+        stop_metrics()
+
+
+def _nothing() -> None:
+    """A stop for what was never started."""
 
 
 def _owner(command: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ from middleware.errors import (
     UnsupportedMediaType,
 )
 from middleware.logs import request_id_var
+from middleware.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from middleware.metrics import Metrics
 from middleware.strict_json import loads as strict_loads
 
@@ -130,10 +131,7 @@ class RequestGuard:
             else (template or "unrouted")
         if resp.status_code == 401:
             action = "unauthenticated"
-        self._metrics.inc("cbm_requests_total", {"action": action, "outcome": outcome,
-                                                 "reason": reason,
-                                                 "status": str(resp.status_code)})
-        self._metrics.observe("cbm_request_duration_seconds", elapsed, {"action": action})
+        self._metrics.request(action, outcome, reason, resp.status_code, elapsed)
         request_id_var.set("")
 
 
@@ -269,13 +267,13 @@ class ReadyResource:
 class MetricsResource:
     """``GET /metrics``: Prometheus text format."""
 
-    def __init__(self, render: Callable[[], str]) -> None:
+    def __init__(self, render: Callable[[], bytes]) -> None:
         self._render = render
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Every process's counters and the outbox gauges."""
-        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
-        resp.text = self._render()
+        """This instance's counters and histograms (the worker serves the shared gauges)."""
+        resp.content_type = METRICS_CONTENT_TYPE
+        resp.data = self._render()
 
 
 class OpenApiResource:
