@@ -18,10 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from middleware.app import Services, build_duties, build_services, outbox_stats
 from middleware.clock import SystemClock
 from middleware.config import Config, ConfigError
 from middleware.contracts import load_contracts
+from middleware.errors import StoreUnavailable
 from middleware.evidence import render_evidence
 from middleware.export import export_actions
 from middleware.genesys import new_session
@@ -37,7 +40,7 @@ DATA_ACTIONS_DIR = Path(__file__).resolve().parent.parent / "data_actions"
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status is the process's."""
-    parser = argparse.ArgumentParser(prog="python -m middleware")
+    parser = argparse.ArgumentParser(prog=_prog(sys.argv[0]))
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export-actions", help="write data_actions/*.custom.json")
     export.add_argument("--base-url", required=True, help="public https URL of this service")
@@ -71,6 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print("configuration ok")
         return 0
+    try:
+        return _run(args, config)
+    except (redis.RedisError, StoreUnavailable, ValueError) as exc:
+        # An operator needs the cause in one line (bad REDIS_URL, Redis down), not a traceback.
+        print(f"redis error ({config.redis_url.split('@')[-1]}): {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 2
+
+
+def _prog(argv0: str) -> str:
+    """How the user called us: ``python -m middleware`` or the installed script's name."""
+    name = Path(argv0).name
+    return "python -m middleware" if name in ("__main__.py", "") else name
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
     configure_logging(config.log_level)
     services = build_services(config,
                               redis_client=connect(config.redis_url, config.redis_timeout_s),
