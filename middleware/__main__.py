@@ -20,24 +20,28 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from middleware.app import Services, build_duties, build_services
+import redis
+
+from middleware.app import Services, build_duties, build_services, outbox_stats
 from middleware.bulk import BulkImporter, CsvFileError, progress_for, render_summary, write_report
 from middleware.clock import Clock, SystemClock
 from middleware.config import Config, ConfigError, SetupConfig
 from middleware.contracts import load_contracts
-from middleware.errors import UpstreamError
+from middleware.errors import StoreUnavailable, UpstreamError
 from middleware.evidence import render_evidence
 from middleware.export import export_actions
 from middleware.genesys import new_session
 from middleware.install import REFUSED, Installer, render_steps, secret_for
 from middleware.integrations import IntegrationsApi
 from middleware.logs import configure_logging
+from middleware.metrics import serve_worker_metrics
 from middleware.numbers import normalise
 from middleware.outbox import replay_dead_letters
 from middleware.store import connect
@@ -61,7 +65,7 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     The environment and clock come from the caller (the composition root of a command), so
     a test runs a command on the same business time as the service it inspects, and keeps
     its own log handlers (``own_logging=False``)."""
-    parser = argparse.ArgumentParser(prog="python -m middleware")
+    parser = argparse.ArgumentParser(prog=_prog(sys.argv[0]))
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export-actions", help="write data_actions/*.custom.json")
     export.add_argument("--base-url", required=True, help="public https URL of this service")
@@ -104,6 +108,23 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     if args.command == "check-config":
         print("configuration ok")
         return 0
+    try:
+        return _run(args, config, environ, clock, own_logging)
+    except (redis.RedisError, StoreUnavailable, ValueError) as exc:
+        # An operator needs the cause in one line (bad REDIS_URL, Redis down), not a traceback.
+        print(f"redis error ({config.redis_url.split('@')[-1]}): {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 2
+
+
+def _prog(argv0: str) -> str:
+    """How the user called us: ``python -m middleware`` or the installed script's name."""
+    name = Path(argv0).name
+    return "python -m middleware" if name in ("__main__.py", "") else name
+
+
+def _run(args: argparse.Namespace, config: Config, environ: Mapping[str, str], clock: Clock,
+         own_logging: bool) -> int:
     if own_logging:
         configure_logging(config.log_level)
     services = build_services(config,
@@ -125,7 +146,23 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
         return _import_callbacks(services, args)
     if args.once:
         return run_once(build_duties(services))
-    return run_worker(build_duties(services))
+    try:
+        stop_metrics = serve_worker_metrics(services.metrics, outbox_stats(services),
+                                            config.worker_metrics_port)
+    except OSError as exc:
+        # Delivering callbacks matters more than being scraped: run on, say so loudly.
+        logging.getLogger("middleware.worker").error(
+            "worker metrics not served", extra={"port": config.worker_metrics_port,
+                                                "error": str(exc)})
+        stop_metrics = _nothing
+    try:
+        return run_worker(build_duties(services))
+    finally:
+        stop_metrics()
+
+
+def _nothing() -> None:
+    """A stop for what was never started."""
 
 
 def _add_setup_commands(commands: Any) -> None:

@@ -22,11 +22,12 @@ from middleware.clock import Clock
 from middleware.config import Config
 from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
-from middleware.duplicates import DuplicateWindow
+from middleware.duplicates import DuplicateWindow, epoch_ms
+from middleware.errors import StoreUnavailable
 from middleware.genesys import GenesysClient, GenesysSettings
 from middleware.health import Readiness
 from middleware.idempotency import IdempotencyGate
-from middleware.metrics import Metrics
+from middleware.metrics import Metrics, OutboxStats
 from middleware.numbers import NumberKeys
 from middleware.outbox import OutboxDelivery, RetryPolicy
 from middleware.owner import OwnerRule, OwnerService
@@ -75,8 +76,9 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
                    clock: Clock) -> Services:
     """Build the domain objects; no connection is opened until first use."""
     store = Store(redis_client)
-    metrics = Metrics()
-    metrics.attach(redis_client)
+    contracts = load_contracts()
+    metrics = Metrics({action: contract.output_schema["properties"]["outcome"]["enum"]
+                       for action, contract in contracts.items()})
     genesys = GenesysClient(GenesysSettings(
         api_url=config.genesys_api_url,
         login_url=config.genesys_login_url,
@@ -142,6 +144,17 @@ def build_duties(services: Services) -> list[Duty]:
             Duty("reassign", config.reconcile_interval_s, reassigner.run)]
 
 
+def outbox_stats(services: Services) -> OutboxStats:
+    """What the worker's shared-state gauges read at each scrape (``None`` if Redis fails)."""
+    def read() -> tuple[int, float, int] | None:
+        try:
+            depth, age_ms, dead = services.store.outbox_stats(epoch_ms(services.clock.now()))
+        except StoreUnavailable:
+            return None
+        return depth, age_ms / 1000, dead
+    return read
+
+
 def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Session,
                clock: Clock) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app from its configuration and its three outside collaborators."""
@@ -156,8 +169,7 @@ def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Sess
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(Readiness(services.store, services.genesys)))
     app.add_route("/openapi.json", OpenApiResource(openapi_document(contracts, __version__)))
-    app.add_route("/metrics", MetricsResource(
-        lambda: services.metrics.render(services.store, clock)))
+    app.add_route("/metrics", MetricsResource(services.metrics.render))
     for action, handler in (("create-callback", callbacks.create),
                             ("find-pending-callbacks", callbacks.find_pending),
                             ("cancel-callback", callbacks.cancel),

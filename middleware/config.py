@@ -142,6 +142,11 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting("LOG_LEVEL", "INFO", "Python log level of the JSON logs."),
     Setting("METRICS_PUBLIC", "false", "`true` serves /metrics without credentials.", "web"),
+    Setting(
+        "WORKER_METRICS_PORT", "9108", "Port where the worker serves its metrics and the "
+        "shared-state gauges (outbox depth and age, dead letters), without credentials: "
+        "keep it internal.", "worker"
+    ),
     Setting("SIM_PORT", "8090", "Port of the Genesys simulator.", "sim"),
     Setting(
         "SIM_ORG_FILE", "", "Seeded demo org of the simulator (default: the shipped "
@@ -265,6 +270,7 @@ class Config:
     reconcile_batch_size: int
     log_level: str
     metrics_public: bool
+    worker_metrics_port: int = 9108
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -333,6 +339,7 @@ class Config:
             reconcile_batch_size=r.positive_int("RECONCILE_BATCH_SIZE"),
             log_level=level,
             metrics_public=r.boolean("METRICS_PUBLIC"),
+            worker_metrics_port=r.positive_int("WORKER_METRICS_PORT"),
         )
 
 

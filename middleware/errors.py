@@ -9,7 +9,9 @@ for the cases where the service cannot answer the request as asked::
     ├── Unauthorized         401  no credential, or none that matches
     ├── NotFound             404  no such route or action
     ├── IdempotencyInFlight  409  the same idempotency key is still being answered
+    ├── MethodNotAllowed     405  the route exists but not for this method
     ├── PayloadTooLarge      413  body over 64 KiB, chunked or not
+    ├── UnsupportedMediaType 415  the body is not declared ``application/json`` (UTF-8)
     ├── IdempotencyMismatch  422  idempotency key reused with a different body
     └── Unavailable          503  a dependency (Redis) cannot take work now
 
@@ -57,6 +59,20 @@ class NotFound(ServiceError):
 
     status = 404
     title = "Not found"
+
+
+class MethodNotAllowed(ServiceError):
+    """The route does not answer this method."""
+
+    status = 405
+    title = "Method not allowed"
+
+
+class UnsupportedMediaType(ServiceError):
+    """The body is not declared as UTF-8 ``application/json``."""
+
+    status = 415
+    title = "Unsupported media type"
 
 
 class IdempotencyInFlight(ServiceError):

@@ -41,8 +41,27 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TOKEN_WAIT_STEP_S: Final = 0.02
-# Path segments that are ids, folded in metric labels so routes stay few.
-_ID_SEGMENT: Final = re.compile(r"(?<=/)(?=[^/]*\d)[^/]{8,}(?=/|$)")
+#: Every Genesys route this client calls, as the template its metric label shows. A label
+#: is never built from the path itself: an id from a caller ("Callbacks", a number) would
+#: mint a new series with each call.
+ROUTE_TEMPLATES: Final = (
+    "/api/v2/conversations/callbacks",
+    "/api/v2/conversations/callbacks/{id}",
+    "/api/v2/conversations/callbacks/bulk/disconnect",
+    "/api/v2/analytics/conversations/details/query",
+    "/api/v2/routing/queues/{id}",
+    "/api/v2/users/{id}",
+    "/api/v2/users/{id}/queues",
+    "/api/v2/teams/{id}/members",
+    "/api/v2/workforcemanagement/agents/{id}/managementunit",
+    "/api/v2/workforcemanagement/managementunits/{id}",
+    "/api/v2/workforcemanagement/managementunits/{id}/agentschedules/search",
+    "/api/v2/workforcemanagement/managementunits/{id}/timeoffrequests/query",
+    "/api/v2/workforcemanagement/businessunits/{id}",
+)
+_ROUTES: Final = tuple(
+    (re.compile("^" + re.escape(t).replace(re.escape("{id}"), "[^/]+") + "$"), t)
+    for t in ROUTE_TEMPLATES)
 # A 429 wait is only worth it if the retried call still has this long to run afterwards.
 _AFTER_WAIT_MARGIN_S: Final = 0.5
 #: Sent on every API call, so Genesys' audit (and the simulator's fidelity log) can tell
@@ -216,7 +235,7 @@ class GenesysClient:
         refresh_at = self._clock.now().timestamp() + lifetime - margin
         self._store.save_token(self._client, body["access_token"], refresh_at, lifetime - margin)
         log.info("genesys token fetched", extra={"expiresIn": lifetime})
-        self._metrics.inc("cbm_genesys_token_fetches_total")
+        self._metrics.token_fetched()
         return str(body["access_token"]), refresh_at
 
     def _drop_token(self, token: str) -> None:
@@ -272,7 +291,7 @@ class GenesysClient:
               body: Any, params: dict[str, str] | None) -> requests.Response:
         if deadline.expired:
             raise UpstreamUnavailable(f"No time left for {method} {path}")
-        route = _ID_SEGMENT.sub("{id}", path)
+        route = route_template(path)
         try:
             resp = self._http.request(
                 method, f"{self._s.api_url}{path}", json=body, params=params,
@@ -282,14 +301,10 @@ class GenesysClient:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            self._metrics.inc("cbm_genesys_calls_total",
-                              {"method": method, "route": route, "status": "error"})
+            self._metrics.genesys_call(method, route, None)
             raise UpstreamUnavailable(f"{method} {path} failed: {type(exc).__name__}",
                                       may_have_run=_may_have_run(exc)) from exc
-        self._metrics.inc("cbm_genesys_calls_total",
-                          {"method": method, "route": route, "status": str(resp.status_code)})
-        if resp.status_code == 429:
-            self._metrics.inc("cbm_genesys_rate_limited_total")
+        self._metrics.genesys_call(method, route, resp.status_code)
         return resp
 
     # -- callbacks ----------------------------------------------------------------------
@@ -572,6 +587,18 @@ def callback_end_state(conversation: dict[str, Any] | None) -> str | None:
 def _query_value(uri: str, name: str) -> str:
     values = parse_qs(urlsplit(uri).query).get(name, [])
     return values[0] if values else ""
+
+
+def route_template(path: str) -> str:
+    """The metric label of a path: its template from ``ROUTE_TEMPLATES``, else ``other``."""
+    # Fixed segments win over {id}: "callbacks/bulk/disconnect" is not "callbacks/{id}".
+    for pattern, template in _ROUTES:
+        if "{id}" not in template and pattern.match(path):
+            return template
+    for pattern, template in _ROUTES:
+        if pattern.match(path):
+            return template
+    return "other"
 
 
 def _seg(value: str) -> str:

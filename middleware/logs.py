@@ -1,8 +1,9 @@
 """JSON log lines carrying the request id, with phone numbers and secrets masked at one choke point.
 
 Every handler installed by ``configure_logging`` formats through ``JsonFormatter``, which
-masks any run of digits long enough to be a phone number down to its last four digits
-and drops bearer tokens, so no call site can leak them by accident.
+masks what looks like a phone number down to its last four digits (never UUIDs, hex
+tokens, timestamps or addresses) and drops bearer tokens, so no call site can leak them
+by accident. ``GUNICORN_LOGCONFIG`` gives gunicorn's own loggers the same format.
 """
 
 from __future__ import annotations
@@ -17,12 +18,24 @@ from typing import Any, Final
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
-# Seven or more digits, optionally with the separators people type, is treated as a number.
-_PHONE: Final = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
 _BEARER: Final = re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
-# Genesys ids are UUIDs, whose digit runs would otherwise look like numbers.
-_UUID: Final = re.compile(r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                          r"[0-9a-fA-F]{12})")
+# What is kept as written comes first in the alternation, so the scan (left to right)
+# consumes an id, token or timestamp whole before its digits could look like a number:
+# UUIDs, ISO-8601 dates and times, IPv4 addresses, and any word that holds a letter
+# (hex tokens, agent ids, header names). What is left, seven to fifteen digits with the
+# separators people type, is a phone number.
+_KEEP_OR_NUMBER: Final = re.compile(
+    r"(?P<keep>"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+    r"|\d{2}:\d{2}:\d{2}(?:[.,]\d+)?"
+    r"|\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?"
+    r"|(?P<word>\b(?=\w*[^\W\d])\w+)"
+    r")|(?P<number>\+?\d(?:[\s().-]{0,3}\d){6,})"
+)
+_E164_MAX_DIGITS: Final = 15
+_HEX_WORD: Final = re.compile(r"[0-9a-fA-F]+")
+_DIGIT_RUN: Final = re.compile(r"\d{7,15}")
 _RESERVED: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
 }
@@ -40,10 +53,21 @@ def mask_number(text: str) -> str:
 def redact(text: str) -> str:
     """Mask phone numbers and credentials anywhere in a free-text string."""
     text = _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
-    parts = _UUID.split(text)
-    # split() with one group alternates: plain text at even indexes, UUIDs at odd ones.
-    return "".join(part if i % 2 else _PHONE.sub(lambda m: mask_number(m.group(0)), part)
-                   for i, part in enumerate(parts))
+    return _KEEP_OR_NUMBER.sub(_mask_match, text)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    number = match.group("number")
+    word = match.group("word")
+    if word is not None and not _HEX_WORD.fullmatch(word):
+        # A number glued to a name ("Grace4155552671") is still a number; hex ids are not.
+        return _DIGIT_RUN.sub(lambda m: mask_number(m.group(0)), word)
+    if number is None:
+        return match.group(0)
+    # A bare run longer than any E.164 number is a count or an id, not a phone number.
+    if number.isdigit() and len(number) > _E164_MAX_DIGITS:
+        return number
+    return mask_number(number)
 
 
 class JsonFormatter(logging.Formatter):
@@ -76,3 +100,19 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     # urllib3 logs full URLs at DEBUG; those never carry numbers here, but stay quiet anyway.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+#: ``logging.config.dictConfig`` for gunicorn's ``logconfig_dict``: its master and worker
+#: lines (boot, signals, worker timeouts) are JSON like ours, on stderr.
+GUNICORN_LOGCONFIG: Final[dict[str, Any]] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": JsonFormatter}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                            "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+    },
+}

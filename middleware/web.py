@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import time
@@ -23,22 +22,29 @@ from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.errors import (
-    ContractViolation,
     NotFound,
     PayloadTooLarge,
     ServiceError,
     StoreUnavailable,
     Unauthorized,
     Unavailable,
+    UnsupportedMediaType,
 )
 from middleware.logs import request_id_var
+from middleware.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from middleware.metrics import Metrics
+from middleware.strict_json import loads as strict_loads
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 64 * 1024
 OPEN_ROUTES: Final = frozenset({"/healthz", "/readyz"})
-_CORRELATION: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Genesys correlation ids are UUIDs; anything else (a number, say) is neither logged nor echoed.
+_CORRELATION: Final = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_MEDIA_TYPE: Final = re.compile(r"^\s*application/json\s*(?:;\s*charset\s*=\s*\"?utf-8\"?\s*)?$",
+                                re.IGNORECASE)
+#: What a 401 offers, so a client knows which scheme to answer with (RFC 9110 §11.6.1).
+WWW_AUTHENTICATE: Final = 'Basic realm="callback-middleware", charset="UTF-8"'
 _CHUNK: Final = 16 * 1024
 
 ActionHandler = Callable[[dict[str, Any], RequestContext], dict[str, Any]]
@@ -92,7 +98,7 @@ class RequestGuard:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Name the request, start its clock, check who calls, read the bounded body."""
         given = req.get_header("ININ-Correlation-Id") or ""
-        request_id = given if _CORRELATION.match(given) else uuid.uuid4().hex
+        request_id = given.lower() if _CORRELATION.match(given) else str(uuid.uuid4())
         req.context.request_id = request_id
         req.context.started = time.monotonic()
         req.context.deadline = Deadline(self._deadline_s)
@@ -125,10 +131,7 @@ class RequestGuard:
             else (template or "unrouted")
         if resp.status_code == 401:
             action = "unauthenticated"
-        self._metrics.inc("cbm_requests_total", {"action": action, "outcome": outcome,
-                                                 "reason": reason,
-                                                 "status": str(resp.status_code)})
-        self._metrics.observe("cbm_request_duration_seconds", elapsed, {"action": action})
+        self._metrics.request(action, outcome, reason, resp.status_code, elapsed)
         request_id_var.set("")
 
 
@@ -163,6 +166,8 @@ def _error_body(req: falcon.Request, resp: falcon.Response, status: int, title: 
     resp.set_header("X-Request-Id", request_id)
     if retry_after_s is not None:
         resp.set_header("Retry-After", str(retry_after_s))
+    if status == 401:
+        resp.set_header("WWW-Authenticate", WWW_AUTHENTICATE)
     resp.media = {"title": title, "description": description, "requestId": request_id}
 
 
@@ -183,6 +188,10 @@ def handle_store_unavailable(req: falcon.Request, resp: falcon.Response, exc: St
 def handle_http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError,
                       params: dict[str, Any]) -> None:
     """Falcon's own errors (unknown route, wrong method) in the SPEC error body."""
+    if isinstance(exc, falcon.HTTPMethodNotAllowed):
+        allow = dict(exc.headers or {}).get("Allow")
+        if allow:
+            resp.set_header("Allow", allow)
     _error_body(req, resp, exc.status_code, exc.title or "Error", exc.description or exc.title
                 or "The request cannot be served.")
 
@@ -212,10 +221,9 @@ class ActionResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Validate the body and answer with the domain's complete output."""
-        try:
-            body = json.loads(req.context.body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ContractViolation("The body is not valid JSON.") from exc
+        if not _MEDIA_TYPE.match(req.content_type or ""):
+            raise UnsupportedMediaType("Send the body as Content-Type: application/json (UTF-8).")
+        body = strict_loads(req.context.body or b"null")
         fields = self._contract.parse(body)
         ctx = RequestContext(
             request_id=req.context.request_id,
@@ -233,6 +241,10 @@ class HealthResource:
         """Always ok while the process can answer."""
         resp.media = {"status": "ok"}
 
+    def on_head(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The same answer without a body, for probes that only look at the status."""
+        self.on_get(req, resp)
+
 
 class ReadyResource:
     """``GET /readyz``: every dependency is usable; the body names each check."""
@@ -247,17 +259,21 @@ class ReadyResource:
         resp.status = 200 if ready else 503
         resp.media = {"status": "ready" if ready else "not ready", "checks": report}
 
+    def on_head(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The same checks and status without a body."""
+        self.on_get(req, resp)
+
 
 class MetricsResource:
     """``GET /metrics``: Prometheus text format."""
 
-    def __init__(self, render: Callable[[], str]) -> None:
+    def __init__(self, render: Callable[[], bytes]) -> None:
         self._render = render
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Every process's counters and the outbox gauges."""
-        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
-        resp.text = self._render()
+        """This instance's counters and histograms (the worker serves the shared gauges)."""
+        resp.content_type = METRICS_CONTENT_TYPE
+        resp.data = self._render()
 
 
 class OpenApiResource:

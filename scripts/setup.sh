@@ -1,5 +1,5 @@
 # Sourced by scripts/run and scripts/test: installs what is missing, nothing else.
-# - redis-server and curl (Debian packages) when absent
+# - redis-server, curl, nginx, promtool and openssl (Debian packages) when absent
 # - a virtualenv in .venv with the package (SETUP_EXTRAS=dev adds the test and lint tools),
 #   at the versions of constraints.txt, refreshed when pyproject or constraints change
 
@@ -8,13 +8,25 @@ ensure_packages() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  # nginx for the front door (scripts/run --proxy, tests/test_proxy.py); promtool (Debian's
+  # prometheus package) for the deploy/ checks; openssl for the throwaway certificates.
+  # The plain demo needs none of them, so it does not wait for them (SETUP_FRONT_DOOR=1:
+  # nginx and openssl for scripts/run --proxy; SETUP_EXTRAS=dev: all three for the suite).
+  if [ -n "${SETUP_EXTRAS:-}" ] || [ -n "${SETUP_FRONT_DOOR:-}" ]; then
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  fi
+  if [ -n "${SETUP_EXTRAS:-}" ]; then
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  fi
   [ ${#missing[@]} -eq 0 ] && return
   echo "setup: installing ${missing[*]} (apt-get)" >&2
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
-  # Debian starts a system redis on 6379; the product runs its own, so leave it be.
+  # Debian starts a system redis on 6379 (and nginx, prometheus where systemd runs); the
+  # product runs its own on other ports, so leave them be.
 }
 
 ensure_venv() {

@@ -199,7 +199,7 @@ def test_malformed_json_is_400(service: Service) -> None:
     """A body that is not JSON is a 400 with the SPEC error body."""
     from tests.conftest import AUTH
     result = service.client.simulate_post("/v1/actions/create-callback", body="{not json",
-                                          headers=AUTH)
+                                          headers={**AUTH, "Content-Type": "application/json"})
     assert result.status_code == 400
     assert set(result.json) == {"title", "description", "requestId"}
 

@@ -42,6 +42,7 @@ from tests.conftest import (
     RedisServer,
     Simulator,
     create_body,
+    free_port,
     service_env,
     start_gunicorn,
     start_redis,
@@ -97,7 +98,8 @@ def rig(tmp_path: Path, live_sim: Simulator) -> Iterator[Rig]:
     ), tmp_path / "gunicorn.log")
     worker_env = service_env(redis.url, live_sim.url, OUTBOX_INTERVAL_SECONDS="1",
                              OUTBOX_BACKOFF_BASE_MS="200", OUTBOX_BACKOFF_CAP_MS="1000",
-                             GENESYS_READ_TIMEOUT_MS="800", RECONCILE_INTERVAL_SECONDS="3600")
+                             GENESYS_READ_TIMEOUT_MS="800", RECONCILE_INTERVAL_SECONDS="3600",
+                             WORKER_METRICS_PORT=str(free_port()))
     with (tmp_path / "worker.log").open("wb") as out:
         worker = subprocess.Popen([sys.executable, "-m", "middleware", "worker"], cwd=ROOT,
                                   env={**os.environ, **worker_env}, stdout=out,

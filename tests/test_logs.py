@@ -1,0 +1,80 @@
+"""Logs an operator can use: every line JSON (gunicorn's own too), numbers masked, ids intact."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import requests
+
+from middleware.logs import redact
+from tests.conftest import (
+    AUTH,
+    RedisServer,
+    Service,
+    Simulator,
+    assert_no_numbers,
+    create_body,
+    service_env,
+    start_gunicorn,
+)
+
+
+def test_every_line_of_a_gunicorn_run_is_json(redis_client: object, redis_server: RedisServer,
+                                              live_sim: Simulator, tmp_path: Path) -> None:
+    """Boot, requests, a refused caller and shutdown: each stderr line parses as JSON."""
+    log = tmp_path / "gunicorn.log"
+    server = start_gunicorn(service_env(redis_server.url, live_sim.url), log)
+    try:
+        url = f"{server.url}/v1/actions/create-callback"
+        assert requests.post(url, json=create_body(requestedTime=None), headers=AUTH,
+                             timeout=10).status_code == 200
+        assert requests.post(url, json={}, timeout=10).status_code == 401
+        assert requests.get(f"{server.url}/nowhere", headers=AUTH, timeout=10).status_code == 404
+    finally:
+        server.process.terminate()
+        server.process.wait(15)
+    lines = log.read_text().splitlines()
+    assert len(lines) >= 5, lines
+    loggers = set()
+    for line in lines:
+        entry = json.loads(line)
+        assert {"ts", "level", "logger", "msg"} <= set(entry), line
+        loggers.add(entry["logger"])
+    assert "gunicorn.error" in loggers, loggers
+    assert_no_numbers(log.read_text(), "gunicorn's log")
+
+
+def test_masking_keeps_tokens_and_timestamps_and_masks_numbers() -> None:
+    """A 32-hex token and an ISO timestamp stay searchable; the phone number does not."""
+    token = "ce45a51db82716451782d834c1290246"
+    stamp = "2026-12-01T19:09:00.000Z"
+    text = redact(f"dead letter {token} due {stamp} for +1 (415) 555-2671")
+    assert token in text
+    assert stamp in text
+    assert "555-2671" not in text and "4155552671" not in text
+    assert text.endswith("2671")
+
+
+def test_masking_keeps_uuids_and_addresses() -> None:
+    """Genesys ids and listener addresses are not numbers."""
+    text = redact("agent 12345678-1234-4234-8234-123456789012 on 10.100.200.250:8080")
+    assert text == "agent 12345678-1234-4234-8234-123456789012 on 10.100.200.250:8080"
+
+
+def test_number_glued_to_a_name_is_still_masked() -> None:
+    """A number inside a word with non-hex letters is masked."""
+    assert "4155552671" not in redact("Grace4155552671")
+
+
+def test_non_uuid_correlation_id_is_neither_echoed_nor_logged(
+        service: Service, log_capture: io.StringIO) -> None:
+    """An ININ-Correlation-Id that is not a UUID (here a phone number) gets a fresh id."""
+    start = len(log_capture.getvalue())
+    result = service.action("find-pending-callbacks", {"customerNumber": "+14155552671"},
+                            headers={"ININ-Correlation-Id": "14155550101"})
+    assert result.status_code == 200
+    assert result.json["requestId"] != "14155550101"
+    assert "14155550101" not in result.headers["X-Request-Id"]
+    assert "14155550101" not in log_capture.getvalue()[start:]
