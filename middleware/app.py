@@ -88,7 +88,6 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
         read_timeout_s=config.genesys_read_timeout_s,
         rate_limit_per_min=config.genesys_rate_limit_per_min,
     ), store, http, clock, cache_ttl_s=config.cache_ttl_s, metrics=metrics)
-    contracts = load_contracts()
     lease = timedelta(seconds=config.request_deadline_s) + _LEASE_SLACK
     window_length = timedelta(hours=config.duplicate_window_hours)
     retention = timedelta(days=config.consent_retention_days)
