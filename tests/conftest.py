@@ -77,20 +77,49 @@ _WRITTEN = re.compile(r"(\d{4}-\d{2}-\d{2})(?:T(\d{2}:\d{2}(?::\d{2}(?:\.(\d+))?
                       r"(Z|[+-]\d{2}:\d{2})?")
 
 
-def when(written: str) -> str:
+def when(written: str, zone: str | None = None) -> str:
     """A date or time written against ``DEFAULT_EPOCH``, moved by ``SHIFT`` in the same
-    notation (same precision, same offset, naive stays naive)."""
+    notation (same precision; ``Z`` stays ``Z``, naive stays naive).
+
+    Without ``zone`` an instant moves by whole weeks of UTC and keeps its written offset.
+    With ``zone`` the time is what it means on the wall clock there (``14:30-05:00`` is
+    14:30 in New York): that wall-clock time moves, and the offset is the zone's own on the
+    new date, so a test stays true on either side of a DST change."""
     match = _WRITTEN.fullmatch(written)
     if match is None:
         raise ValueError(f"not a date or time: {written!r}")
     day, clock, fraction, offset = match.groups()
     if clock is None:
         return (date.fromisoformat(day) + SHIFT).isoformat()
-    moved = datetime.fromisoformat(f"{day}T{clock}") + SHIFT
+    naive = datetime.fromisoformat(f"{day}T{clock}")
+    if zone is None or offset is None:
+        moved = naive + SHIFT
+        suffix = offset or ""
+    else:
+        tz = ZoneInfo(zone)
+        aware = naive.replace(tzinfo=UTC if offset == "Z" else datetime.fromisoformat(
+            f"{day}T{clock}{offset}").tzinfo)
+        wall = aware.astimezone(tz).replace(tzinfo=None) + SHIFT
+        local_moment = wall.replace(tzinfo=tz)
+        if offset == "Z":
+            moved, suffix = local_moment.astimezone(UTC).replace(tzinfo=None), "Z"
+        else:
+            moved = wall
+            suffix = local_moment.isoformat()[-6:]
     text = moved.strftime("%Y-%m-%dT%H:%M" + (":%S" if clock.count(":") == 2 else ""))
     if fraction is not None:
         text += "." + f"{moved.microsecond:06d}"[: len(fraction)]
-    return text + (offset or "")
+    return text + suffix
+
+
+def at_local(days: int, wall: str, zone: str) -> datetime:
+    """The instant of wall-clock ``wall`` (``HH:MM``) in ``zone``, ``days`` after T0's date
+    there: "Friday 18:00 New York" whatever the epoch and its DST."""
+    tz = ZoneInfo(zone)
+    local_day = T0.astimezone(tz).date() + timedelta(days=days)
+    hours, minutes = (int(part) for part in wall.split(":"))
+    return datetime(local_day.year, local_day.month, local_day.day, hours, minutes,
+                    tzinfo=tz).astimezone(UTC)
 
 
 def local(instant: str, zone: str) -> str:

@@ -15,6 +15,7 @@ from middleware.contracts import load_contracts
 from middleware.logs import JsonFormatter
 from tests.conftest import DEMO_AGENT, DEMO_QUEUE, Service, Simulator, create_body, when
 
+NY, LA = "America/New_York", "America/Los_Angeles"
 OUTPUT = load_contracts()["create-callback"].output_schema
 
 
@@ -93,12 +94,12 @@ def test_consent_given_must_be_boolean(service: Service) -> None:
 def test_offset_time_is_converted_to_utc(service: Service, sim: Simulator) -> None:
     """14:30 at -05:00 is scheduled at 19:30Z in Genesys, and read back in both zones."""
     body = answer_of(service.action("create-callback", create_body(
-        requestedTime=when("2026-11-23T14:30:00-05:00"))))
-    assert body["scheduledTimeUtc"] == when("2026-11-23T19:30:00.000Z")
-    assert sim.callbacks()[0]["callbackScheduledTime"] == when("2026-11-23T19:30:00.000Z")
+        requestedTime=when("2026-11-23T14:30:00-05:00", NY))))
+    assert body["scheduledTimeUtc"] == when("2026-11-23T19:30:00.000Z", NY)
+    assert sim.callbacks()[0]["callbackScheduledTime"] == when("2026-11-23T19:30:00.000Z", NY)
     assert body["agentTimeZone"] == "America/New_York"
-    assert body["agentLocalTime"] == when("2026-11-23T14:30:00-05:00")
-    assert body["customerLocalTime"] == when("2026-11-23T11:30:00-08:00")
+    assert body["agentLocalTime"] == when("2026-11-23T14:30:00-05:00", NY)
+    assert body["customerLocalTime"] == when("2026-11-23T11:30:00-08:00", LA)
 
 
 def test_time_without_offset_is_timezone_missing(service: Service, sim: Simulator) -> None:

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 
 from middleware.timing import format_utc
-from tests.conftest import DEMO_QUEUE, T0, Service, Simulator, create_body
+from tests.conftest import DEMO_QUEUE, T0, Service, Simulator, at_local, create_body
 
 BOB, TOM, ADA = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (2, 6, 1))
 SEARCH = ("POST /api/v2/workforcemanagement/managementunits/{managementUnitId}"
           "/agentschedules/search")
 # T0 is a Monday 18:00Z (13:00 New York). Bob works 09:00-17:00 New York, Monday to Friday.
-MONDAY_AFTER_HOURS = T0 + timedelta(hours=5)          # 18:00 New York
-FRIDAY_AFTER_HOURS = T0 + timedelta(days=4, hours=5)  # Friday 18:00 New York
-SATURDAY_11_NY = T0 + timedelta(days=4, hours=22)     # Saturday 11:00 New York
+MONDAY_AFTER_HOURS = at_local(0, "18:00", "America/New_York")
+FRIDAY_AFTER_HOURS = at_local(4, "18:00", "America/New_York")
+SATURDAY_11_NY = at_local(5, "11:00", "America/New_York")
 WEDNESDAY_10Z = T0 + timedelta(days=1, hours=16)      # Tom Holiday's approved day off
 
 
@@ -120,14 +120,14 @@ def test_suggestion_after_hours_does_not_wait_for_the_owners_next_shift(
     answer = act(service, "create-callback", **create_body(
         agentId=BOB, requestedTime=format_utc(FRIDAY_AFTER_HOURS)))
     assert (answer["outcome"], answer["reason"]) == ("REJECTED", "OUTSIDE_AGENT_HOURS")
-    assert answer["suggestedTimeUtc"] == format_utc(FRIDAY_AFTER_HOURS + timedelta(hours=6))
+    assert answer["suggestedTimeUtc"] == format_utc(at_local(5, "00:00", "America/New_York"))
 
 
 def test_shift_that_began_the_day_before_still_counts(service: Service,
                                                      sim: Simulator) -> None:
     """Mon 22:00 - Tue 06:00 New York: at Tue 02:00 the agent is on shift, not off."""
     sim.control("PATCH", f"users/{BOB}", {"weeklyHours": {"mon": ["22:00", "06:00"]}})
-    tuesday_2am_ny = T0 + timedelta(hours=13)
+    tuesday_2am_ny = at_local(1, "02:00", "America/New_York")
     answer = act(service, "resolve-callback-owner", agentId=BOB, queueId=DEMO_QUEUE,
                  requestedTime=format_utc(tuesday_2am_ny))
     assert (answer["outcome"], answer["assignedAgentId"]) == ("AVAILABLE", BOB)

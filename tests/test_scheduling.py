@@ -16,6 +16,8 @@ CHLOE = "a1000000-0000-4000-8000-000000000003"    # London, Mon-Fri 09-17
 TOM = "a1000000-0000-4000-8000-000000000006"      # London, every day 08-16, off in 2 days
 WALTER = "a1000000-0000-4000-8000-000000000010"   # no WFM
 NY_NUMBER = "+12125550199"
+NY, LA = "America/New_York", "America/Los_Angeles"
+LONDON, CHICAGO = "Europe/London", "America/Chicago"
 
 
 def create(service: Service, **fields: Any) -> dict[str, Any]:
@@ -36,9 +38,9 @@ def test_local_time_defaults_to_the_agents_wfm_zone(service: Service, sim: Simul
     answer = create(service, agentId=CHLOE, customerNumber="+442079460958",
                     requestedTime=None, requestedLocalTime=when("2026-11-24T10:00"))
     assert answer["outcome"] == "CREATED", answer
-    assert answer["scheduledTimeUtc"] == when("2026-11-24T10:00:00.000Z")
+    assert answer["scheduledTimeUtc"] == when("2026-11-24T10:00:00.000Z", LONDON)
     assert (answer["agentTimeZone"], answer["agentLocalTime"]) == (
-        "Europe/London", when("2026-11-24T10:00:00+00:00"))
+        "Europe/London", when("2026-11-24T10:00:00+00:00", LONDON))
     assert "POST /api/v2/workforcemanagement/managementunits/{managementUnitId}/agentschedules" \
         "/search" in sim.stats()["requests"]
 
@@ -46,18 +48,19 @@ def test_local_time_defaults_to_the_agents_wfm_zone(service: Service, sim: Simul
 def test_new_york_agent_slip_is_outside_agent_hours(service: Service, sim: Simulator) -> None:
     """17:30 New York for a 09-17 agent on a working day: refused, next morning suggested."""
     answer = create(service, agentId=BOB, customerNumber=NY_NUMBER,
-                    requestedTime=when("2026-11-23T17:30:00-05:00"))
+                    requestedTime=when("2026-11-23T17:30:00-05:00", NY))
     assert (answer["reason"], answer["suggestedTimeUtc"]) == (
-        "OUTSIDE_AGENT_HOURS", when("2026-11-24T14:00:00.000Z"))
+        "OUTSIDE_AGENT_HOURS", when("2026-11-24T14:00:00.000Z", NY))
     assert sim.creates() == 0
 
 
 def test_outside_calling_hours_suggests_first_legal_minute(service: Service,
                                                           sim: Simulator) -> None:
     """07:00 in New York for a New York number is refused with 08:00 suggested."""
-    answer = create(service, customerNumber=NY_NUMBER, requestedTime=when("2026-11-24T12:00:00Z"))
+    answer = create(service, customerNumber=NY_NUMBER,
+                    requestedTime=when("2026-11-24T12:00:00Z", NY))
     assert (answer["reason"], answer["suggestedTimeUtc"]) == (
-        "OUTSIDE_CALLING_HOURS", when("2026-11-24T13:00:00.000Z"))
+        "OUTSIDE_CALLING_HOURS", when("2026-11-24T13:00:00.000Z", NY))
     assert answer["customerTimeZone"] == "America/New_York"
 
 
@@ -65,7 +68,8 @@ def test_calling_hours_policy_warn_lets_it_through(make_service: Callable[..., S
                                                    sim: Simulator) -> None:
     """With CALLING_HOURS_POLICY=warn the callback is created and the warning says why."""
     service = make_service(CALLING_HOURS_POLICY="warn")
-    answer = create(service, customerNumber=NY_NUMBER, requestedTime=when("2026-11-24T12:00:00Z"))
+    answer = create(service, customerNumber=NY_NUMBER,
+                    requestedTime=when("2026-11-24T12:00:00Z", NY))
     assert answer["outcome"] == "CREATED" and "OUTSIDE_CALLING_HOURS" in answer["warnings"]
 
 
@@ -98,11 +102,11 @@ def test_profile_file_gives_zone_and_hours(make_service: Callable[..., Service],
     refused = create(service, agentId=WALTER, customerNumber=NY_NUMBER,
                      requestedLocalTime=when("2026-11-23T18:00"), requestedTime=None)
     assert refused["reason"] == "OUTSIDE_AGENT_HOURS"
-    assert refused["suggestedTimeUtc"] == when("2026-11-24T15:00:00.000Z")  # 09:00 Chicago
+    assert refused["suggestedTimeUtc"] == when("2026-11-24T15:00:00.000Z", CHICAGO)  # 09:00
     created = create(service, agentId=WALTER, customerNumber=NY_NUMBER,
                      requestedLocalTime=when("2026-11-23T15:00"), requestedTime=None)
     assert (created["outcome"], created["agentTimeZone"]) == ("CREATED", "America/Chicago")
-    assert created["scheduledTimeUtc"] == when("2026-11-23T21:00:00.000Z")
+    assert created["scheduledTimeUtc"] == when("2026-11-23T21:00:00.000Z", CHICAGO)
 
 
 def test_bad_profile_file_stops_start_up(make_service: Callable[..., Service],
@@ -133,16 +137,17 @@ def test_validate_sees_approved_time_off(service: Service, sim: Simulator) -> No
     answer = validate(service, agentId=TOM, customerNumber="+442079460958",
                       requestedLocalTime=f"{day_off}T10:00", timeZone="Europe/London")
     assert answer["reason"] == "OUTSIDE_AGENT_HOURS"
-    assert answer["suggestedTimeUtc"] == f"{day_off + timedelta(days=1)}T08:00:00.000Z"
+    assert answer["suggestedTimeUtc"] == utc_of_local(f"{day_off + timedelta(days=1)}T08:00",
+                                                      LONDON)
 
 
 def test_validate_valid_time_reads_back_both_zones(service: Service, sim: Simulator) -> None:
     """A good time is VALID with the agent's and the customer's local times."""
-    answer = validate(service, requestedTime=when("2026-11-24T17:00:00Z"),
+    answer = validate(service, requestedTime=when("2026-11-24T17:00:00Z", NY),
                       customerNumber="+14155552671")
     assert (answer["outcome"], answer["valid"], answer["reason"]) == ("VALID", True, "OK")
-    assert answer["agentLocalTime"] == when("2026-11-24T12:00:00-05:00")
-    assert answer["customerLocalTime"] == when("2026-11-24T09:00:00-08:00")
+    assert answer["agentLocalTime"] == when("2026-11-24T12:00:00-05:00", NY)
+    assert answer["customerLocalTime"] == when("2026-11-24T09:00:00-08:00", LA)
 
 
 def test_validate_writes_nothing(service: Service, sim: Simulator) -> None:
@@ -172,9 +177,9 @@ def test_reschedule_reruns_time_rules(service: Service, sim: Simulator) -> None:
     """A reschedule into the customer's night is refused with a suggestion; nothing moves."""
     first = create(service)
     refused = service.action("reschedule-callback", {
-        "callbackId": first["callbackId"], "requestedTime": when("2026-11-24T12:00:00Z")}).json
+        "callbackId": first["callbackId"], "requestedTime": when("2026-11-24T12:00:00Z", LA)}).json
     assert (refused["outcome"], refused["reason"]) == ("REJECTED", "OUTSIDE_CALLING_HOURS")
-    assert refused["suggestedTimeUtc"] == when("2026-11-24T16:00:00.000Z")  # 08:00 San Francisco
+    assert refused["suggestedTimeUtc"] == when("2026-11-24T16:00:00.000Z", LA)  # 08:00
     assert sim.callbacks()[0]["callbackScheduledTime"] == first["scheduledTimeUtc"]
 
 
