@@ -22,9 +22,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import redis
@@ -224,16 +227,33 @@ def _install_actions(services: Services, args: argparse.Namespace,
 def _import_callbacks(services: Services, args: argparse.Namespace) -> int:
     importer = BulkImporter(services.callbacks.create, services.contracts["create-callback"],
                             services.config.default_country, services.config.request_deadline_s)
+    interrupt = threading.Event()
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        # The first Ctrl-C lets the row in flight finish (its create is never left half
+        # done); a second one stops at once.
+        if interrupt.is_set():
+            raise KeyboardInterrupt
+        interrupt.set()
+        print("\nimport: stopping after this row (Ctrl-C again to stop now)", file=sys.stderr)
+
+    # Signals can only be taken over from the main thread (a test may run us elsewhere).
+    own_signal = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if own_signal else None
     try:
         result = importer.run(args.file.read_text(encoding="utf-8-sig"), dry_run=args.dry_run,
-                              limit=args.limit, progress=progress_for)
+                              limit=args.limit, progress=progress_for,
+                              stopping=interrupt.is_set)
     except (OSError, CsvFileError) as exc:
         print(f"cannot import {args.file}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if own_signal:
+            signal.signal(signal.SIGINT, previous)
     if args.report:
         write_report(args.report, result.rows)
     print(render_summary(result))
-    return 0
+    return 130 if result.interrupted else 0
 
 
 def _owner(command: dict[str, Any]) -> str:

@@ -39,7 +39,9 @@ from middleware.errors import (
     IdempotencyMismatch,
     ServiceError,
 )
+from middleware.logs import redact
 from middleware.numbers import number_of
+from middleware.strict_json import check_fields
 
 REPORT_COLUMNS: Final = ("row", "outcome", "reason", "callbackId", "message")
 #: The idempotency scope of imported rows (the web scopes keys by the caller's credential).
@@ -82,6 +84,7 @@ class ImportResult:
     """Every row's result, in file order."""
 
     rows: list[RowResult] = field(default_factory=list)
+    interrupted: bool = False
 
     def summary(self) -> Counter[tuple[str, str]]:
         """How many rows ended with each (outcome, reason)."""
@@ -101,7 +104,9 @@ def read_rows(text: str, contract: Contract) -> list[dict[str, str]]:
     known = set(contract.input_schema["properties"])
     unknown = [c for c in columns if c not in known]
     if unknown:
-        raise CsvFileError(f"column(s) {', '.join(unknown)} are not create-callback inputs")
+        # Masked: a file without its header row makes the first row's number a "column".
+        raise CsvFileError(f"column(s) {redact(', '.join(unknown))} are not create-callback "
+                           "inputs (is the header row missing?)")
     return [{(k or "").strip(): (v or "") for k, v in row.items() if k is not None}
             for row in reader]
 
@@ -142,10 +147,13 @@ class BulkImporter:
         self._sleep = sleep
 
     def run(self, text: str, *, dry_run: bool = False, limit: int | None = None,
-            progress: Callable[[int], Progress] | None = None) -> ImportResult:
+            progress: Callable[[int], Progress] | None = None,
+            stopping: Callable[[], bool] = lambda: False) -> ImportResult:
         """Import every row (the first ``limit`` rows); a bad row never stops the rest.
 
-        ``progress`` is given the number of rows to do and told of each one.
+        ``progress`` is given the number of rows to do and told of each one; ``stopping`` is
+        asked before each row, so an interrupt ends the run between rows, never inside a
+        create (whose outcome would otherwise be left for the worker to settle).
         """
         rows = read_rows(text, self._contract)
         chosen = rows[:limit] if limit is not None else rows
@@ -153,6 +161,9 @@ class BulkImporter:
         shown = progress(len(chosen)) if progress is not None else None
         result = ImportResult()
         for number, row in enumerate(chosen, start=1):
+            if stopping():
+                result.interrupted = True
+                break
             outcome = self._row(number, row, content_hash, dry_run)
             result.rows.append(outcome)
             if shown is not None:
@@ -164,7 +175,9 @@ class BulkImporter:
     def _row(self, number: int, row: dict[str, str], content_hash: str,
              dry_run: bool) -> RowResult:
         try:
-            fields = self._contract.parse(typed_fields(row, self._contract))
+            typed = typed_fields(row, self._contract)
+            check_fields(typed)
+            fields = self._contract.parse(typed)
         except ContractViolation as exc:
             return RowResult(number, "INVALID", "INVALID_INPUT", message=exc.description)
         if dry_run:
@@ -205,7 +218,10 @@ def render_summary(result: ImportResult) -> str:
     """Rows by outcome and reason, most frequent first, and the total."""
     lines = [f"{n:6d}  {outcome:9s} {reason}"
              for (outcome, reason), n in result.summary().most_common()]
-    return "\n".join([*lines, f"{len(result.rows):6d}  rows"])
+    tail = [f"{len(result.rows):6d}  rows"]
+    if result.interrupted:
+        tail.append("interrupted: run the same command again to resume (rows done are kept)")
+    return "\n".join([*lines, *tail])
 
 
 class LineProgress:

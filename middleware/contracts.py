@@ -17,6 +17,7 @@ from typing import Any, Final
 import jsonschema
 
 from middleware.errors import ContractViolation
+from middleware.logs import redact
 from middleware.reasons import is_retryable
 
 #: ``schemas/`` of the repository, shipped inside the wheel as this package (pyproject maps it).
@@ -72,6 +73,9 @@ class Contract:
             raise KeyError(f"{self.action} output has no field(s) {sorted(unknown)}")
         out = {name: fields.get(name, _EMPTY[spec["type"]]) for name, spec in properties.items()}
         out["retryable"] = is_retryable(out["reason"])
+        # Messages echo caller input (an id, a zone); a number typed in the wrong field must
+        # not come back whole (SPEC §8), whichever action built the message.
+        out["message"] = redact(str(out["message"]))
         return out
 
 

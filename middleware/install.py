@@ -129,8 +129,9 @@ class Installer:
         if integration is None:
             if self._dry:
                 steps.append(Step("integration", self._name, WOULD_CREATE))
-                steps.append(Step("credential", self.credential_name, WOULD_CREATE,
-                                  self._secret.type_name))
+                steps.append(self._credential_found(self._api.find_credential(
+                    self.credential_name)) or Step("credential", self.credential_name,
+                                                   WOULD_CREATE, self._secret.type_name))
                 steps += [Step("action", c.display_name, WOULD_CREATE)
                           for c in self._contracts.values()]
                 return steps
@@ -155,6 +156,9 @@ class Installer:
         name = self.credential_name
         credential = self._api.find_credential(name)
         created = credential is None
+        mismatch = self._credential_found(credential)
+        if mismatch is not None and mismatch.result == REFUSED:
+            return mismatch
         if credential is None:
             if self._dry:
                 return Step("credential", name, WOULD_CREATE, self._secret.type_name)
@@ -173,6 +177,19 @@ class Installer:
         self._api.attach_credential(integration_id, config, str(credential["id"]))
         return Step("credential", name, CREATED if created else THERE,
                     f"{self._secret.type_name}, attached to the integration")
+
+    def _credential_found(self, credential: Json | None) -> Step | None:
+        """``REFUSED`` when a credential of our name has another type than ``--auth`` asks
+        for: it is never changed in place (Genesys would send the other kind), as for a
+        changed contract; ``THERE`` when it matches; ``None`` when there is none."""
+        if credential is None:
+            return None
+        found = str((credential.get("type") or {}).get("name") or "")
+        if found and found != self._secret.type_name:
+            return Step("credential", self.credential_name, REFUSED,
+                        f"holds a {found} credential, not {self._secret.type_name}; left "
+                        "unchanged (use another GENESYS_INTEGRATION_NAME)")
+        return Step("credential", self.credential_name, THERE, self._secret.type_name)
 
     def _action(self, contract: Contract, integration_id: str, published: dict[str, Json],
                 drafts: dict[str, Json]) -> Step:

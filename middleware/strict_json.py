@@ -41,6 +41,16 @@ def loads(body: bytes) -> Any:
     return value
 
 
+def check_fields(fields: dict[str, Any]) -> None:
+    """The same value limits for inputs that arrive another way (a CSV row): no NUL or
+    unpaired surrogate in a string, no integer outside 32 bits."""
+    _check_strings(fields, "body")
+    for name, value in fields.items():
+        if isinstance(value, int) and not isinstance(value, bool) \
+                and not INT32_MIN <= value <= INT32_MAX:
+            raise ContractViolation(f"Field {_printable(name)} is an integer outside 32 bits.")
+
+
 def _check_depth(text: str) -> None:
     # Counted before parsing: the decoder's recursion is what a deep body attacks.
     # One pass, skipping each string whole, so brackets inside strings are never counted.
