@@ -4,7 +4,8 @@
   action files.
 * ``worker [--once]``: run the background worker (Procfile ``worker``); ``--once`` runs each
   duty one round and exits.
-* ``check-config``: parse the environment and report the first bad setting.
+* ``check-config [--read-only]``: parse the environment (data files included) and report
+  every bad setting; ``--read-only`` checks only what the read-only commands need.
 * ``consent-evidence --number N [--country CC] [--format table|json]``: one customer's
   consents, revocations and callbacks in time order.
 * ``dead-letters list`` / ``dead-letters replay (TOKEN ... | --all)``: queued callbacks that
@@ -32,10 +33,17 @@ from typing import Any
 
 import redis
 
-from middleware.app import Services, build_duties, build_services, outbox_stats
+from middleware.app import (
+    ReadServices,
+    Services,
+    build_duties,
+    build_read_services,
+    build_services,
+    outbox_stats,
+)
 from middleware.bulk import BulkImporter, CsvFileError, progress_for, render_summary, write_report
 from middleware.clock import Clock, SystemClock
-from middleware.config import Config, ConfigError, SetupConfig
+from middleware.config import SETTINGS, Config, ConfigError, ReadConfig, SetupConfig
 from middleware.contracts import load_contracts
 from middleware.errors import StoreUnavailable, UpstreamError
 from middleware.evidence import render_evidence
@@ -55,6 +63,43 @@ from middleware.worker import run_once, run_worker
 DATA_ACTIONS_DIR = Path("data_actions")
 TERRAFORM_DIR = Path("terraform")
 
+#: What the read-only commands read (``ReadConfig``); the rest of ``SETTINGS`` they ignore.
+READ_SETTINGS = ("REDIS_URL", "PII_KEYS", "REDIS_TIMEOUT_MS", "DEFAULT_COUNTRY", "LOG_LEVEL",
+                 "REQUEST_DEADLINE_MS", "MAX_CALLBACKS_PER_NUMBER_PER_DAY",
+                 "DUPLICATE_WINDOW_HOURS", "CONSENT_MAX_AGE_HOURS", "CONSENT_RETENTION_DAYS")
+#: What the service, the worker and the commands built on them require.
+REQUIRED_SETTINGS = ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", "PII_KEYS",
+                     "ACTION_API_KEYS", "ACTION_BASIC_CREDENTIALS")
+_SERVICE_SETTINGS = tuple(s.name for s in SETTINGS
+                          if "web" in s.process or "worker" in s.process)
+_DEMO_ENV = "source .run/env   # the demo's environment, written by scripts/run"
+
+
+def _epilog(required: tuple[str, ...], also: tuple[str, ...], *examples: str) -> str:
+    """The ``--help`` tail: the variables a command reads and how to call it."""
+    docs = {s.name: s for s in SETTINGS}
+    lines = ["environment:"]
+    for name in required:
+        default = docs[name].default
+        lines.append(f"  {name}" + (f" (default {default})" if default else ""))
+    rest = [n for n in also if n not in required]
+    if rest:
+        lines.append("  also read, with defaults (see the README's configuration table):")
+        line = "   "
+        for name in rest:
+            if len(line) + len(name) > 76:
+                lines.append(line)
+                line = "   "
+            line += f" {name}"
+        lines.append(line)
+    lines += ["", "example:"] + [f"  {e}" for e in examples]
+    return "\n".join(lines)
+
+
+def _help(description: str, epilog: str) -> dict[str, Any]:
+    return {"help": description, "description": description, "epilog": epilog,
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command in this process, on its environment and the machine's clock."""
@@ -70,23 +115,41 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     its own log handlers (``own_logging=False``)."""
     parser = argparse.ArgumentParser(prog=_prog(sys.argv[0]))
     commands = parser.add_subparsers(dest="command", required=True)
-    export = commands.add_parser("export-actions", help="write data_actions/*.custom.json")
+    export = commands.add_parser("export-actions", **_help(
+        "write data_actions/*.custom.json", "environment: none\n\nexample:\n"
+        "  python -m middleware export-actions --base-url https://cb.example.com --auth basic"))
     export.add_argument("--base-url", required=True, help="public https URL of this service")
     export.add_argument("--auth", choices=("basic", "apikey"), required=True,
                         help="credential type of the Genesys integration")
     export.add_argument("--out", type=Path, default=DATA_ACTIONS_DIR, help="output folder")
     export.add_argument("--secure", action="store_true",
                         help="mark the actions secure (inputs and outputs kept out of logs)")
-    worker = commands.add_parser("worker", help="run the background worker")
+    worker = commands.add_parser("worker", **_help("run the background worker", _epilog(
+        REQUIRED_SETTINGS, _SERVICE_SETTINGS,
+        "REDIS_URL=redis://127.0.0.1:6379/0 GENESYS_CLIENT_ID=... GENESYS_CLIENT_SECRET=... \\",
+        "  PII_KEYS=... ACTION_API_KEYS=... python -m middleware worker --once")))
     worker.add_argument("--once", action="store_true",
                         help="run every duty once and exit (0 when all ran)")
-    commands.add_parser("check-config", help="validate the environment and exit")
-    evidence = commands.add_parser("consent-evidence",
-                                   help="print one customer's consent history")
+    check = commands.add_parser("check-config", **_help(
+        "validate the environment (data files included), report every problem, exit",
+        _epilog(REQUIRED_SETTINGS, _SERVICE_SETTINGS, _DEMO_ENV,
+                "python -m middleware check-config",
+                "PII_KEYS=... python -m middleware check-config --read-only")))
+    check.add_argument("--read-only", action="store_true",
+                       help="check only what consent-evidence and dead-letters need")
+    evidence = commands.add_parser("consent-evidence", **_help(
+        "print one customer's consent history", _epilog(
+            ("REDIS_URL", "PII_KEYS"), READ_SETTINGS, _DEMO_ENV,
+            "REDIS_URL=redis://127.0.0.1:6379/0 PII_KEYS=... \\",
+            "  python -m middleware consent-evidence --number '+1 415 555 0101'")))
     evidence.add_argument("--number", required=True, help="the customer number, any format")
     evidence.add_argument("--country", default="", help="ISO 3166 hint for national numbers")
     evidence.add_argument("--format", choices=("table", "json"), default="table")
-    dead = commands.add_parser("dead-letters", help="list or replay dead-lettered callbacks")
+    dead = commands.add_parser("dead-letters", **_help(
+        "list or replay dead-lettered callbacks", _epilog(
+            ("REDIS_URL", "PII_KEYS"), READ_SETTINGS, _DEMO_ENV,
+            "REDIS_URL=redis://127.0.0.1:6379/0 PII_KEYS=... python -m middleware "
+            "dead-letters list", "python -m middleware dead-letters replay --all")))
     dead.add_argument("action", choices=("list", "replay"))
     dead.add_argument("tokens", nargs="*", help="entries to replay (see list)")
     dead.add_argument("--all", action="store_true", help="replay every dead letter")
@@ -103,16 +166,21 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
                                    secure=args.secure):
             print(f"wrote {path}")
         return 0
+    read_only = args.command in ("consent-evidence", "dead-letters") or (
+        args.command == "check-config" and args.read_only)
     try:
-        config = Config.from_env(environ)
+        config = (ReadConfig if read_only else Config).from_env(environ)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print("configuration ok")
         return 0
     try:
-        return _run(args, config, environ, clock, own_logging)
+        if isinstance(config, Config):
+            return _run(args, config, environ, clock, own_logging)
+        return _run_read_only(args, config, clock, own_logging)
     except (redis.RedisError, StoreUnavailable, ValueError) as exc:
         # An operator needs the cause in one line (bad REDIS_URL, Redis down), not a traceback.
         print(f"redis error ({config.redis_url.split('@')[-1]}): {type(exc).__name__}: {exc}",
@@ -133,16 +201,6 @@ def _run(args: argparse.Namespace, config: Config, environ: Mapping[str, str], c
     services = build_services(config,
                               redis_client=connect(config.redis_url, config.redis_timeout_s),
                               http=new_session(), clock=clock)
-    if args.command == "consent-evidence":
-        number = normalise(args.number, args.country or config.default_country)
-        if number is None:
-            print("not a valid phone number", file=sys.stderr)
-            return 2
-        events = services.consents.evidence(number)
-        print(render_evidence(number.e164, events, args.format))
-        return 0
-    if args.command == "dead-letters":
-        return _dead_letters(services, args.action, args.tokens, args.all)
     if args.command == "install-actions":
         return _install_actions(services, args, environ)
     if args.command == "import-callbacks":
@@ -164,25 +222,53 @@ def _run(args: argparse.Namespace, config: Config, environ: Mapping[str, str], c
         stop_metrics()
 
 
+def _run_read_only(args: argparse.Namespace, config: ReadConfig, clock: Clock,
+                   own_logging: bool) -> int:
+    if own_logging:
+        configure_logging(config.log_level)
+    services = build_read_services(
+        config, redis_client=connect(config.redis_url, config.redis_timeout_s), clock=clock)
+    if args.command == "consent-evidence":
+        number = normalise(args.number, args.country or config.default_country)
+        if number is None:
+            print("not a valid phone number", file=sys.stderr)
+            return 2
+        events = services.consents.evidence(number)
+        print(render_evidence(number.e164, events, args.format))
+        return 0
+    return _dead_letters(services, args.action, args.tokens, args.all)
+
+
 def _nothing() -> None:
     """A stop for what was never started."""
 
 
 def _add_setup_commands(commands: Any) -> None:
-    install = commands.add_parser("install-actions",
-                                  help="create the integration and actions through the API")
+    install = commands.add_parser("install-actions", **_help(
+        "create the integration and actions through the API", _epilog(
+            REQUIRED_SETTINGS, (*_SERVICE_SETTINGS, "GENESYS_INTEGRATION_NAME"),
+            "GENESYS_REGION=mypurecloud.de GENESYS_CLIENT_ID=... GENESYS_CLIENT_SECRET=... \\",
+            "  PII_KEYS=... ACTION_API_KEYS=... python -m middleware install-actions \\",
+            "  --base-url https://cb.example.com --auth apikey --dry-run")))
     install.add_argument("--base-url", required=True, help="public https URL of this service")
     install.add_argument("--auth", choices=("basic", "apikey"), required=True,
                          help="credential type of the Genesys integration")
     install.add_argument("--secure", action="store_true",
                          help="mark the actions secure (inputs and outputs kept out of logs)")
     install.add_argument("--dry-run", action="store_true", help="read only; change nothing")
-    terraform = commands.add_parser("export-terraform", help="write terraform/ for CX as Code")
+    terraform = commands.add_parser("export-terraform", **_help(
+        "write terraform/ for CX as Code", _epilog(
+            (), ("GENESYS_REGION", "GENESYS_INTEGRATION_NAME"),
+            "GENESYS_REGION=mypurecloud.ie python -m middleware export-terraform \\",
+            "  --base-url https://cb.example.com --auth basic")))
     terraform.add_argument("--base-url", required=True, help="public https URL of this service")
     terraform.add_argument("--auth", choices=("basic", "apikey"), required=True,
                            help="credential type of the Genesys integration")
     terraform.add_argument("--out", type=Path, default=TERRAFORM_DIR, help="output folder")
-    bulk = commands.add_parser("import-callbacks", help="create callbacks from a CSV file")
+    bulk = commands.add_parser("import-callbacks", **_help(
+        "create callbacks from a CSV file", _epilog(
+            REQUIRED_SETTINGS, _SERVICE_SETTINGS, _DEMO_ENV,
+            "python -m middleware import-callbacks callbacks.csv --report report.csv --dry-run")))
     bulk.add_argument("file", type=Path, help="CSV with a header of create-callback inputs")
     bulk.add_argument("--report", type=Path, help="write the per-row report here (CSV)")
     bulk.add_argument("--dry-run", action="store_true", help="check the rows; create nothing")
@@ -261,7 +347,7 @@ def _owner(command: dict[str, Any]) -> str:
     return str((scored[0].get("agent") or {}).get("id") or "")
 
 
-def _dead_letters(services: Services, action: str, tokens: list[str], everything: bool) -> int:
+def _dead_letters(services: ReadServices, action: str, tokens: list[str], everything: bool) -> int:
     letters = services.store.dead_letters()
     if action == "list":
         for entry in letters:

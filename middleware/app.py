@@ -19,7 +19,7 @@ from middleware import __version__
 from middleware.callbacks import CallbackService
 from middleware.calling_hours import load_rules
 from middleware.clock import Clock
-from middleware.config import Config
+from middleware.config import Config, ReadConfig
 from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
 from middleware.duplicates import DuplicateWindow, epoch_ms
@@ -72,6 +72,38 @@ class Services:
     metrics: Metrics
 
 
+@dataclass(frozen=True)
+class ReadServices:
+    """What the commands that need no Genesys or action credentials work with."""
+
+    config: ReadConfig
+    store: Store
+    window: DuplicateWindow
+    consents: ConsentLedger
+    clock: Clock
+
+
+def _ledgers(config: ReadConfig, store: Store, clock: Clock
+             ) -> tuple[DuplicateWindow, ConsentLedger]:
+    """The number-keyed ledgers, built the same way for the service and the commands."""
+    lease = timedelta(seconds=config.request_deadline_s) + _LEASE_SLACK
+    retention = timedelta(days=config.consent_retention_days)
+    keys = NumberKeys(config.pii_keys)
+    window = DuplicateWindow(store, keys, timedelta(hours=config.duplicate_window_hours), lease,
+                             clock, retention, config.max_callbacks_per_number_per_day)
+    consents = ConsentLedger(store, keys, clock, timedelta(hours=config.consent_max_age_hours),
+                             retention)
+    return window, consents
+
+
+def build_read_services(config: ReadConfig, *, redis_client: redis.Redis,
+                        clock: Clock) -> ReadServices:
+    """Build only Redis and its ledgers: no Genesys client, no contracts, no credentials."""
+    store = Store(redis_client)
+    window, consents = _ledgers(config, store, clock)
+    return ReadServices(config, store, window, consents, clock)
+
+
 def build_services(config: Config, *, redis_client: redis.Redis, http: requests.Session,
                    clock: Clock) -> Services:
     """Build the domain objects; no connection is opened until first use."""
@@ -90,12 +122,7 @@ def build_services(config: Config, *, redis_client: redis.Redis, http: requests.
     ), store, http, clock, cache_ttl_s=config.cache_ttl_s, metrics=metrics)
     lease = timedelta(seconds=config.request_deadline_s) + _LEASE_SLACK
     window_length = timedelta(hours=config.duplicate_window_hours)
-    retention = timedelta(days=config.consent_retention_days)
-    keys = NumberKeys(config.pii_keys)
-    window = DuplicateWindow(store, keys, window_length, lease, clock, retention,
-                             config.max_callbacks_per_number_per_day)
-    consents = ConsentLedger(store, keys, clock, timedelta(hours=config.consent_max_age_hours),
-                             retention)
+    window, consents = _ledgers(config, store, clock)
     times = TimeService(
         genesys, load_profiles(config.agent_profiles_file),
         load_rules(Path(config.calling_hours_file) if config.calling_hours_file else None),

@@ -11,14 +11,24 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Final, TypeVar
+
+import phonenumbers
+
+from middleware.calling_hours import load_rules
+from middleware.scheduling import load_profiles
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+    """Settings are missing or malformed; each problem names its variable."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: tuple[str, ...] = problems
 
 
 @dataclass(frozen=True)
@@ -229,13 +239,186 @@ def _basic_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _region(r: _Reader) -> str:
+    region = r.raw("GENESYS_REGION")
+    if not re.match(r"^[a-z0-9.-]+\.[a-z]{2,}$", region):
+        raise ConfigError(f"GENESYS_REGION={region!r} is not a domain like mypurecloud.com")
+    return region
+
+
+def _base_url(r: _Reader, name: str, host: str) -> str:
+    if r.raw(name):
+        return r.parse(name, _url, "an http(s) URL")
+    return f"https://{host}.{_region(r)}"
+
+
+def _country(r: _Reader) -> str:
+    country = r.raw("DEFAULT_COUNTRY").upper()
+    # Alpha-2 shaped is not enough: a region phonenumbers does not know fails every
+    # national number at request time.
+    if not _COUNTRY.match(country) or country not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(f"DEFAULT_COUNTRY={country!r} is not an ISO 3166 alpha-2 region "
+                          "known to the phone number library")
+    return country
+
+
+def _log_level(r: _Reader) -> str:
+    level = r.raw("LOG_LEVEL").upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"LOG_LEVEL={level!r} is not DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _redis_url(r: _Reader) -> str:
+    redis_url = r.raw("REDIS_URL")
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"REDIS_URL={redis_url!r} is not a redis:// URL")
+    return redis_url
+
+
+def _pii_keys(r: _Reader) -> tuple[bytes, ...]:
+    keys = r.csv("PII_KEYS")
+    if not keys:
+        raise ConfigError("PII_KEYS (value hidden) names no key: give at least one secret")
+    return tuple(k.encode() for k in keys)
+
+
+def _calling_hours_file(r: _Reader) -> str:
+    path = r.raw("CALLING_HOURS_FILE")
+    # The loaders the service uses, so what passes here is what start-up then reads.
+    try:
+        load_rules(Path(path) if path else None)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"CALLING_HOURS_FILE={path!r} cannot be used: {exc}") from exc
+    return path
+
+
+def _agent_profiles_file(r: _Reader) -> str:
+    path = r.raw("AGENT_PROFILES_FILE")
+    try:
+        load_profiles(path)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"AGENT_PROFILES_FILE={path!r} cannot be used: {exc}") from exc
+    return path
+
+
+def _basic(r: _Reader) -> tuple[tuple[str, str], ...]:
+    return r.parse("ACTION_BASIC_CREDENTIALS",
+                   lambda _: _basic_pairs(r.csv("ACTION_BASIC_CREDENTIALS")),
+                   "a comma-separated list of user:password")
+
+
+def _region_check(r: _Reader) -> None:
+    _region(r)
+
+
+def _some_credential(r: _Reader) -> None:
+    if not _basic(r) and not r.csv("ACTION_API_KEYS"):
+        raise ConfigError(
+            "ACTION_BASIC_CREDENTIALS or ACTION_API_KEYS must name at least one credential: "
+            "the service refuses to run open"
+        )
+
+
+def _ms_as_s(name: str) -> Callable[[_Reader], float]:
+    return lambda r: r.positive_int(name) / 1000
+
+
+def _int(name: str) -> Callable[[_Reader], int]:
+    return lambda r: r.positive_int(name)
+
+
+#: How each configuration field is read, defined once for every config class built from it.
+_FIELDS: Final[dict[str, Callable[[_Reader], Any]]] = {
+    "port": _int("PORT"),
+    "redis_url": _redis_url,
+    "redis_timeout_s": _ms_as_s("REDIS_TIMEOUT_MS"),
+    "genesys_api_url": lambda r: _base_url(r, "GENESYS_API_URL", "api"),
+    "genesys_login_url": lambda r: _base_url(r, "GENESYS_LOGIN_URL", "login"),
+    "genesys_client_id": lambda r: r.raw("GENESYS_CLIENT_ID"),
+    "genesys_client_secret": lambda r: r.raw("GENESYS_CLIENT_SECRET"),
+    "genesys_connect_timeout_s": _ms_as_s("GENESYS_CONNECT_TIMEOUT_MS"),
+    "genesys_read_timeout_s": _ms_as_s("GENESYS_READ_TIMEOUT_MS"),
+    "basic_credentials": _basic,
+    "api_keys": lambda r: r.csv("ACTION_API_KEYS"),
+    "pii_keys": _pii_keys,
+    "default_country": _country,
+    "min_lead_minutes": _int("MIN_LEAD_MINUTES"),
+    "max_callbacks_per_number_per_day": _int("MAX_CALLBACKS_PER_NUMBER_PER_DAY"),
+    "max_schedule_days": _int("MAX_SCHEDULE_DAYS"),
+    "request_deadline_s": _ms_as_s("REQUEST_DEADLINE_MS"),
+    "agent_profiles_file": _agent_profiles_file,
+    "calling_hours_file": _calling_hours_file,
+    "calling_hours_policy": lambda r: r.choice("CALLING_HOURS_POLICY",
+                                               ("enforce", "warn", "off")),
+    "strict_offsets": lambda r: r.boolean("STRICT_OFFSETS"),
+    "cache_ttl_s": _int("CACHE_TTL_SECONDS"),
+    "immediate_window_minutes": _int("IMMEDIATE_WINDOW_MINUTES"),
+    "reassign_fallback": lambda r: r.choice("REASSIGN_FALLBACK", ("queue", "reject")),
+    "reassign_lookahead_minutes": _int("REASSIGN_LOOKAHEAD_MINUTES"),
+    "duplicate_window_hours": _int("DUPLICATE_WINDOW_HOURS"),
+    "consent_max_age_hours": _int("CONSENT_MAX_AGE_HOURS"),
+    "consent_retention_days": _int("CONSENT_RETENTION_DAYS"),
+    "genesys_rate_limit_per_min": _int("GENESYS_RATE_LIMIT_PER_MIN"),
+    "outbox_interval_s": _int("OUTBOX_INTERVAL_SECONDS"),
+    "outbox_max_attempts": _int("OUTBOX_MAX_ATTEMPTS"),
+    "outbox_backoff_base_ms": _int("OUTBOX_BACKOFF_BASE_MS"),
+    "outbox_backoff_cap_ms": _int("OUTBOX_BACKOFF_CAP_MS"),
+    "reconcile_interval_s": _int("RECONCILE_INTERVAL_SECONDS"),
+    "reconcile_batch_size": _int("RECONCILE_BATCH_SIZE"),
+    "log_level": _log_level,
+    "metrics_public": lambda r: r.boolean("METRICS_PUBLIC"),
+    "worker_metrics_port": _int("WORKER_METRICS_PORT"),
+}
+
+_C = TypeVar("_C", bound="ReadConfig")
+
+
 @dataclass(frozen=True)
-class Config:
+class ReadConfig:
+    """What the read-only commands need: Redis and the keys numbers are hashed with."""
+
+    redis_url: str
+    redis_timeout_s: float
+    pii_keys: tuple[bytes, ...] = field(repr=False)
+    default_country: str
+    log_level: str
+    request_deadline_s: float
+    max_callbacks_per_number_per_day: int
+    duplicate_window_hours: int
+    consent_max_age_hours: int
+    consent_retention_days: int
+
+    #: Checks across settings that belong to no one field.
+    _checks: ClassVar[tuple[Callable[[_Reader], None], ...]] = ()
+
+    @classmethod
+    def from_env(cls: type[_C], environ: Mapping[str, str]) -> _C:
+        """Parse and check every setting of this class; ``ConfigError`` names every bad one."""
+        r = _Reader(environ)
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        for name in [f.name for f in fields(cls)]:
+            try:
+                values[name] = _FIELDS[name](r)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        for check in cls._checks:
+            try:
+                check(r)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            # One bad setting can be read by two fields (GENESYS_REGION): say it once.
+            raise ConfigError(*dict.fromkeys(problems))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Config(ReadConfig):
     """Settings of the service and the worker (see ``SETTINGS`` for each meaning)."""
 
     port: int
-    redis_url: str
-    redis_timeout_s: float
     genesys_api_url: str
     genesys_login_url: str
     genesys_client_id: str
@@ -244,12 +427,8 @@ class Config:
     genesys_read_timeout_s: float
     basic_credentials: tuple[tuple[str, str], ...] = field(repr=False)
     api_keys: tuple[str, ...] = field(repr=False)
-    pii_keys: tuple[bytes, ...] = field(repr=False)
-    default_country: str
     min_lead_minutes: int
-    max_callbacks_per_number_per_day: int
     max_schedule_days: int
-    request_deadline_s: float
     agent_profiles_file: str
     calling_hours_file: str
     calling_hours_policy: str
@@ -258,9 +437,6 @@ class Config:
     immediate_window_minutes: int
     reassign_fallback: str
     reassign_lookahead_minutes: int
-    duplicate_window_hours: int
-    consent_max_age_hours: int
-    consent_retention_days: int
     genesys_rate_limit_per_min: int
     outbox_interval_s: int
     outbox_max_attempts: int
@@ -268,79 +444,11 @@ class Config:
     outbox_backoff_cap_ms: int
     reconcile_interval_s: int
     reconcile_batch_size: int
-    log_level: str
     metrics_public: bool
     worker_metrics_port: int = 9108
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Config:
-        """Parse and check every setting; raise ``ConfigError`` naming the first bad one."""
-        r = _Reader(environ)
-        region = r.raw("GENESYS_REGION")
-        if not re.match(r"^[a-z0-9.-]+\.[a-z]{2,}$", region):
-            raise ConfigError(f"GENESYS_REGION={region!r} is not a domain like mypurecloud.com")
-        api_url = r.raw("GENESYS_API_URL")
-        login_url = r.raw("GENESYS_LOGIN_URL")
-        basic = r.parse("ACTION_BASIC_CREDENTIALS",
-                        lambda _: _basic_pairs(r.csv("ACTION_BASIC_CREDENTIALS")),
-                        "a comma-separated list of user:password")
-        api_keys = r.csv("ACTION_API_KEYS")
-        if not basic and not api_keys:
-            raise ConfigError(
-                "ACTION_BASIC_CREDENTIALS or ACTION_API_KEYS must name at least one credential: "
-                "the service refuses to run open"
-            )
-        country = r.raw("DEFAULT_COUNTRY").upper()
-        if not _COUNTRY.match(country):
-            raise ConfigError(f"DEFAULT_COUNTRY={country!r} is not an ISO 3166 alpha-2 code")
-        level = r.raw("LOG_LEVEL").upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ConfigError(f"LOG_LEVEL={level!r} is not DEBUG, INFO, WARNING or ERROR")
-        redis_url = r.raw("REDIS_URL")
-        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"REDIS_URL={redis_url!r} is not a redis:// URL")
-        return cls(
-            port=r.positive_int("PORT"),
-            redis_url=redis_url,
-            redis_timeout_s=r.positive_int("REDIS_TIMEOUT_MS") / 1000,
-            genesys_api_url=(r.parse("GENESYS_API_URL", _url, "an http(s) URL") if api_url
-                             else f"https://api.{region}"),
-            genesys_login_url=(r.parse("GENESYS_LOGIN_URL", _url, "an http(s) URL")
-                               if login_url else f"https://login.{region}"),
-            genesys_client_id=r.raw("GENESYS_CLIENT_ID"),
-            genesys_client_secret=r.raw("GENESYS_CLIENT_SECRET"),
-            genesys_connect_timeout_s=r.positive_int("GENESYS_CONNECT_TIMEOUT_MS") / 1000,
-            genesys_read_timeout_s=r.positive_int("GENESYS_READ_TIMEOUT_MS") / 1000,
-            basic_credentials=basic,
-            api_keys=api_keys,
-            pii_keys=tuple(k.encode() for k in r.csv("PII_KEYS")),
-            default_country=country,
-            min_lead_minutes=r.positive_int("MIN_LEAD_MINUTES"),
-            max_callbacks_per_number_per_day=r.positive_int("MAX_CALLBACKS_PER_NUMBER_PER_DAY"),
-            max_schedule_days=r.positive_int("MAX_SCHEDULE_DAYS"),
-            request_deadline_s=r.positive_int("REQUEST_DEADLINE_MS") / 1000,
-            agent_profiles_file=r.raw("AGENT_PROFILES_FILE"),
-            calling_hours_file=r.raw("CALLING_HOURS_FILE"),
-            calling_hours_policy=r.choice("CALLING_HOURS_POLICY", ("enforce", "warn", "off")),
-            strict_offsets=r.boolean("STRICT_OFFSETS"),
-            cache_ttl_s=r.positive_int("CACHE_TTL_SECONDS"),
-            immediate_window_minutes=r.positive_int("IMMEDIATE_WINDOW_MINUTES"),
-            reassign_fallback=r.choice("REASSIGN_FALLBACK", ("queue", "reject")),
-            reassign_lookahead_minutes=r.positive_int("REASSIGN_LOOKAHEAD_MINUTES"),
-            duplicate_window_hours=r.positive_int("DUPLICATE_WINDOW_HOURS"),
-            consent_max_age_hours=r.positive_int("CONSENT_MAX_AGE_HOURS"),
-            consent_retention_days=r.positive_int("CONSENT_RETENTION_DAYS"),
-            genesys_rate_limit_per_min=r.positive_int("GENESYS_RATE_LIMIT_PER_MIN"),
-            outbox_interval_s=r.positive_int("OUTBOX_INTERVAL_SECONDS"),
-            outbox_max_attempts=r.positive_int("OUTBOX_MAX_ATTEMPTS"),
-            outbox_backoff_base_ms=r.positive_int("OUTBOX_BACKOFF_BASE_MS"),
-            outbox_backoff_cap_ms=r.positive_int("OUTBOX_BACKOFF_CAP_MS"),
-            reconcile_interval_s=r.positive_int("RECONCILE_INTERVAL_SECONDS"),
-            reconcile_batch_size=r.positive_int("RECONCILE_BATCH_SIZE"),
-            log_level=level,
-            metrics_public=r.boolean("METRICS_PUBLIC"),
-            worker_metrics_port=r.positive_int("WORKER_METRICS_PORT"),
-        )
+    _checks: ClassVar[tuple[Callable[[_Reader], None], ...]] = (
+        _region_check, _some_credential)
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from middleware.config import SETTINGS, Config, ConfigError
+from middleware.config import SETTINGS, Config, ConfigError, ReadConfig
 from tests.conftest import ROOT
 
 BASE = {
@@ -78,3 +80,46 @@ def test_readme_documents_every_setting() -> None:
         assert row, f"README has no row for {setting.name}"
         default = setting.default if setting.default is not None else "required"
         assert (default or "(empty)") in row.group(1), f"{setting.name} default not documented"
+
+
+def test_two_bad_settings_are_both_named() -> None:
+    """Every problem is reported at once, not the first one only."""
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env({**BASE, "REQUEST_DEADLINE_MS": "soon", "DEFAULT_COUNTRY": "XX"})
+    problems = raised.value.problems
+    assert len(problems) == 2, problems
+    assert sorted(p.split("=")[0] for p in problems) == ["DEFAULT_COUNTRY",
+                                                         "REQUEST_DEADLINE_MS"], problems
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"rules": [{"id": "x"}]}',
+                                     '{"rules": []}'])
+def test_malformed_calling_hours_file_is_named(tmp_path: Path, content: str) -> None:
+    """The file is read by the service's own loader: what fails there fails here."""
+    path = tmp_path / "hours.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="CALLING_HOURS_FILE"):
+        Config.from_env({**BASE, "CALLING_HOURS_FILE": str(path)})
+
+
+@pytest.mark.parametrize("content", [
+    "{not json", "[]", '{"agents": {"a": {"timeZone": "Mars/Olympus"}}}',
+    '{"agents": {"a": {"team": "nope"}}}'])
+def test_malformed_agent_profiles_file_is_named(tmp_path: Path, content: str) -> None:
+    """A profile file the scheduler could not read stops start-up, naming the variable."""
+    path = tmp_path / "profiles.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="AGENT_PROFILES_FILE"):
+        Config.from_env({**BASE, "AGENT_PROFILES_FILE": str(path)})
+
+
+def test_read_config_needs_only_pii_keys_and_reads_the_same_fields() -> None:
+    """The read-only commands' config reads each variable exactly as the service's does."""
+    env = {"PII_KEYS": "p1,p2", "REDIS_URL": "redis://r:1/2", "DEFAULT_COUNTRY": "gb"}
+    small = ReadConfig.from_env(env)
+    full = Config.from_env({**BASE, **env})
+    assert {f.name for f in fields(ReadConfig)} < {f.name for f in fields(Config)}
+    for f in fields(ReadConfig):
+        assert getattr(small, f.name) == getattr(full, f.name), f.name
+    with pytest.raises(ConfigError, match="PII_KEYS"):
+        ReadConfig.from_env({"PII_KEYS": " , "})

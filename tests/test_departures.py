@@ -104,7 +104,6 @@ def test_every_runtime_dependency_has_an_upper_bound() -> None:
     {"AGENT_PROFILES_FILE": "/nonexistent/profiles.json"},
     {"DEFAULT_COUNTRY": "XX"},  # alpha-2 shaped, but no region: every national number fails
 ])
-@pytest.mark.xfail(strict=True, reason="check-config does not yet build what start-up builds")
 def test_check_config_refuses_what_the_service_then_dies_on(
         redis_server: RedisServer, sim: Simulator, overrides: dict[str, str]) -> None:
     """Issue 10 point 5 / SPEC §5: a bad setting stops at once naming the variable. These
