@@ -1,9 +1,11 @@
 """Every setting of the service, the worker and the simulator, read once from the environment.
 
 Nothing else in the package reads ``os.environ``. Each setting is declared once in
-``SETTINGS`` (name, default, documentation) and parsed into a frozen dataclass; a bad
-value stops the process with a message naming the variable. The README's configuration
-table is checked against ``SETTINGS`` by the test suite.
+``SETTINGS`` (name, default, documentation) and each configuration field is read by one
+entry of ``_FIELDS``; ``Config`` (service and worker) extends ``ReadConfig`` (the read-only
+commands) with the fields only they need. Every bad value is reported at once, each naming
+its variable, data files included. The README's configuration table is checked against
+``SETTINGS`` by the test suite.
 """
 
 from __future__ import annotations

@@ -114,10 +114,11 @@ def test_bad_profile_file_stops_start_up(make_service: Callable[..., Service],
     """A profile with an unknown zone stops the service naming the file and entry."""
     import pytest
 
-    from middleware.scheduling import ProfileFileError
+    from middleware.config import ConfigError
     path = tmp_path / "profiles.json"
     path.write_text(json.dumps({"agents": {WALTER: {"timeZone": "Mars/Olympus"}}}))
-    with pytest.raises(ProfileFileError, match="AGENT_PROFILES_FILE agents"):
+    # The configuration reads the file with the scheduler's loader, so it stops there.
+    with pytest.raises(ConfigError, match="AGENT_PROFILES_FILE agents"):
         make_service(AGENT_PROFILES_FILE=str(path))
 
 
