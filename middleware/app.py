@@ -17,26 +17,26 @@ import requests
 
 from middleware import __version__
 from middleware.callbacks import CallbackService
-from middleware.calling_hours import load_rules
 from middleware.clock import Clock
 from middleware.config import Config
 from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import StoreUnavailable
-from middleware.genesys import GenesysClient, GenesysSettings
-from middleware.health import Readiness
+from middleware.genesys.client import GenesysClient, GenesysSettings
 from middleware.idempotency import IdempotencyGate
 from middleware.metrics import Metrics, OutboxStats
-from middleware.numbers import NumberKeys
 from middleware.outbox import OutboxDelivery, RetryPolicy
 from middleware.owner import OwnerRule, OwnerService
 from middleware.reassign import Reassigner
 from middleware.reconcile import Reconciler, page_size
+from middleware.rules.calling_hours import load_rules
+from middleware.rules.number import NumberKeys
+from middleware.rules.time import TimePolicy
 from middleware.scheduling import TimeService, load_profiles
 from middleware.store import Store
-from middleware.timing import TimePolicy
-from middleware.web import (
+from middleware.web.health import Readiness
+from middleware.web.resources import (
     OPEN_ROUTES,
     ActionResource,
     Authenticator,
@@ -48,7 +48,7 @@ from middleware.web import (
     install_error_handlers,
     unknown_route,
 )
-from middleware.worker import Duty
+from middleware.worker.loop import Duty
 
 # A claim or in-flight key outlives its request by this much, so a slow request keeps it.
 _LEASE_SLACK = timedelta(seconds=5)
