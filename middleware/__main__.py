@@ -30,8 +30,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
-
 from middleware.app import Services, build_duties, build_services, outbox_stats
 from middleware.bulk import BulkImporter, CsvFileError, progress_for, render_summary, write_report
 from middleware.clock import Clock, SystemClock
@@ -46,7 +44,7 @@ from middleware.logs import configure_logging
 from middleware.metrics import serve_worker_metrics
 from middleware.outbox import replay_dead_letters
 from middleware.rules.number import normalise
-from middleware.store import connect
+from middleware.store import RedisError, connect
 from middleware.web.export import export_actions
 from middleware.web.terraform import export_terraform
 from middleware.worker.loop import run_once, run_worker
@@ -113,7 +111,7 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
         return 0
     try:
         return _run(args, config, environ, clock, own_logging)
-    except (redis.RedisError, StoreUnavailable, ValueError) as exc:
+    except (RedisError, StoreUnavailable, ValueError) as exc:
         # An operator needs the cause in one line (bad REDIS_URL, Redis down), not a traceback.
         print(f"redis error ({config.redis_url.split('@')[-1]}): {type(exc).__name__}: {exc}",
               file=sys.stderr)

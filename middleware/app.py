@@ -12,8 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import falcon
-import redis
-import requests
 
 from middleware import __version__
 from middleware.callbacks import CallbackService
@@ -23,7 +21,7 @@ from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import StoreUnavailable
-from middleware.genesys.client import GenesysClient, GenesysSettings
+from middleware.genesys.client import GenesysClient, GenesysSettings, HttpSession
 from middleware.idempotency import IdempotencyGate
 from middleware.metrics import Metrics, OutboxStats
 from middleware.outbox import OutboxDelivery, RetryPolicy
@@ -34,7 +32,7 @@ from middleware.rules.calling_hours import load_rules
 from middleware.rules.number import NumberKeys
 from middleware.rules.time import TimePolicy
 from middleware.scheduling import TimeService, load_profiles
-from middleware.store import Store
+from middleware.store import RedisClient, Store
 from middleware.web.health import Readiness
 from middleware.web.resources import (
     OPEN_ROUTES,
@@ -72,7 +70,7 @@ class Services:
     metrics: Metrics
 
 
-def build_services(config: Config, *, redis_client: redis.Redis, http: requests.Session,
+def build_services(config: Config, *, redis_client: RedisClient, http: HttpSession,
                    clock: Clock) -> Services:
     """Build the domain objects; no connection is opened until first use."""
     store = Store(redis_client)
@@ -154,7 +152,7 @@ def outbox_stats(services: Services) -> OutboxStats:
     return read
 
 
-def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Session,
+def create_app(config: Config, *, redis_client: RedisClient, http: HttpSession,
                clock: Clock) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app from its configuration and its three outside collaborators."""
     services = build_services(config, redis_client=redis_client, http=http, clock=clock)
