@@ -31,8 +31,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
-
 from middleware.app import (
     ReadServices,
     Services,
@@ -47,17 +45,17 @@ from middleware.config import SETTINGS, Config, ConfigError, ReadConfig, SetupCo
 from middleware.contracts import load_contracts
 from middleware.errors import StoreUnavailable, UpstreamError
 from middleware.evidence import render_evidence
-from middleware.export import export_actions
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
+from middleware.genesys.integrations import IntegrationsApi
 from middleware.install import REFUSED, Installer, render_steps, secret_for
-from middleware.integrations import IntegrationsApi
 from middleware.logs import configure_logging
 from middleware.metrics import serve_worker_metrics
-from middleware.numbers import normalise
 from middleware.outbox import replay_dead_letters
-from middleware.store import connect
-from middleware.terraform import export_terraform
-from middleware.worker import run_once, run_worker
+from middleware.rules.number import normalise
+from middleware.store import RedisError, connect
+from middleware.web.export import export_actions
+from middleware.web.terraform import export_terraform
+from middleware.worker.loop import run_once, run_worker
 
 #: Relative to where the command runs: the repository root in a checkout.
 DATA_ACTIONS_DIR = Path("data_actions")
@@ -181,7 +179,7 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
         if isinstance(config, Config):
             return _run(args, config, environ, clock, own_logging)
         return _run_read_only(args, config, clock, own_logging)
-    except (redis.RedisError, StoreUnavailable, ValueError) as exc:
+    except (RedisError, StoreUnavailable, ValueError) as exc:
         # An operator needs the cause in one line (bad REDIS_URL, Redis down), not a traceback.
         print(f"redis error ({config.redis_url.split('@')[-1]}): {type(exc).__name__}: {exc}",
               file=sys.stderr)
@@ -212,7 +210,7 @@ def _run(args: argparse.Namespace, config: Config, environ: Mapping[str, str], c
                                             config.worker_metrics_port)
     except OSError as exc:
         # Delivering callbacks matters more than being scraped: run on, say so loudly.
-        logging.getLogger("middleware.worker").error(
+        logging.getLogger("middleware.worker.loop").error(
             "worker metrics not served", extra={"port": config.worker_metrics_port,
                                                 "error": str(exc)})
         stop_metrics = _nothing

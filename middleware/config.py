@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 import phonenumbers
 
-from middleware.calling_hours import load_rules
+from middleware.rules.calling_hours import load_rules
 from middleware.scheduling import load_profiles
 
 T = TypeVar("T")
