@@ -440,10 +440,11 @@ class CallbackService:
         id, or ``""`` when Genesys could not take it now and it is queued.
 
         The Genesys PATCH cannot move ownership, so the new callback is journaled and
-        created first, and the old one disconnected after: a failure in between leaves two
-        callbacks the ledger knows about (the old one marked replaced, its disconnect retried
-        by the worker), never none, and a create whose outcome is unknown is resolved by the
-        outbox worker like any other.
+        created first, and the old one disconnected after: the step that delivers the new
+        one marks the old one replaced (its disconnect retried by the worker), so the number
+        is never left with none. While the new one is only queued, the old one stays live
+        and only links to it (no second move starts); if it fails or dead-letters, the link
+        is dropped and the old one stays as it was.
         """
         number = normalise(record.e164, self._country) if record.e164 else None
         if number is None:
@@ -469,10 +470,12 @@ class CallbackService:
             callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
             agent_id=new_agent, queue_id=record.queue_id, state="CREATING", acd_id="",
             request_token=token, created_ms=epoch_ms(now), consent_id=record.consent_id,
-            e164=record.e164), payload, epoch_ms(now) + self._journal_lease_ms, counts=False)
+            e164=record.e164, replaces=record.callback_id), payload,
+            epoch_ms(now) + self._journal_lease_ms, counts=False)
         if journaled is None:
             return ""
-        self._store.mark_replaced(record, journaled.callback_id)
+        self._store.relink_replacement(record.callback_id, record.replaced_by,
+                                       journaled.callback_id)
         try:
             created = self._genesys.create_callback(command, deadline)
         except UpstreamUnavailable as exc:
@@ -483,14 +486,14 @@ class CallbackService:
             return ""
         except UpstreamRejected:
             self._window.abandon(journaled)
-            self._store.mark_replaced(record, "")
+            self._store.relink_replacement(record.callback_id, journaled.callback_id, "")
             raise
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
         if self._window.deliver(number, journaled, created.conversation_id, acd,
                                 epoch_ms(scheduled)) is None:
             self.undo_create(number, journaled, created.conversation_id, acd, deadline)
+            self._store.relink_replacement(record.callback_id, journaled.callback_id, "")
             return ""
-        self._store.mark_replaced(record, created.conversation_id)
         log.info("callback reassigned", extra={
             "callbackId": record.callback_id, "newCallbackId": created.conversation_id,
             "fromAgentId": record.agent_id, "toAgentId": new_agent or "queue",

@@ -95,7 +95,7 @@ class OutboxDelivery:
         payload = dict(entry.payload)
         record = self._store.callback(str(payload["ledgerId"]))
         if record is None or record.state not in ("QUEUED", "CREATING"):
-            return self._cancelled(entry, payload, deadline)
+            return self._cancelled(entry, payload, deadline, record)
         command: dict[str, Any] = dict(payload["command"])
         if not payload.get("mayHaveRun"):
             # Written before sending: if this worker dies after Genesys got the create, the
@@ -128,7 +128,7 @@ class OutboxDelivery:
         return True
 
     def _cancelled(self, entry: OutboxEntry, payload: dict[str, Any],
-                   deadline: Deadline) -> bool:
+                   deadline: Deadline, record: LedgerRecord | None) -> bool:
         """Cancelled (or revoked) while queued: nothing to create; an attempt that may have
         reached Genesys is looked for and disconnected."""
         if payload.get("mayHaveRun"):
@@ -144,6 +144,8 @@ class OutboxDelivery:
                 self._store.retry_outbox(entry, epoch_ms(self._clock.now()) + 5000,
                                          exc.message, payload)
                 return False
+        if record is not None and record.replaces:
+            self._store.relink_replacement(record.replaces, record.callback_id, "")
         self._store.finish_outbox(entry.token)
         log.info("outbox entry dropped: no longer wanted", extra={"token": entry.token})
         return False
@@ -193,6 +195,9 @@ class OutboxDelivery:
         record = self._store.callback(str(payload["ledgerId"]))
         if record is not None:
             self._window.close(record, "DEAD_LETTER")
+            if record.replaces:
+                # The move failed: the callback it was to replace stays the customer's.
+                self._store.relink_replacement(record.replaces, record.callback_id, "")
         log.error("queued callback dead-lettered", extra={
             "token": entry.token, "attempts": entry.attempts + 1, "error": error})
 

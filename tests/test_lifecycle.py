@@ -139,7 +139,6 @@ def test_replayed_dead_letter_passes_the_duplicate_check(
     assert len(live(sim)) == 1
 
 
-@OPEN
 def test_owner_move_whose_replacement_is_queued_keeps_the_old_callback(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """#6 The replacement create of an owner move hits an outage: the old callback is not
