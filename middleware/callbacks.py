@@ -370,6 +370,12 @@ class CallbackService:
         callback_id = str(fields["callbackId"])
         common: dict[str, Any] = {"requestId": ctx.request_id, "callbackId": callback_id}
         record = self._store.callback(callback_id) if _CALLBACK_ID.fullmatch(callback_id) else None
+        if record is not None:
+            # An id the service replaced acts on its live replacement (SPEC §4 Lifecycle 4).
+            chain = self._chain(record)
+            record = ([r for r in chain if r.in_genesys] or chain)[-1]
+            callback_id = record.callback_id
+            common["callbackId"] = callback_id
         if record is None or not record.in_genesys:
             return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
                               message="No pending callback with this id was created here.")
@@ -542,6 +548,28 @@ class CallbackService:
         if record is None:
             return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
                           message="No callback with this id was created through this service.")
+        chain = self._chain(record)
+        # The caller may hold an id the service has since replaced: every pending link of
+        # the chain goes (an old one still live while its replacement is queued, too).
+        live = [r for r in chain if r.pending]
+        if len(chain) > 1 and live:
+            try:
+                ends = [self.cancel_record(r, ctx) for r in live]
+            except UpstreamUnavailable:
+                return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
+                              message="Genesys Cloud could not be reached; retry the same "
+                              "request.")
+            except UpstreamRejected as exc:
+                return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
+                              message=f"Genesys Cloud refused the cancel: {exc.message}")
+            if "CANCELLED" in ends:
+                return answer(outcome="CANCELLED", reason="OK", **common,
+                              message="The callback (moved to a new owner by the service) "
+                              "was disconnected in Genesys Cloud.")
+            return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
+                          message="Genesys Cloud no longer holds this callback; it was "
+                          "removed from the window.")
+        record = chain[-1]
         if record.state == "CANCELLED":
             return answer(outcome="CANCELLED", reason="OK", **common,
                           message="The callback was already cancelled.")
@@ -563,6 +591,18 @@ class CallbackService:
                           "removed from the window.")
         return answer(outcome="CANCELLED", reason="OK", **common,
                       message="The callback was disconnected in Genesys Cloud.")
+
+    def _chain(self, record: LedgerRecord, hops: int = 5) -> list[LedgerRecord]:
+        """The record and the replacements its ``replaced_by`` links lead to (bounded, so a
+        cycle cannot hold a request); the last is the one that now stands for it."""
+        chain = [record]
+        while record.replaced_by and len(chain) <= hops:
+            found = self._store.callback(record.replaced_by)
+            if found is None or any(r.callback_id == found.callback_id for r in chain):
+                break
+            chain.append(found)
+            record = found
+        return chain
 
     def cancel_record(self, record: LedgerRecord, ctx: RequestContext) -> str:
         """Disconnect a pending callback in Genesys and close it in the ledger.

@@ -185,7 +185,6 @@ def test_pii_key_rotation_keeps_one_window(make_service: Callable[..., Service],
     assert third["reason"] == "TOO_MANY_REQUESTS_FOR_NUMBER", third
 
 
-@OPEN
 def test_cancel_by_the_old_id_after_a_move_cancels_the_replacement(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """#8 The caller holds the id from before the worker moved the callback: cancel acts on
@@ -202,7 +201,6 @@ def test_cancel_by_the_old_id_after_a_move_cancels_the_replacement(
     assert pending_count(service) == 0
 
 
-@OPEN
 def test_moved_through_the_outbox_the_old_id_still_works(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """#8 A replacement that went through the outbox: the old id's link names the real
