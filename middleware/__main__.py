@@ -46,7 +46,7 @@ from middleware.integrations import IntegrationsApi
 from middleware.logs import configure_logging
 from middleware.metrics import serve_worker_metrics
 from middleware.numbers import normalise
-from middleware.outbox import replay_dead_letters
+from middleware.outbox import replay
 from middleware.store import connect
 from middleware.terraform import export_terraform
 from middleware.worker import run_once, run_worker
@@ -275,9 +275,13 @@ def _dead_letters(services: Services, action: str, tokens: list[str], everything
     if not chosen:
         print("name the tokens to replay, or --all", file=sys.stderr)
         return 2
-    replayed = replay_dead_letters(services.store, services.window, chosen, services.clock)
-    print(f"replayed {len(replayed)} of {len(chosen)}")
-    return 0 if len(replayed) == len(chosen) else 1
+    done = replay(services.store, services.window, chosen, services.clock)
+    for token, reason in done.refused.items():
+        print(f"{token}  refused, stays a dead letter: {reason}")
+    print(f"replayed {len(done.replayed)} of {len(chosen)}"
+          + (f", {len(done.refused)} refused" if done.refused else ""))
+    # A refusal is a decision, not a failure; an unknown token is.
+    return 0 if len(done.replayed) + len(done.refused) == len(chosen) else 1
 
 
 if __name__ == "__main__":

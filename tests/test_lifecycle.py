@@ -110,7 +110,6 @@ def test_consent_stored_before_a_revocation_never_lifts_it(service: Service,
     assert sim.callbacks() == []
 
 
-@OPEN
 def test_replayed_dead_letter_after_revoke_is_not_created(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """#3 A dead letter replayed after the customer revoked: nothing is created."""
@@ -118,13 +117,14 @@ def test_replayed_dead_letter_after_revoke_is_not_created(
     dead_letter_one(service, sim, services)
     revoke(service)
     replay_all(service, redis_server)
+    [kept] = services.store.dead_letters()
+    assert "CONSENT_REVOKED" in kept.error
     service.clock.advance(timedelta(seconds=30))
     duty(services, "outbox")()
     assert live(sim) == []
     assert pending_count(service) == 0
 
 
-@OPEN
 def test_replayed_dead_letter_passes_the_duplicate_check(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """#4 A new callback was made after the dead letter left the window: replaying it does
@@ -133,6 +133,8 @@ def test_replayed_dead_letter_passes_the_duplicate_check(
     dead_letter_one(service, sim, services)
     assert service.action("create-callback", create_body()).json["outcome"] == "CREATED"
     replay_all(service, redis_server)
+    [kept] = services.store.dead_letters()
+    assert "DUPLICATE_PENDING" in kept.error
     service.clock.advance(timedelta(seconds=30))
     duty(services, "outbox")()
     assert pending_count(service) == 1
