@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from middleware.errors import (
     UpstreamUnavailable,
 )
 from middleware.genesys import GenesysClient, callback_end_state
-from middleware.idempotency import IdempotencyGate, Started, key_for
+from middleware.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
 from middleware.numbers import CustomerNumber, invalid_number_message, normalise, number_of
 from middleware.owner import OwnerDecision, OwnerRule
 from middleware.scheduling import TimeService
@@ -118,25 +119,42 @@ class CallbackService:
 
         key = key_for(fields, ctx.idempotency_key, ctx.credential, number.e164)
         token = uuid.uuid4().hex
+        leased = time.monotonic()
         if key is not None:
             started = self._idempotency.begin(key, token)
+            leased = time.monotonic()
             if started.replay is not None and key.derived and self._ended(started.replay) \
                     and self._idempotency.take_over(key, token, started.replay):
+                leased = time.monotonic()
                 started = Started()
             if started.replay is not None:
                 log.info("idempotent replay", extra={"number": number.masked})
                 return {**started.replay, "replayed": True, "requestId": ctx.request_id}
         answer: Answer = {"outcome": "REJECTED"}
+        released = True
         try:
             answer = self._create_checked(fields, number, agent_id, token, ctx)
+        except StoreUnavailable as exc:
+            if key is not None and not self._finish(key, token, answer):
+                # The key stays in flight until its lease ends: the 503 says when a retry
+                # will be served rather than refused with 409.
+                exc.retry_after_s = self._idempotency.lease_left_s(leased)
+            released = False
+            raise
         finally:
-            if key is not None:
-                try:
-                    self._idempotency.finish(key, token, answer)
-                except StoreUnavailable:
-                    # The in-flight lease expires on its own; the caller gets our answer.
-                    log.warning("could not store the idempotent answer")
+            if key is not None and released:
+                self._finish(key, token, answer)
         return answer
+
+    def _finish(self, key: IdempotencyKey, token: str, answer: Answer) -> bool:
+        """Store the idempotent answer (or release the key); false if Redis could not."""
+        try:
+            self._idempotency.finish(key, token, answer)
+        except StoreUnavailable:
+            # The in-flight lease expires on its own; the caller gets our answer.
+            log.warning("could not store the idempotent answer")
+            return False
+        return True
 
     def _ended(self, replay: Answer) -> bool:
         """Whether the callback a stored answer names has ended (a derived key must not

@@ -304,7 +304,6 @@ def stalled_redis(tmp_path: Any, redis_server: RedisServer) -> Any:
     proxy.close()
 
 
-@OPEN
 def test_idempotency_key_is_not_left_in_flight_after_a_redis_stall(
         redis_client: Any, redis_server: RedisServer, sim: Simulator,
         stalled_redis: FaultProxy) -> None:
