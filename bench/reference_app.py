@@ -27,8 +27,8 @@ import falcon
 
 from middleware.contracts import load_contracts
 from middleware.errors import ContractViolation
-from middleware.genesys import new_session
-from middleware.numbers import NumberKeys, normalise
+from middleware.genesys.client import new_session
+from middleware.rules.number import NumberKeys, normalise
 from middleware.store import connect
 
 PREFIX: Final = "bench:ref:"

@@ -30,8 +30,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
-
 from middleware.app import Services, build_duties, build_services, outbox_stats
 from middleware.bulk import BulkImporter, CsvFileError, progress_for, render_summary, write_report
 from middleware.clock import Clock, SystemClock
@@ -39,17 +37,17 @@ from middleware.config import Config, ConfigError, SetupConfig
 from middleware.contracts import load_contracts
 from middleware.errors import StoreUnavailable, UpstreamError
 from middleware.evidence import render_evidence
-from middleware.export import export_actions
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
+from middleware.genesys.integrations import IntegrationsApi
 from middleware.install import REFUSED, Installer, render_steps, secret_for
-from middleware.integrations import IntegrationsApi
 from middleware.logs import configure_logging
 from middleware.metrics import serve_worker_metrics
-from middleware.numbers import normalise
 from middleware.outbox import replay
-from middleware.store import connect
-from middleware.terraform import export_terraform
-from middleware.worker import run_once, run_worker
+from middleware.rules.number import normalise
+from middleware.store import RedisError, connect
+from middleware.web.export import export_actions
+from middleware.web.terraform import export_terraform
+from middleware.worker.loop import run_once, run_worker
 
 #: Relative to where the command runs: the repository root in a checkout.
 DATA_ACTIONS_DIR = Path("data_actions")
@@ -113,7 +111,7 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
         return 0
     try:
         return _run(args, config, environ, clock, own_logging)
-    except (redis.RedisError, StoreUnavailable, ValueError) as exc:
+    except (RedisError, StoreUnavailable, ValueError) as exc:
         # An operator needs the cause in one line (bad REDIS_URL, Redis down), not a traceback.
         print(f"redis error ({config.redis_url.split('@')[-1]}): {type(exc).__name__}: {exc}",
               file=sys.stderr)
@@ -154,7 +152,7 @@ def _run(args: argparse.Namespace, config: Config, environ: Mapping[str, str], c
                                             config.worker_metrics_port)
     except OSError as exc:
         # Delivering callbacks matters more than being scraped: run on, say so loudly.
-        logging.getLogger("middleware.worker").error(
+        logging.getLogger("middleware.worker.loop").error(
             "worker metrics not served", extra={"port": config.worker_metrics_port,
                                                 "error": str(exc)})
         stop_metrics = _nothing

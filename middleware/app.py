@@ -12,31 +12,29 @@ from datetime import timedelta
 from pathlib import Path
 
 import falcon
-import redis
-import requests
 
 from middleware import __version__
 from middleware.callbacks import CallbackService
-from middleware.calling_hours import load_rules
 from middleware.clock import Clock
 from middleware.config import Config
 from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import StoreUnavailable
-from middleware.genesys import GenesysClient, GenesysSettings
-from middleware.health import Readiness
+from middleware.genesys.client import GenesysClient, GenesysSettings, HttpSession
 from middleware.idempotency import IdempotencyGate
 from middleware.metrics import Metrics, OutboxStats
-from middleware.numbers import NumberKeys
 from middleware.outbox import OutboxDelivery, RetryPolicy
 from middleware.owner import OwnerRule, OwnerService
 from middleware.reassign import Reassigner
 from middleware.reconcile import Reconciler, page_size
+from middleware.rules.calling_hours import load_rules
+from middleware.rules.number import NumberKeys
+from middleware.rules.time import TimePolicy
 from middleware.scheduling import TimeService, load_profiles
-from middleware.store import Store
-from middleware.timing import TimePolicy
-from middleware.web import (
+from middleware.store import RedisClient, Store
+from middleware.web.health import Readiness
+from middleware.web.resources import (
     OPEN_ROUTES,
     ActionResource,
     Authenticator,
@@ -48,7 +46,7 @@ from middleware.web import (
     install_error_handlers,
     unknown_route,
 )
-from middleware.worker import Duty
+from middleware.worker.loop import Duty
 
 # A claim or in-flight key outlives its request by this much, so a slow request keeps it.
 _LEASE_SLACK = timedelta(seconds=5)
@@ -72,7 +70,7 @@ class Services:
     metrics: Metrics
 
 
-def build_services(config: Config, *, redis_client: redis.Redis, http: requests.Session,
+def build_services(config: Config, *, redis_client: RedisClient, http: HttpSession,
                    clock: Clock) -> Services:
     """Build the domain objects; no connection is opened until first use."""
     store = Store(redis_client)
@@ -154,7 +152,7 @@ def outbox_stats(services: Services) -> OutboxStats:
     return read
 
 
-def create_app(config: Config, *, redis_client: redis.Redis, http: requests.Session,
+def create_app(config: Config, *, redis_client: RedisClient, http: HttpSession,
                clock: Clock) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app from its configuration and its three outside collaborators."""
     services = build_services(config, redis_client=redis_client, http=http, clock=clock)

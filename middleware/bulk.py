@@ -40,8 +40,8 @@ from middleware.errors import (
     ServiceError,
 )
 from middleware.logs import redact
-from middleware.numbers import number_of
-from middleware.strict_json import check_fields
+from middleware.rules.number import number_of
+from middleware.web.strict_json import check_fields
 
 REPORT_COLUMNS: Final = ("row", "outcome", "reason", "callbackId", "message")
 #: The idempotency scope of imported rows (the web scopes keys by the caller's credential).

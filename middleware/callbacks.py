@@ -20,7 +20,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from middleware import timing
 from middleware.clock import Clock
 from middleware.consent import ConsentLedger
 from middleware.context import RequestContext
@@ -33,10 +32,11 @@ from middleware.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from middleware.genesys import GenesysClient, callback_end_state
+from middleware.genesys.client import GenesysClient, callback_end_state
 from middleware.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
-from middleware.numbers import CustomerNumber, invalid_number_message, normalise, number_of
 from middleware.owner import OwnerDecision, OwnerRule
+from middleware.rules import time as timing
+from middleware.rules.number import CustomerNumber, invalid_number_message, normalise, number_of
 from middleware.scheduling import TimeService
 from middleware.store import LedgerRecord, Store
 

@@ -28,9 +28,9 @@ from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamError
-from middleware.numbers import CustomerNumber, NumberKeys, invalid_number_message, number_of
+from middleware.rules.number import CustomerNumber, NumberKeys, invalid_number_message, number_of
+from middleware.rules.time import format_utc, parse_instant
 from middleware.store import LedgerRecord, Store
-from middleware.timing import format_utc, parse_instant
 
 log = logging.getLogger(__name__)
 

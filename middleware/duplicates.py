@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from middleware.clock import Clock
 from middleware.deadline import Deadline
-from middleware.numbers import CustomerNumber, NumberKeys
+from middleware.rules.number import CustomerNumber, NumberKeys
 from middleware.store import LedgerRecord, Store
 
 #: Owned callbacks live at most 168 h past their time in Genesys; older entries are stale.

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from middleware.contracts import Contract
-from middleware.export import Auth, action_definition
-from middleware.integrations import CREDENTIAL_SLOT, IntegrationsApi
+from middleware.genesys.integrations import CREDENTIAL_SLOT, IntegrationsApi
+from middleware.web.export import Auth, action_definition
 
 ACTION_TIMEOUT_S: Final = 10
 CREATED: Final = "created"

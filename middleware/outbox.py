@@ -29,11 +29,11 @@ from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
-from middleware.genesys import GenesysClient
-from middleware.numbers import CustomerNumber, normalise
+from middleware.genesys.client import GenesysClient
+from middleware.rules.number import CustomerNumber, normalise
+from middleware.rules.time import format_utc, parse_instant
 from middleware.scheduling import AgentProfile, TimeService
 from middleware.store import LedgerRecord, OutboxEntry, Store
-from middleware.timing import format_utc, parse_instant
 
 log = logging.getLogger(__name__)
 

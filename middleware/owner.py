@@ -32,10 +32,10 @@ from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamError, UpstreamUnavailable
-from middleware.genesys import GenesysClient
+from middleware.genesys.client import GenesysClient
+from middleware.rules.time import format_utc, parse_request, zone_info
 from middleware.scheduling import AgentProfile, TimeService
 from middleware.store import Store
-from middleware.timing import format_utc, parse_request, zone_info
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Final
 from middleware.deadline import Deadline
 from middleware.duplicates import DuplicateWindow
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
-from middleware.genesys import GenesysClient, callback_end_state
+from middleware.genesys.client import GenesysClient, callback_end_state
 from middleware.store import Store
 
 log = logging.getLogger(__name__)

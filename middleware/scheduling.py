@@ -26,15 +26,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from middleware.calling_hours import Rule, calling_hours
 from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamError, UpstreamUnavailable
-from middleware.genesys import GenesysClient
-from middleware.numbers import CustomerNumber, invalid_number_message, number_of
-from middleware.timing import (
+from middleware.genesys.client import GenesysClient
+from middleware.rules.calling_hours import Rule, calling_hours
+from middleware.rules.number import CustomerNumber, invalid_number_message, number_of
+from middleware.rules.time import (
     AgentHours,
     Requested,
     TimeCheck,

@@ -5,7 +5,7 @@ import os
 from middleware.app import create_app
 from middleware.clock import SystemClock
 from middleware.config import Config
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
 from middleware.logs import configure_logging
 from middleware.store import connect
 

@@ -34,7 +34,7 @@ import requests
 from middleware.app import create_app
 from middleware.clock import Clock, FixedClock, SystemClock
 from middleware.config import Config
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
 from middleware.logs import JsonFormatter
 from middleware.store import connect
 

@@ -47,11 +47,11 @@ import requests
 from middleware.app import Services, build_duties, build_services, create_app
 from middleware.config import Config
 from middleware.deadline import Deadline
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
 from middleware.outbox import replay_dead_letters
+from middleware.rules.time import parse_instant
 from middleware.store import connect
-from middleware.timing import parse_instant
-from middleware.worker import run_loop
+from middleware.worker.loop import run_loop
 from tests.conftest import (
     AUTH,
     CLIENT_ID,

@@ -25,7 +25,7 @@ from middleware.bulk import (
 )
 from middleware.clock import FixedClock
 from middleware.config import Config
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
 from middleware.store import connect
 from tests.conftest import (
     DEMO_AGENT,

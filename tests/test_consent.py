@@ -168,7 +168,7 @@ def test_evidence_shows_history_and_survives_redis_restart(
     from middleware.app import create_app
     from middleware.clock import FixedClock
     from middleware.config import Config
-    from middleware.genesys import new_session
+    from middleware.genesys.client import new_session
     from middleware.store import connect
     from tests.conftest import AUTH
 

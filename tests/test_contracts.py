@@ -11,7 +11,7 @@ import pytest
 
 from middleware.contracts import ACTIONS, Contract, load_contracts
 from middleware.errors import ContractViolation
-from middleware.export import action_definition, contract_problems, export_actions, render
+from middleware.web.export import action_definition, contract_problems, export_actions, render
 from tests.conftest import ROOT
 
 REAL_EXPORTS = Path("/nonexistent")

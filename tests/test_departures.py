@@ -26,9 +26,9 @@ from middleware.app import Services, build_services
 from middleware.bulk import BulkImporter, CsvFileError
 from middleware.clock import FixedClock
 from middleware.config import Config
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
+from middleware.rules.time import format_utc
 from middleware.store import connect
-from middleware.timing import format_utc
 from tests.conftest import (
     DEMO_AGENT,
     DEMO_QUEUE,

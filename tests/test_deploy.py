@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from middleware.app import build_services, outbox_stats
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
 from middleware.metrics import serve_worker_metrics
 from middleware.store import connect
 from tests.conftest import (

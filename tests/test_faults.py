@@ -257,7 +257,7 @@ def _in_process(redis_url: str, genesys_url: str) -> Any:
     from middleware.app import create_app
     from middleware.clock import FixedClock
     from middleware.config import Config
-    from middleware.genesys import new_session
+    from middleware.genesys.client import new_session
     from middleware.store import connect
     from tests.conftest import T0
     config = Config.from_env(service_env(redis_url, genesys_url, REQUEST_DEADLINE_MS="2000",

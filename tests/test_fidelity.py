@@ -9,7 +9,7 @@ from typing import Any
 import falcon.testing
 
 from middleware.clock import FixedClock
-from middleware.genesys import USER_AGENT
+from middleware.genesys.client import USER_AGENT
 from middleware.sim.app import create_sim_app, load_org
 from middleware.sim.fidelity import PRODUCT_AGENT, request_departures
 from middleware.sim.models import ModelCatalog

@@ -44,7 +44,7 @@ from middleware.app import create_app
 from middleware.clock import FixedClock
 from middleware.config import Config
 from middleware.contracts import ACTIONS
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
 from middleware.store import connect
 from tests.conftest import (
     API_KEY,

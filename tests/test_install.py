@@ -12,7 +12,8 @@ import requests
 from middleware.clock import FixedClock
 from middleware.config import Config
 from middleware.contracts import load_contracts
-from middleware.genesys import GenesysClient, GenesysSettings, new_session
+from middleware.genesys.client import GenesysClient, GenesysSettings, new_session
+from middleware.genesys.integrations import IntegrationsApi
 from middleware.install import (
     CREATED,
     REFUSED,
@@ -23,7 +24,6 @@ from middleware.install import (
     draft_body,
     secret_for,
 )
-from middleware.integrations import IntegrationsApi
 from middleware.sim.integrations import body_models
 from middleware.sim.models import ModelCatalog
 from middleware.store import Store

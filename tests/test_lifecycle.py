@@ -15,7 +15,7 @@ from middleware.__main__ import run
 from middleware.app import Services, build_duties, build_services
 from middleware.config import Config
 from middleware.deadline import Deadline
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
 from middleware.store import connect
 from tests.conftest import (
     AUTH,

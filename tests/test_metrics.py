@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from middleware.app import build_services, outbox_stats
 from middleware.contracts import ACTIONS
-from middleware.genesys import new_session, route_template
+from middleware.genesys.client import new_session, route_template
 from middleware.metrics import Metrics, serve_worker_metrics
 from middleware.store import connect
 from tests.conftest import (

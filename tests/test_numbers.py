@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from middleware.logs import mask_number, redact
-from middleware.numbers import NumberKeys, normalise
+from middleware.rules.number import NumberKeys, normalise
 
 
 @pytest.mark.parametrize("raw", [

@@ -12,7 +12,7 @@ import pytest
 from middleware.__main__ import run
 from middleware.app import Services, build_duties, build_services
 from middleware.deadline import Deadline
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
 from middleware.outbox import RetryPolicy
 from middleware.store import connect
 from tests.conftest import RedisServer, Service, Simulator, create_body, service_env, when
@@ -153,7 +153,7 @@ def _journal_only(services: Services, token: str, create_in_genesys: bool) -> No
     """What a worker process leaves behind when killed between journal and outcome."""
     from middleware.callbacks import CallbackService
     from middleware.duplicates import epoch_ms
-    from middleware.numbers import normalise
+    from middleware.rules.number import normalise
     from middleware.store import LedgerRecord
     number = normalise("+14155552671", "US")
     assert number is not None

@@ -13,7 +13,7 @@ import pytest
 
 from middleware.app import build_duties, build_services
 from middleware.deadline import Deadline
-from middleware.genesys import new_session
+from middleware.genesys.client import new_session
 from middleware.store import connect
 from tests.conftest import DEMO_QUEUE, T0, RedisServer, Service, Simulator, create_body, when
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from middleware.timing import format_utc
+from middleware.rules.time import format_utc
 from tests.conftest import DEMO_QUEUE, T0, Service, Simulator, at_local, create_body
 
 BOB, TOM, ADA = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (2, 6, 1))

@@ -11,7 +11,7 @@ import pytest
 
 from middleware.config import SetupConfig
 from middleware.contracts import load_contracts
-from middleware.terraform import hcl_string, terraform_files
+from middleware.web.terraform import hcl_string, terraform_files
 from tests.conftest import ROOT
 from tests.test_contracts import COMMITTED
 

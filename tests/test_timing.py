@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from middleware.calling_hours import calling_hours, load_rules
-from middleware.numbers import normalise
-from middleware.timing import (
+from middleware.rules.calling_hours import calling_hours, load_rules
+from middleware.rules.number import normalise
+from middleware.rules.time import (
     AgentHours,
     CallingHours,
     TimeContext,
@@ -44,7 +44,7 @@ def customer(number: str) -> CallingHours:
 
 def agent(zone: str, hours: dict[str, object], start: date = date(2026, 11, 20),
           days: int = 40) -> AgentHours:
-    from middleware.timing import parse_weekly
+    from middleware.rules.time import parse_weekly
     return AgentHours(zone, weekly_shifts(parse_weekly(hours, "test"), zone, start, days))
 
 

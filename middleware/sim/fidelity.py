@@ -49,7 +49,7 @@ def _int(minimum: int, maximum: int | None = None) -> Param:
     return Param("int", minimum=minimum, maximum=maximum)
 
 
-#: The ``User-Agent`` the product sends on every API call (``middleware.genesys``).
+#: The ``User-Agent`` the product sends on every API call (``middleware.genesys.client``).
 PRODUCT_AGENT: Final = "agent-owned-callback-middleware"
 
 _STR: Final = Param("str")

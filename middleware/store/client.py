@@ -29,6 +29,12 @@ return 0
 """
 
 
+#: The client type the composition root passes around, and the failures it may raise
+#: outside the store's own methods (connecting, a bad URL): no other package names redis.
+RedisClient = redis.Redis
+RedisError = redis.RedisError
+
+
 def connect(url: str, timeout_s: float) -> redis.Redis:
     """A client whose every command gives up after ``timeout_s``, retried once.
 

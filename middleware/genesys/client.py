@@ -150,6 +150,10 @@ class CreatedCallback:
     identifiers: list[dict[str, str]]
 
 
+#: The HTTP session type the composition root passes around: no other package names requests.
+HttpSession = requests.Session
+
+
 def new_session(pool_size: int = 10) -> requests.Session:
     """An HTTP session for Genesys: keep-alive pool, no environment proxies, no redirects."""
     session = requests.Session()

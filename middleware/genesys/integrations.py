@@ -12,7 +12,7 @@ from typing import Any, Final, cast
 from urllib.parse import quote
 
 from middleware.deadline import Deadline
-from middleware.genesys import GenesysClient
+from middleware.genesys.client import GenesysClient
 
 WEB_SERVICES_TYPE: Final = "custom-rest-actions"
 #: The one credential slot of a Web Services Data Actions integration's configuration.

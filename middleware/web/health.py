@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from middleware.deadline import Deadline
 from middleware.errors import StoreUnavailable, UpstreamError
-from middleware.genesys import GenesysClient
+from middleware.genesys.client import GenesysClient
 from middleware.store import Store
 
 #: Redis settings without which an accepted request could be lost or a claim evicted.

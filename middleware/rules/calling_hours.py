@@ -14,8 +14,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final
 
-from middleware.numbers import CustomerNumber
-from middleware.timing import CallingHours, parse_weekly
+from middleware.rules.number import CustomerNumber
+from middleware.rules.time import CallingHours, parse_weekly
 
 #: The shipped rules, read from the installed package.
 DEFAULT_FILE: Final = "data/calling_hours.json"

@@ -33,7 +33,7 @@ from middleware.errors import (
 from middleware.logs import request_id_var
 from middleware.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from middleware.metrics import Metrics
-from middleware.strict_json import loads as strict_loads
+from middleware.web.strict_json import loads as strict_loads
 
 log = logging.getLogger(__name__)
 

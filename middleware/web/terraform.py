@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from middleware.contracts import Contract
-from middleware.export import Auth, action_definition, contract_problems
+from middleware.genesys.integrations import CREDENTIAL_SLOT, WEB_SERVICES_TYPE
 from middleware.install import ACTION_TIMEOUT_S
-from middleware.integrations import CREDENTIAL_SLOT, WEB_SERVICES_TYPE
+from middleware.web.export import Auth, action_definition, contract_problems
 
 PROVIDER_VERSION: Final = ">= 1.40.0"
 _INDENT: Final = "  "

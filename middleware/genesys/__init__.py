@@ -1,0 +1,1 @@
+"""Genesys Cloud and nothing else: every URL, shape, timeout and error mapping."""

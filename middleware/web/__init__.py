@@ -1,0 +1,1 @@
+"""The HTTP edge and the files generated from ``schemas/``: no business rule."""
