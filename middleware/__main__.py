@@ -50,7 +50,7 @@ from middleware.genesys.integrations import IntegrationsApi
 from middleware.install import REFUSED, Installer, render_steps, secret_for
 from middleware.logs import configure_logging
 from middleware.metrics import serve_worker_metrics
-from middleware.outbox import replay_dead_letters
+from middleware.outbox import replay
 from middleware.rules.number import normalise
 from middleware.store import RedisError, connect
 from middleware.web.export import export_actions
@@ -359,9 +359,13 @@ def _dead_letters(services: ReadServices, action: str, tokens: list[str], everyt
     if not chosen:
         print("name the tokens to replay, or --all", file=sys.stderr)
         return 2
-    replayed = replay_dead_letters(services.store, services.window, chosen, services.clock)
-    print(f"replayed {len(replayed)} of {len(chosen)}")
-    return 0 if len(replayed) == len(chosen) else 1
+    done = replay(services.store, services.window, chosen, services.clock)
+    for token, reason in done.refused.items():
+        print(f"{token}  refused, stays a dead letter: {reason}")
+    print(f"replayed {len(done.replayed)} of {len(chosen)}"
+          + (f", {len(done.refused)} refused" if done.refused else ""))
+    # A refusal is a decision, not a failure; an unknown token is.
+    return 0 if len(done.replayed) + len(done.refused) == len(chosen) else 1
 
 
 if __name__ == "__main__":

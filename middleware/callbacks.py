@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from middleware.errors import (
     UpstreamUnavailable,
 )
 from middleware.genesys.client import GenesysClient, callback_end_state
-from middleware.idempotency import IdempotencyGate, Started, key_for
+from middleware.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
 from middleware.owner import OwnerDecision, OwnerRule
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, normalise, number_of
@@ -118,25 +119,42 @@ class CallbackService:
 
         key = key_for(fields, ctx.idempotency_key, ctx.credential, number.e164)
         token = uuid.uuid4().hex
+        leased = time.monotonic()
         if key is not None:
             started = self._idempotency.begin(key, token)
+            leased = time.monotonic()
             if started.replay is not None and key.derived and self._ended(started.replay) \
                     and self._idempotency.take_over(key, token, started.replay):
+                leased = time.monotonic()
                 started = Started()
             if started.replay is not None:
                 log.info("idempotent replay", extra={"number": number.masked})
                 return {**started.replay, "replayed": True, "requestId": ctx.request_id}
         answer: Answer = {"outcome": "REJECTED"}
+        released = True
         try:
             answer = self._create_checked(fields, number, agent_id, token, ctx)
+        except StoreUnavailable as exc:
+            if key is not None and not self._finish(key, token, answer):
+                # The key stays in flight until its lease ends: the 503 says when a retry
+                # will be served rather than refused with 409.
+                exc.retry_after_s = self._idempotency.lease_left_s(leased)
+            released = False
+            raise
         finally:
-            if key is not None:
-                try:
-                    self._idempotency.finish(key, token, answer)
-                except StoreUnavailable:
-                    # The in-flight lease expires on its own; the caller gets our answer.
-                    log.warning("could not store the idempotent answer")
+            if key is not None and released:
+                self._finish(key, token, answer)
         return answer
+
+    def _finish(self, key: IdempotencyKey, token: str, answer: Answer) -> bool:
+        """Store the idempotent answer (or release the key); false if Redis could not."""
+        try:
+            self._idempotency.finish(key, token, answer)
+        except StoreUnavailable:
+            # The in-flight lease expires on its own; the caller gets our answer.
+            log.warning("could not store the idempotent answer")
+            return False
+        return True
 
     def _ended(self, replay: Answer) -> bool:
         """Whether the callback a stored answer names has ended (a derived key must not
@@ -370,6 +388,12 @@ class CallbackService:
         callback_id = str(fields["callbackId"])
         common: dict[str, Any] = {"requestId": ctx.request_id, "callbackId": callback_id}
         record = self._store.callback(callback_id) if _CALLBACK_ID.fullmatch(callback_id) else None
+        if record is not None:
+            # An id the service replaced acts on its live replacement (SPEC §4 Lifecycle 4).
+            chain = self._chain(record)
+            record = ([r for r in chain if r.in_genesys] or chain)[-1]
+            callback_id = record.callback_id
+            common["callbackId"] = callback_id
         if record is None or not record.in_genesys:
             return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
                               message="No pending callback with this id was created here.")
@@ -440,10 +464,11 @@ class CallbackService:
         id, or ``""`` when Genesys could not take it now and it is queued.
 
         The Genesys PATCH cannot move ownership, so the new callback is journaled and
-        created first, and the old one disconnected after: a failure in between leaves two
-        callbacks the ledger knows about (the old one marked replaced, its disconnect retried
-        by the worker), never none, and a create whose outcome is unknown is resolved by the
-        outbox worker like any other.
+        created first, and the old one disconnected after: the step that delivers the new
+        one marks the old one replaced (its disconnect retried by the worker), so the number
+        is never left with none. While the new one is only queued, the old one stays live
+        and only links to it (no second move starts); if it fails or dead-letters, the link
+        is dropped and the old one stays as it was.
         """
         number = normalise(record.e164, self._country) if record.e164 else None
         if number is None:
@@ -469,10 +494,12 @@ class CallbackService:
             callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
             agent_id=new_agent, queue_id=record.queue_id, state="CREATING", acd_id="",
             request_token=token, created_ms=epoch_ms(now), consent_id=record.consent_id,
-            e164=record.e164), payload, epoch_ms(now) + self._journal_lease_ms, counts=False)
+            e164=record.e164, replaces=record.callback_id), payload,
+            epoch_ms(now) + self._journal_lease_ms, counts=False)
         if journaled is None:
             return ""
-        self._store.mark_replaced(record, journaled.callback_id)
+        self._store.relink_replacement(record.callback_id, record.replaced_by,
+                                       journaled.callback_id)
         try:
             created = self._genesys.create_callback(command, deadline)
         except UpstreamUnavailable as exc:
@@ -483,14 +510,14 @@ class CallbackService:
             return ""
         except UpstreamRejected:
             self._window.abandon(journaled)
-            self._store.mark_replaced(record, "")
+            self._store.relink_replacement(record.callback_id, journaled.callback_id, "")
             raise
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
         if self._window.deliver(number, journaled, created.conversation_id, acd,
                                 epoch_ms(scheduled)) is None:
             self.undo_create(number, journaled, created.conversation_id, acd, deadline)
+            self._store.relink_replacement(record.callback_id, journaled.callback_id, "")
             return ""
-        self._store.mark_replaced(record, created.conversation_id)
         log.info("callback reassigned", extra={
             "callbackId": record.callback_id, "newCallbackId": created.conversation_id,
             "fromAgentId": record.agent_id, "toAgentId": new_agent or "queue",
@@ -539,6 +566,28 @@ class CallbackService:
         if record is None:
             return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
                           message="No callback with this id was created through this service.")
+        chain = self._chain(record)
+        # The caller may hold an id the service has since replaced: every pending link of
+        # the chain goes (an old one still live while its replacement is queued, too).
+        live = [r for r in chain if r.pending]
+        if len(chain) > 1 and live:
+            try:
+                ends = [self.cancel_record(r, ctx) for r in live]
+            except UpstreamUnavailable:
+                return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
+                              message="Genesys Cloud could not be reached; retry the same "
+                              "request.")
+            except UpstreamRejected as exc:
+                return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
+                              message=f"Genesys Cloud refused the cancel: {exc.message}")
+            if "CANCELLED" in ends:
+                return answer(outcome="CANCELLED", reason="OK", **common,
+                              message="The callback (moved to a new owner by the service) "
+                              "was disconnected in Genesys Cloud.")
+            return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
+                          message="Genesys Cloud no longer holds this callback; it was "
+                          "removed from the window.")
+        record = chain[-1]
         if record.state == "CANCELLED":
             return answer(outcome="CANCELLED", reason="OK", **common,
                           message="The callback was already cancelled.")
@@ -560,6 +609,18 @@ class CallbackService:
                           "removed from the window.")
         return answer(outcome="CANCELLED", reason="OK", **common,
                       message="The callback was disconnected in Genesys Cloud.")
+
+    def _chain(self, record: LedgerRecord, hops: int = 5) -> list[LedgerRecord]:
+        """The record and the replacements its ``replaced_by`` links lead to (bounded, so a
+        cycle cannot hold a request); the last is the one that now stands for it."""
+        chain = [record]
+        while record.replaced_by and len(chain) <= hops:
+            found = self._store.callback(record.replaced_by)
+            if found is None or any(r.callback_id == found.callback_id for r in chain):
+                break
+            chain.append(found)
+            record = found
+        return chain
 
     def cancel_record(self, record: LedgerRecord, ctx: RequestContext) -> str:
         """Disconnect a pending callback in Genesys and close it in the ledger.

@@ -168,6 +168,35 @@ class DuplicateWindow:
             return None
         return real
 
+    def revive(self, number: CustomerNumber, token: str, record: LedgerRecord,
+               deadline: Deadline) -> str:
+        """Replay a dead letter like a new request: it passes the consent check and claims
+        the window again, both re-checked in the step that puts it back. Returns ``""`` when
+        it is back in the outbox, else why it stays a dead letter."""
+        digests = self._keys.all(number.e164)
+        revoked, lifted = self._store.consent_state(digests)
+        if revoked > lifted:
+            return "CONSENT_REVOKED: the customer withdrew consent after this request"
+        claim = self.claim(number, token, deadline)
+        if claim.existing is not None:
+            return "DUPLICATE_PENDING: the number has a pending callback in the window"
+        if claim.over_daily_limit:
+            return "TOO_MANY_REQUESTS_FOR_NUMBER: the number's daily cap is reached"
+        if not claim.claimed:
+            return "BUSY: another request for the number is being created; replay later"
+        now = self._clock.now()
+        queued = replace(record, state="QUEUED")
+        status = self._store.replay_dead_letter(
+            token, digests, record.callback_id, record.agent_id, record.scheduled_ms,
+            self._ttl_s(record), revoked, epoch_ms(now),
+            self._event("callback-queued", queued), self._evidence_ttl_s)
+        if status == "OK":
+            return ""
+        self.release(number, token)
+        return {"REVOKED": "CONSENT_REVOKED: the customer withdrew consent meanwhile",
+                "LOST": "BUSY: another request for the number took the window; replay later",
+                }.get(status, "GONE: no longer a dead letter")
+
     def abandon(self, journaled: LedgerRecord) -> None:
         """Genesys refused the journaled create: it leaves the window, the outbox and the
         daily count, as if it had never been asked for."""

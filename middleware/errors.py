@@ -106,6 +106,9 @@ class Unavailable(ServiceError):
 class StoreUnavailable(Exception):
     """Redis could not be reached or failed the command."""
 
+    #: When a retry can be served (e.g. an idempotency key stays in flight until then).
+    retry_after_s: int | None = None
+
 
 class UpstreamError(Exception):
     """Genesys Cloud did not complete a call."""

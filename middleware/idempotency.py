@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -96,6 +98,11 @@ class IdempotencyGate:
         this request now holds the key (false: another request took it first)."""
         return self._store.take_over_idempotent(key.scope, json.dumps(replay), owner,
                                                 self._lease_ms)
+
+    def lease_left_s(self, since: float) -> int:
+        """Whole seconds, rounded up, until an in-flight lease taken at ``since``
+        (``time.monotonic()`` read after it was taken) ends on its own."""
+        return max(0, math.ceil(self._lease_ms / 1000 - (time.monotonic() - since)))
 
     def finish(self, key: IdempotencyKey, owner: str, answer: dict[str, Any]) -> None:
         """Keep a stored-outcome answer for replays; forget the key otherwise."""

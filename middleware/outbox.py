@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -95,7 +95,7 @@ class OutboxDelivery:
         payload = dict(entry.payload)
         record = self._store.callback(str(payload["ledgerId"]))
         if record is None or record.state not in ("QUEUED", "CREATING"):
-            return self._cancelled(entry, payload, deadline)
+            return self._cancelled(entry, payload, deadline, record)
         command: dict[str, Any] = dict(payload["command"])
         if not payload.get("mayHaveRun"):
             # Written before sending: if this worker dies after Genesys got the create, the
@@ -128,7 +128,7 @@ class OutboxDelivery:
         return True
 
     def _cancelled(self, entry: OutboxEntry, payload: dict[str, Any],
-                   deadline: Deadline) -> bool:
+                   deadline: Deadline, record: LedgerRecord | None) -> bool:
         """Cancelled (or revoked) while queued: nothing to create; an attempt that may have
         reached Genesys is looked for and disconnected."""
         if payload.get("mayHaveRun"):
@@ -144,6 +144,8 @@ class OutboxDelivery:
                 self._store.retry_outbox(entry, epoch_ms(self._clock.now()) + 5000,
                                          exc.message, payload)
                 return False
+        if record is not None and record.replaces:
+            self._store.relink_replacement(record.replaces, record.callback_id, "")
         self._store.finish_outbox(entry.token)
         log.info("outbox entry dropped: no longer wanted", extra={"token": entry.token})
         return False
@@ -193,15 +195,28 @@ class OutboxDelivery:
         record = self._store.callback(str(payload["ledgerId"]))
         if record is not None:
             self._window.close(record, "DEAD_LETTER")
+            if record.replaces:
+                # The move failed: the callback it was to replace stays the customer's.
+                self._store.relink_replacement(record.replaces, record.callback_id, "")
         log.error("queued callback dead-lettered", extra={
             "token": entry.token, "attempts": entry.attempts + 1, "error": error})
 
 
-def replay_dead_letters(store: Store, window: DuplicateWindow, tokens: list[str],
-                        clock: Clock) -> list[str]:
-    """Put dead letters back in the outbox (and their callbacks back in the window); return
-    the tokens replayed."""
-    replayed = []
+@dataclass(frozen=True)
+class Replay:
+    """What a dead-letter replay did: the tokens back in the outbox, and why the others
+    stay dead letters (by token)."""
+
+    replayed: list[str]
+    refused: dict[str, str]
+
+
+def replay(store: Store, window: DuplicateWindow, tokens: list[str], clock: Clock) -> Replay:
+    """Put dead letters back in the outbox (and their callbacks back in the window) only if
+    each passes the consent and duplicate checks again, like a new request (SPEC §4
+    Lifecycle 5); a refused one stays a dead letter with the reason in its error."""
+    replayed: list[str] = []
+    refused: dict[str, str] = {}
     for token in tokens:
         entry = store.outbox_entry(token)
         if entry is None:
@@ -210,8 +225,18 @@ def replay_dead_letters(store: Store, window: DuplicateWindow, tokens: list[str]
         number = normalise(record.e164, "") if record is not None else None
         if record is None or number is None:
             continue
-        window.commit(number, token, replace(record, state="QUEUED"), event="callback-queued")
-        if store.revive_dead_letter(token, epoch_ms(clock.now())):
+        reason = window.revive(number, token, record, Deadline(5))
+        if not reason:
             replayed.append(token)
             log.info("dead letter replayed", extra={"token": token})
-    return replayed
+            continue
+        refused[token] = reason
+        store.refuse_replay(token, f"replay refused: {reason}")
+        log.warning("dead letter replay refused", extra={"token": token, "reason": reason})
+    return Replay(replayed, refused)
+
+
+def replay_dead_letters(store: Store, window: DuplicateWindow, tokens: list[str],
+                        clock: Clock) -> list[str]:
+    """Replay dead letters as ``replay`` does; return the tokens replayed."""
+    return replay(store, window, tokens, clock).replayed

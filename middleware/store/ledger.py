@@ -43,7 +43,9 @@ return 1
 # history records it, and the entry and its outbox item go. Returns 0 (outbox item dropped,
 # nothing else) when the entry is no longer CREATING or QUEUED.
 # KEYS: journaled record, real record, real number's pending set, global pending set,
-#       owner's pending set, journaled number's pending set, history, outbox, outbox entry.
+#       owner's pending set, journaled number's pending set, history, outbox, outbox entry,
+#       then, for an owner move, the replaced record and the set of those awaiting their
+#       disconnect: the old callback is marked replaced in this same step, never before.
 # ARGV: journaled id, real id, scheduled ms, ttl s, history ttl s, token, count of record
 #       field/value items, those items, then the history event's field/value items.
 _DELIVER: Final = """
@@ -64,6 +66,24 @@ redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('DEL', KEYS[1])
 redis.call('XADD', KEYS[7], '*', unpack(ARGV, 8 + n))
 redis.call('EXPIRE', KEYS[7], ARGV[5])
+if #KEYS >= 11 and redis.call('EXISTS', KEYS[10]) == 1 then
+  redis.call('HSET', KEYS[10], 'r', ARGV[2])
+  if redis.call('HGET', KEYS[10], 'st') == 'PENDING' then
+    redis.call('SADD', KEYS[11], redis.call('HGET', KEYS[10], 'id'))
+  end
+end
+return 1
+"""
+
+
+# Link (ARGV[2] set) or unlink (ARGV[2] empty) a callback to a replacement still being
+# created, only while the link is what the caller read (ARGV[1]); an unlinked callback is no
+# longer awaiting a disconnect. KEYS: record, the set of replaced callbacks awaiting one.
+_RELINK: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if (redis.call('HGET', KEYS[1], 'r') or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'r', ARGV[2])
+if ARGV[2] == '' then redis.call('SREM', KEYS[2], ARGV[3]) end
 return 1
 """
 
@@ -134,6 +154,7 @@ class LedgerStore(StoreBase):
         "_journal": _JOURNAL,
         "_deliver": _DELIVER,
         "_flip_state": _FLIP_STATE,
+        "_relink": _RELINK,
     }
 
     def _commit_in(self, pipe: Any, digest: str, token: str, record: LedgerRecord,
@@ -171,6 +192,8 @@ class LedgerStore(StoreBase):
                 keys.owned(real.agent_id), keys.pending(journaled.number_key),
                 keys.history(real.number_key), keys.OUTBOX,
                 keys.outbox_entry(journaled.request_token)]
+        if journaled.replaces:
+            names += [keys.record(journaled.replaces), keys.REPLACING]
         return bool(self._call(lambda: self._script('_deliver')(keys=names, args=[
             journaled.callback_id, real.callback_id, real.scheduled_ms, ttl_s, history_ttl_s,
             journaled.request_token, len(fields), *fields, *history])))
@@ -240,6 +263,13 @@ class LedgerStore(StoreBase):
         else:
             pipe.srem(keys.REPLACING, record.callback_id)
         self._call(pipe.execute)
+
+    def relink_replacement(self, callback_id: str, expected: str, replacement_id: str) -> bool:
+        """Point a callback at a replacement still being created (``""``: drop the link, the
+        replacement failed), only while its link is still ``expected``."""
+        return bool(self._call(lambda: self._script("_relink")(
+            keys=[keys.record(callback_id), keys.REPLACING],
+            args=[expected, replacement_id, callback_id])))
 
     def replaced_awaiting_disconnect(self, limit: int) -> list[str]:
         """Callbacks with a replacement whose own disconnect has not succeeded yet."""

@@ -21,12 +21,55 @@ return due
 """
 
 
+# Replay a dead letter like a new request, in one guarded step: only while it is still a
+# dead letter, no revocation was stored since the consent check that read ARGV[3], and the
+# number's window claim is still the replay's (ARGV[1], the entry's token). Then it is back
+# in the window, the indexes and the outbox, and the claim is released.
+# KEYS: dead letters, outbox, outbox entry, record, global pending, owner's pending,
+#       history, then per digest: claim, pending set, consent state.
+# ARGV: token, now ms, revocation epoch read, record id, scheduled ms, ttl s, history ttl s,
+#       then the history event's field/value items.
+_REPLAY: Final = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'GONE' end
+local nd = (#KEYS - 7) / 3
+for i = 0, nd - 1 do
+  local base = 8 + 3 * i
+  local seq = tonumber(redis.call('HGET', KEYS[base + 2], 'revokedSeq') or '0')
+  if seq > tonumber(ARGV[3]) then return 'REVOKED' end
+  local held = redis.call('GET', KEYS[base])
+  if held and held ~= ARGV[1] then return 'LOST' end
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then return 'GONE' end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[3], 'attempts', 0, 'error', '')
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[4], 'st', 'QUEUED')
+redis.call('HINCRBY', KEYS[4], 'v', 1)
+redis.call('EXPIRE', KEYS[4], ARGV[6])
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
+redis.call('ZADD', KEYS[6], ARGV[5], ARGV[4])
+for i = 0, nd - 1 do
+  local base = 8 + 3 * i
+  redis.call('ZADD', KEYS[base + 1], ARGV[5], ARGV[4])
+  if redis.call('TTL', KEYS[base + 1]) < tonumber(ARGV[6]) then
+    redis.call('EXPIRE', KEYS[base + 1], ARGV[6])
+  end
+  if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
+end
+if #ARGV > 7 then
+  redis.call('XADD', KEYS[7], '*', unpack(ARGV, 8))
+  redis.call('EXPIRE', KEYS[7], ARGV[7])
+end
+return 'OK'
+"""
+
 
 class OutboxStore(StoreBase):
     """Outbox entries: lease, retry, finish, dead-letter, revive."""
 
     SCRIPTS: ClassVar[dict[str, str]] = {
         "_lease_outbox": _LEASE_OUTBOX,
+        "_replay": _REPLAY,
     }
 
     def lease_outbox(self, now_ms: int, lease_ms: int, limit: int) -> list[OutboxEntry]:
@@ -89,6 +132,28 @@ class OutboxStore(StoreBase):
         pipe.zadd(keys.OUTBOX, {token: now_ms})
         self._call(pipe.execute)
         return True
+
+    def replay_dead_letter(self, token: str, digests: tuple[str, ...], record_id: str,
+                           agent_id: str, scheduled_ms: int, ttl_s: int, epoch: int,
+                           now_ms: int, event: dict[str, str], history_ttl_s: int) -> str:
+        """Put a dead letter back in the window and the outbox in one guarded step.
+
+        ``OK``; ``REVOKED`` when a revocation was stored since the consent check that read
+        ``epoch``; ``LOST`` when the number's claim is no longer ``token``'s; ``GONE`` when
+        it is no longer a dead letter. Nothing is written unless ``OK``.
+        """
+        names = [keys.DEAD, keys.OUTBOX, keys.outbox_entry(token), keys.record(record_id),
+                 keys.PENDING, keys.owned(agent_id), keys.history(digests[0])]
+        for d in digests:
+            names += [keys.claim(d), keys.pending(d), keys.consent_state(d)]
+        history = [item for pair in event.items() for item in pair]
+        return str(self._call(lambda: self._script("_replay")(keys=names, args=[
+            token, now_ms, epoch, record_id, scheduled_ms, ttl_s, history_ttl_s, *history])))
+
+    def refuse_replay(self, token: str, reason: str) -> None:
+        """A replay was refused: the entry stays a dead letter, with why in its error."""
+        if self._call(lambda: self._r.zscore(keys.DEAD, token)) is not None:
+            self._call(lambda: self._r.hset(keys.outbox_entry(token), "error", reason))
 
     def outbox_stats(self, now_ms: int) -> tuple[int, int, int]:
         """``(outbox depth, age in ms of its oldest due entry, dead letters)``."""

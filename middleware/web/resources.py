@@ -181,7 +181,8 @@ def handle_store_unavailable(req: falcon.Request, resp: falcon.Response, exc: St
                              params: dict[str, Any]) -> None:
     """Redis is down: refuse fast and retryably rather than accept work we could lose."""
     log.error("store unavailable", extra={"error": str(exc)})
-    err = Unavailable("The service cannot reach its store; retry shortly.", retry_after_s=2)
+    err = Unavailable("The service cannot reach its store; retry shortly.",
+                      retry_after_s=max(2, exc.retry_after_s or 0))
     _error_body(req, resp, err.status, err.title, err.description, err.retry_after_s)
 
 
