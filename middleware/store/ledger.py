@@ -253,17 +253,6 @@ class LedgerStore(StoreBase):
         self._append_history(pipe, record.number_key, event, history_ttl_s)
         self._call(pipe.execute)
 
-    def mark_replaced(self, record: LedgerRecord, replacement_id: str) -> None:
-        """Note on a callback that a replacement exists and it only awaits its disconnect
-        (``""``: the replacement failed and the callback stays as it was)."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keys.record(record.callback_id), "r", replacement_id)
-        if replacement_id:
-            pipe.sadd(keys.REPLACING, record.callback_id)
-        else:
-            pipe.srem(keys.REPLACING, record.callback_id)
-        self._call(pipe.execute)
-
     def relink_replacement(self, callback_id: str, expected: str, replacement_id: str) -> bool:
         """Point a callback at a replacement still being created (``""``: drop the link, the
         replacement failed), only while its link is still ``expected``."""
