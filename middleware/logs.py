@@ -15,6 +15,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import unquote
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -34,7 +35,9 @@ _KEEP_OR_NUMBER: Final = re.compile(
     r")|(?P<number>\+?\d(?:[\s().-]{0,3}\d){6,})"
 )
 _E164_MAX_DIGITS: Final = 15
-_HEX_WORD: Final = re.compile(r"[0-9a-fA-F]+")
+# Kept whole only at token length: a short hex-looking word ("Bea4155552671",
+# "14155550101a") is a number with letters beside it, not an id.
+_HEX_WORD: Final = re.compile(r"[0-9a-fA-F]{16,}")
 _DIGIT_RUN: Final = re.compile(r"\d{7,15}")
 _RESERVED: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
@@ -53,6 +56,10 @@ def mask_number(text: str) -> str:
 def redact(text: str) -> str:
     """Mask phone numbers and credentials anywhere in a free-text string."""
     text = _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
+    if "%" in text:
+        # A request line arrives percent-encoded ("+1%20415%20555%200101"): read as sent,
+        # every digit in it would hide from the number pattern.
+        text = unquote(text)
     return _KEEP_OR_NUMBER.sub(_mask_match, text)
 
 

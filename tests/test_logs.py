@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import requests
 
 from middleware.logs import redact
@@ -78,3 +79,21 @@ def test_non_uuid_correlation_id_is_neither_echoed_nor_logged(
     assert result.json["requestId"] != "14155550101"
     assert "14155550101" not in result.headers["X-Request-Id"]
     assert "14155550101" not in log_capture.getvalue()[start:]
+
+
+@pytest.mark.parametrize("text", [
+    "cafe4155552671", "Bea4155552671", "14155552671a",
+    "GET /v1/actions/+1%20415%20555%202671 HTTP/1.1", "/healthz?n=4%31%35%35%35%35%32%36%37%31",
+])
+def test_numbers_beside_hex_letters_or_percent_encoded_are_masked(text: str) -> None:
+    """A number next to a-f letters, or sent percent-encoded, is still a number."""
+    assert "4155552671" not in redact(text)
+    assert "2671" in redact(text)
+
+
+def test_unknown_route_body_never_echoes_a_number(service: Service) -> None:
+    """A 404 names the route it could not find without the number a caller put in it."""
+    result = service.client.simulate_post("/v1/actions/14155552671", headers=AUTH,
+                                          json={})
+    assert result.status_code == 404
+    assert "4155552671" not in result.text and "2671" in result.text

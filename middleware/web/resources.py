@@ -30,7 +30,7 @@ from middleware.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from middleware.logs import request_id_var
+from middleware.logs import redact, request_id_var
 from middleware.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from middleware.metrics import Metrics
 from middleware.web.strict_json import loads as strict_loads
@@ -290,4 +290,5 @@ class OpenApiResource:
 
 def unknown_route(req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
     """Every unrouted path, answered in the SPEC error body (after authentication)."""
-    raise NotFound(f"No route {req.method} {req.path}.")
+    # The path is caller input: masked like a log line, never echoed whole (SPEC §2).
+    raise NotFound(f"No route {req.method} {redact(req.path)}.")
