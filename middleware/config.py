@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
+from urllib.parse import urlsplit
 
 import phonenumbers
 
@@ -275,6 +276,13 @@ def _redis_url(r: _Reader) -> str:
     redis_url = r.raw("REDIS_URL")
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"REDIS_URL={redis_url!r} is not a redis:// URL")
+    try:
+        port = urlsplit(redis_url).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        # Never echoed: the URL may carry a password.
+        raise ConfigError("REDIS_URL has a port that is not a number from 1 to 65535")
     return redis_url
 
 
@@ -330,9 +338,18 @@ def _int(name: str) -> Callable[[_Reader], int]:
     return lambda r: r.positive_int(name)
 
 
+def _port(name: str) -> Callable[[_Reader], int]:
+    def read(r: _Reader) -> int:
+        value = r.positive_int(name)
+        if value > 65535:
+            raise ConfigError(f"{name}={value} is not a TCP port (1-65535)")
+        return value
+    return read
+
+
 #: How each configuration field is read, defined once for every config class built from it.
 _FIELDS: Final[dict[str, Callable[[_Reader], Any]]] = {
-    "port": _int("PORT"),
+    "port": _port("PORT"),
     "redis_url": _redis_url,
     "redis_timeout_s": _ms_as_s("REDIS_TIMEOUT_MS"),
     "genesys_api_url": lambda r: _base_url(r, "GENESYS_API_URL", "api"),
@@ -370,7 +387,7 @@ _FIELDS: Final[dict[str, Callable[[_Reader], Any]]] = {
     "reconcile_batch_size": _int("RECONCILE_BATCH_SIZE"),
     "log_level": _log_level,
     "metrics_public": lambda r: r.boolean("METRICS_PUBLIC"),
-    "worker_metrics_port": _int("WORKER_METRICS_PORT"),
+    "worker_metrics_port": _port("WORKER_METRICS_PORT"),
 }
 
 _C = TypeVar("_C", bound="ReadConfig")

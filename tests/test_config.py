@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from middleware.config import SETTINGS, Config, ConfigError, ReadConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, service_env
 
 BASE = {
     "GENESYS_CLIENT_ID": "id",
@@ -123,3 +123,14 @@ def test_read_config_needs_only_pii_keys_and_reads_the_same_fields() -> None:
         assert getattr(small, f.name) == getattr(full, f.name), f.name
     with pytest.raises(ConfigError, match="PII_KEYS"):
         ReadConfig.from_env({"PII_KEYS": " , "})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("PORT", "99999"), ("WORKER_METRICS_PORT", "70000"),
+    ("REDIS_URL", "redis://127.0.0.1:notaport/0"),
+])
+def test_ports_out_of_range_are_refused_naming_the_variable(name: str, value: str) -> None:
+    """A port gunicorn or redis-py would die on later stops the configuration now."""
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env(service_env("redis://127.0.0.1:6379/0", "http://127.0.0.1:1",
+                                    **{name: value}))
