@@ -206,8 +206,11 @@ def _run(args: argparse.Namespace, config: Config, environ: Mapping[str, str], c
     if args.once:
         return run_once(build_duties(services))
     try:
+        # It serves without credentials, so only loopback unless metrics are declared public
+        # (SPEC §2: /metrics needs credentials unless METRICS_PUBLIC=true).
+        host = "0.0.0.0" if config.metrics_public else "127.0.0.1"  # noqa: S104
         stop_metrics = serve_worker_metrics(services.metrics, outbox_stats(services),
-                                            config.worker_metrics_port)
+                                            config.worker_metrics_port, host)
     except OSError as exc:
         # Delivering callbacks matters more than being scraped: run on, say so loudly.
         logging.getLogger("middleware.worker.loop").error(

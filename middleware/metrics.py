@@ -137,7 +137,7 @@ class SharedStateCollector(Collector):
 
 
 def serve_worker_metrics(metrics: Metrics, stats: OutboxStats, port: int,
-                         host: str = "0.0.0.0") -> Callable[[], None]:  # noqa: S104 (scraped from outside)
+                         host: str = "127.0.0.1") -> Callable[[], None]:
     """Serve the worker's counters and the shared-state gauges on ``port``; returns a stop."""
     metrics.registry.register(SharedStateCollector(stats))
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
