@@ -300,7 +300,9 @@ def _agent_profiles_file(r: _Reader) -> str:
     try:
         load_profiles(path)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"AGENT_PROFILES_FILE={path!r} cannot be used: {exc}") from exc
+        # The loader's message starts with the variable's name already: say it once.
+        detail = str(exc).removeprefix("AGENT_PROFILES_FILE ").removeprefix(f"{path}: ")
+        raise ConfigError(f"AGENT_PROFILES_FILE={path!r} cannot be used: {detail}") from exc
     return path
 
 
