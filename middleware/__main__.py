@@ -382,6 +382,9 @@ def _dead_letters(services: ReadServices, action: str, tokens: list[str], everyt
         print(f"{len(letters)} dead letter(s)")
         return 0
     chosen = [e.token for e in letters] if everything else tokens
+    if everything and not chosen:
+        print("0 dead letter(s): nothing to replay")
+        return 0
     if not chosen:
         print("name the tokens to replay, or --all", file=sys.stderr)
         return 2

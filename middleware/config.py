@@ -291,7 +291,8 @@ def _calling_hours_file(r: _Reader) -> str:
     try:
         load_rules(Path(path) if path else None)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"CALLING_HOURS_FILE={path!r} cannot be used: {exc}") from exc
+        detail = str(exc).removeprefix(f"{path}: ") if path else str(exc)
+        raise ConfigError(f"CALLING_HOURS_FILE={path!r} cannot be used: {detail}") from exc
     return path
 
 

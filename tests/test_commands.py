@@ -174,9 +174,12 @@ def test_dead_letters_replay_needs_the_workers_settings(
 
 def test_dead_letters_replay_on_the_full_settings_runs(
         redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
-    """With the worker's settings a replay of nothing says so and succeeds."""
+    """With the worker's settings a replay of nothing says so and succeeds; naming nothing
+    is a usage error, an unknown token a failure."""
     env = service_env(redis_server.url, "http://127.0.0.1:9")
-    assert run_here(["dead-letters", "replay", "--all"], env) == 2
+    assert run_here(["dead-letters", "replay", "--all"], env) == 0
+    assert capsys.readouterr().out.strip() == "0 dead letter(s): nothing to replay"
+    assert run_here(["dead-letters", "replay"], env) == 2
     assert "name the tokens to replay, or --all" in capsys.readouterr().err
     assert run_here(["dead-letters", "replay", "no-such-token"], env) == 1
     assert capsys.readouterr().out.strip() == "replayed 0 of 1"
