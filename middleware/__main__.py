@@ -9,7 +9,8 @@
 * ``consent-evidence --number N [--country CC] [--format table|json]``: one customer's
   consents, revocations and callbacks in time order.
 * ``dead-letters list`` / ``dead-letters replay (TOKEN ... | --all)``: queued callbacks that
-  exhausted their attempts, and putting them back in the outbox.
+  exhausted their attempts (needs only ``REDIS_URL`` and ``PII_KEYS``), and putting them
+  back in the outbox (checks the worker's settings first).
 * ``install-actions --base-url URL --auth basic|apikey [--secure] [--dry-run]``: find or
   create the integration, its credential and every action in the org, through the API.
 * ``export-terraform --base-url URL --auth basic|apikey [--out DIR]``: write ``terraform/``
@@ -71,6 +72,22 @@ REQUIRED_SETTINGS = ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", "PII_KEYS",
 _SERVICE_SETTINGS = tuple(s.name for s in SETTINGS
                           if "web" in s.process or "worker" in s.process)
 _DEMO_ENV = "source .run/env   # the demo's environment, written by scripts/run"
+#: The top-level ``--help`` tail: one call of every command.
+_COMMAND_EXAMPLES = """\
+examples (each command's --help lists the variables it reads):
+  source .run/env   # the demo's environment, written by scripts/run
+  python -m middleware check-config
+  python -m middleware consent-evidence --number '+1 415 555 2671'
+  python -m middleware dead-letters list
+  python -m middleware dead-letters replay --all
+  python -m middleware worker --once
+  python -m middleware import-callbacks callbacks.csv --report report.csv --dry-run
+  python -m middleware export-actions --base-url https://cb.example.com --auth basic
+  python -m middleware install-actions --base-url https://cb.example.com --auth apikey --dry-run
+  python -m middleware export-terraform --base-url https://cb.example.com --auth basic
+
+read-only commands (consent-evidence, dead-letters list, check-config --read-only) need
+only REDIS_URL and PII_KEYS; the others need the service's settings."""
 
 
 def _epilog(required: tuple[str, ...], also: tuple[str, ...], *examples: str) -> str:
@@ -111,7 +128,9 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     The environment and clock come from the caller (the composition root of a command), so
     a test runs a command on the same business time as the service it inspects, and keeps
     its own log handlers (``own_logging=False``)."""
-    parser = argparse.ArgumentParser(prog=_prog(sys.argv[0]))
+    parser = argparse.ArgumentParser(
+        prog=_prog(sys.argv[0]), description="Commands of the callback middleware.",
+        epilog=_COMMAND_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export-actions", **_help(
         "write data_actions/*.custom.json", "environment: none\n\nexample:\n"
@@ -144,7 +163,9 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     evidence.add_argument("--country", default="", help="ISO 3166 hint for national numbers")
     evidence.add_argument("--format", choices=("table", "json"), default="table")
     dead = commands.add_parser("dead-letters", **_help(
-        "list or replay dead-lettered callbacks", _epilog(
+        "list or replay dead-lettered callbacks", "list reads only REDIS_URL and PII_KEYS; "
+        "replay puts callbacks back for the worker,\nso it checks the worker's settings "
+        "first (see `worker --help`).\n\n" + _epilog(
             ("REDIS_URL", "PII_KEYS"), READ_SETTINGS, _DEMO_ENV,
             "REDIS_URL=redis://127.0.0.1:6379/0 PII_KEYS=... python -m middleware "
             "dead-letters list", "python -m middleware dead-letters replay --all")))
@@ -164,7 +185,9 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
                                    secure=args.secure):
             print(f"wrote {path}")
         return 0
-    read_only = args.command in ("consent-evidence", "dead-letters") or (
+    # A replay hands callbacks to the worker: it runs only where the worker could.
+    read_only = args.command == "consent-evidence" or (
+        args.command == "dead-letters" and args.action == "list") or (
         args.command == "check-config" and args.read_only)
     try:
         config = (ReadConfig if read_only else Config).from_env(environ)
@@ -194,6 +217,9 @@ def _prog(argv0: str) -> str:
 
 def _run(args: argparse.Namespace, config: Config, environ: Mapping[str, str], clock: Clock,
          own_logging: bool) -> int:
+    if args.command == "dead-letters":
+        # Checked as the worker's, but a replay touches only Redis: build no more than that.
+        return _run_read_only(args, config, clock, own_logging)
     if own_logging:
         configure_logging(config.log_level)
     services = build_services(config,
@@ -360,7 +386,7 @@ def _dead_letters(services: ReadServices, action: str, tokens: list[str], everyt
         return 0
     chosen = [e.token for e in letters] if everything else tokens
     if everything and not chosen:
-        print("no dead letters to replay")
+        print("0 dead letter(s): nothing to replay")
         return 0
     if not chosen:
         print("name the tokens to replay, or --all", file=sys.stderr)

@@ -299,7 +299,8 @@ def _calling_hours_file(r: _Reader) -> str:
     try:
         load_rules(Path(path) if path else None)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"CALLING_HOURS_FILE={path!r} cannot be used: {exc}") from exc
+        detail = str(exc).removeprefix(f"{path}: ") if path else str(exc)
+        raise ConfigError(f"CALLING_HOURS_FILE={path!r} cannot be used: {detail}") from exc
     return path
 
 
@@ -308,7 +309,9 @@ def _agent_profiles_file(r: _Reader) -> str:
     try:
         load_profiles(path)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"AGENT_PROFILES_FILE={path!r} cannot be used: {exc}") from exc
+        # The loader's message starts with the variable's name already: say it once.
+        detail = str(exc).removeprefix("AGENT_PROFILES_FILE ").removeprefix(f"{path}: ")
+        raise ConfigError(f"AGENT_PROFILES_FILE={path!r} cannot be used: {detail}") from exc
     return path
 
 

@@ -145,3 +145,100 @@ def test_help_lists_the_variables_and_an_example(
     known = {s.name for s in SETTINGS}
     assert set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", environment)) <= known, environment
     assert f"middleware {command}" in out[out.index("example:"):], out
+
+
+def test_top_level_help_shows_a_call_of_every_command(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """`--help` of the program lists every command and an example line calling each."""
+    with pytest.raises(SystemExit) as stopped:
+        run_here(["--help"], {})
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    examples = out[out.index("examples"):]
+    for command in ("export-actions", "worker", "check-config", "consent-evidence",
+                    "dead-letters", "install-actions", "export-terraform", "import-callbacks"):
+        assert re.search(rf"^  python -m middleware {command}\b", examples, re.M), (command, out)
+
+
+def test_dead_letters_replay_needs_the_workers_settings(
+        redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """A replay hands callbacks to the worker, so on the read-only pair it stops naming
+    what the worker would lack, while `list` on the same environment runs."""
+    assert run_here(["dead-letters", "replay", "--all"], read_only_env(redis_server)) == 2
+    err = capsys.readouterr().err
+    for name in ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", "ACTION_API_KEYS"):
+        assert name in err, err
+    assert run_here(["dead-letters", "list"], read_only_env(redis_server)) == 0
+    assert capsys.readouterr().out.strip().endswith("0 dead letter(s)")
+
+
+def test_dead_letters_replay_on_the_full_settings_runs(
+        redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the worker's settings a replay of nothing says so and succeeds; naming nothing
+    is a usage error, an unknown token a failure."""
+    env = service_env(redis_server.url, "http://127.0.0.1:9")
+    assert run_here(["dead-letters", "replay", "--all"], env) == 0
+    assert capsys.readouterr().out.strip() == "0 dead letter(s): nothing to replay"
+    assert run_here(["dead-letters", "replay"], env) == 2
+    assert "name the tokens to replay, or --all" in capsys.readouterr().err
+    assert run_here(["dead-letters", "replay", "no-such-token"], env) == 1
+    assert capsys.readouterr().out.strip() == "replayed 0 of 1"
+
+
+PROFILES_OK = '{"agents": {"a": {"timeZone": "Europe/London"}}}'
+
+
+@pytest.mark.parametrize(("variable", "content"), [
+    ("CALLING_HOURS_FILE", None), ("CALLING_HOURS_FILE", "{not json"),
+    ("CALLING_HOURS_FILE", '{"rules": []}'),
+    ("AGENT_PROFILES_FILE", None), ("AGENT_PROFILES_FILE", "{not json"),
+    ("AGENT_PROFILES_FILE", '{"agents": {"a": {"timeZone": "Mars/Olympus"}}}'),
+])
+def test_check_config_refuses_a_missing_or_malformed_data_file(
+        variable: str, content: str | None, tmp_path: Path, redis_server: RedisServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A data file start-up could not read makes `check-config` fail, one line naming the
+    variable; the same environment with a good file passes."""
+    path = tmp_path / "data.json"
+    if content is not None:
+        path.write_text(content)
+    env = service_env(redis_server.url, "http://127.0.0.1:9", **{variable: str(path)})
+    assert run_here(["check-config"], env) == 2
+    out, err = capsys.readouterr()
+    assert out == "", out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"configuration error: {variable}="), lines
+    assert lines[0].count(variable) == 1, lines
+    good = (ROOT / "middleware" / "data" / "calling_hours.json").read_text() \
+        if variable == "CALLING_HOURS_FILE" else PROFILES_OK
+    path.write_text(good)
+    assert run_here(["check-config"], env) == 0
+    assert capsys.readouterr().out.strip() == "configuration ok"
+
+
+def test_read_only_check_ignores_the_services_data_files(
+        redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """`check-config --read-only` checks what the read-only commands read, not the data
+    files only the service and the worker load."""
+    env = {**read_only_env(redis_server), "CALLING_HOURS_FILE": "/nonexistent",
+           "AGENT_PROFILES_FILE": "/nonexistent"}
+    assert run_here(["check-config", "--read-only"], env) == 0
+    assert run_here(["check-config"], env) == 2
+    err = capsys.readouterr().err
+    assert "CALLING_HOURS_FILE='/nonexistent'" in err and \
+        "AGENT_PROFILES_FILE='/nonexistent'" in err, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["consent-evidence", "--number", "+14155552671"], ["dead-letters", "list"],
+    ["dead-letters", "replay", "--all"],
+    ["install-actions", "--base-url", "https://cb.example.com", "--auth", "apikey",
+     "--dry-run"],
+])
+def test_every_command_on_an_unreachable_redis_says_so_in_one_line(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Each command that opens Redis, pointed at one nobody runs: exit 2, one line."""
+    env = service_env(f"redis://127.0.0.1:{free_port()}/0", "http://127.0.0.1:9")
+    assert run_here(argv, env) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("redis error (redis://127.0.0.1:"), err
