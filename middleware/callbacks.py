@@ -50,6 +50,10 @@ _DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allow
                                "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
 
 
+class Superseded(Exception):
+    """The record changed since it was read: the step was not taken; read it again."""
+
+
 def _time_fields(instant: datetime, agent_zone: str, number: CustomerNumber | None,
                  customer_zones: str = "") -> dict[str, str]:
     """The readable-back times of an answer: agent's and customer's zone and local time."""
@@ -383,20 +387,52 @@ class CallbackService:
     # -- reschedule-callback ------------------------------------------------------------
 
     def reschedule(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
-        """Move a pending callback created here to a new time, re-running the time rules."""
-        out = self._reschedule_out
+        """Move a pending callback created here to a new time, re-running the time rules.
+
+        The new time is committed only while the record is the version read (SPEC §4
+        Lifecycle): a reschedule that lost a race with an owner move or a cancel reads the
+        record again and acts on what now stands for the callback.
+        """
         callback_id = str(fields["callbackId"])
         common: dict[str, Any] = {"requestId": ctx.request_id, "callbackId": callback_id}
+        while True:
+            answer = self._reschedule_once(fields, ctx, callback_id, common)
+            if answer is not None:
+                return answer
+            if ctx.deadline.remaining() < 1.5:
+                return self._reschedule_out.answer(
+                    outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", retryable=True,
+                    **common, message="The callback is being moved to a new owner right "
+                    "now; retry the same request.")
+            time.sleep(0.2)
+
+    def _reschedule_target(self, callback_id: str) -> LedgerRecord | bool | None:
+        """What a reschedule of this id acts on: the live end of its replacement chain
+        (SPEC §4 Lifecycle 4); ``None`` when nothing pending; ``False`` while a replacement
+        is still being created (wait for it)."""
         record = self._store.callback(callback_id) if _CALLBACK_ID.fullmatch(callback_id) else None
-        if record is not None:
-            # An id the service replaced acts on its live replacement (SPEC §4 Lifecycle 4).
-            chain = self._chain(record)
-            record = ([r for r in chain if r.in_genesys] or chain)[-1]
-            callback_id = record.callback_id
-            common["callbackId"] = callback_id
-        if record is None or not record.in_genesys:
+        if record is None:
+            return None
+        chain = self._chain(record)
+        pending = [r for r in chain if r.pending]
+        if not pending:
+            return None
+        if not pending[-1].in_genesys:
+            return False if len(chain) > 1 else None
+        return pending[-1]
+
+    def _reschedule_once(self, fields: dict[str, Any], ctx: RequestContext, asked_id: str,
+                         common: dict[str, Any]) -> Answer | None:
+        """One attempt at a reschedule; ``None`` when it lost a race and must read again."""
+        out = self._reschedule_out
+        record = self._reschedule_target(asked_id)
+        if record is False:
+            return None
+        if record is None or record is True:
             return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
                               message="No pending callback with this id was created here.")
+        callback_id = record.callback_id
+        common["callbackId"] = callback_id
         number = normalise(record.e164, self._country) if record.e164 else None
         common.update(ownerAgentId=record.agent_id, assignedAgentId=record.agent_id,
                       consentId=record.consent_id,
@@ -414,9 +450,22 @@ class CallbackService:
                               agentTimeZone=profile.zone,
                               suggestedTimeUtc=timing.format_utc(when.suggested)
                               if when.suggested else "", **common)
-        scheduled = when.instant
-        common.update(_time_fields(scheduled, profile.zone, number),
+        common.update(_time_fields(when.instant, profile.zone, number),
                       warnings=",".join(when.warnings))
+        return self._reschedule_commit(record, when.instant, number, ctx, common)
+
+    def _changed(self, record: LedgerRecord) -> bool:
+        """Whether the record is no longer the version read (a move or cancel won a race)."""
+        now = self._store.callback(record.callback_id)
+        return now is None or now.version != record.version or bool(now.replaced_by)
+
+    def _reschedule_commit(self, record: LedgerRecord, scheduled: datetime,
+                           number: CustomerNumber | None, ctx: RequestContext,
+                           common: dict[str, Any]) -> Answer | None:
+        """Give the callback its new time in Genesys (a new owner if needed), then commit it
+        at the version read; ``None`` when the record changed meanwhile."""
+        out = self._reschedule_out
+        callback_id = record.callback_id
         try:
             # A queue callback has no agent to PATCH with (the API requires one): it is
             # re-created at the new time, still without an owner.
@@ -443,7 +492,11 @@ class CallbackService:
                                    "callback is queued and its id follows.")})
             self._genesys.patch_callback(callback_id, record.agent_id,
                                          timing.format_utc(scheduled), ctx.deadline)
+        except Superseded:
+            return None
         except UpstreamRejected as exc:
+            if self._changed(record):
+                return None
             if exc.status == 404:
                 self._window.close(record, "DISCONNECTED")
                 return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
@@ -451,7 +504,8 @@ class CallbackService:
             return self._upstream_failure(exc, common, contract=out)
         except UpstreamUnavailable as exc:
             return self._upstream_failure(exc, common, contract=out)
-        self._window.move(record, epoch_ms(scheduled))
+        if not self._window.move(record, epoch_ms(scheduled)):
+            return None
         log.info("callback rescheduled", extra={"callbackId": callback_id})
         return out.answer(outcome="RESCHEDULED", reason="OK", **common,
                           message=f"Callback moved to {timing.format_utc(scheduled)}.")
@@ -498,8 +552,12 @@ class CallbackService:
             epoch_ms(now) + self._journal_lease_ms, counts=False)
         if journaled is None:
             return ""
-        self._store.relink_replacement(record.callback_id, record.replaced_by,
-                                       journaled.callback_id)
+        if not self._store.relink_replacement(record.callback_id, record.replaced_by,
+                                              journaled.callback_id, record.version):
+            # A reschedule (or another move, or a cancel) committed since the record was
+            # read: a replacement made from it would bring back what it changed.
+            self._window.abandon(journaled)
+            raise Superseded(record.callback_id)
         try:
             created = self._genesys.create_callback(command, deadline)
         except UpstreamUnavailable as exc:

@@ -123,10 +123,11 @@ class DuplicateWindow:
                                     self._ttl_s(record), self._event(event, record, replaces),
                                     self._evidence_ttl_s)
 
-    def move(self, record: LedgerRecord, scheduled_ms: int) -> None:
-        """Give a pending callback its new time in the window and the history."""
+    def move(self, record: LedgerRecord, scheduled_ms: int) -> bool:
+        """Give a pending callback its new time in the window and the history; false when
+        the record changed since it was read (nothing written)."""
         now = self._clock.now()
-        self._store.move_callback(record, scheduled_ms, self._ttl_s(
+        return self._store.move_callback(record, scheduled_ms, self._ttl_s(
             replace(record, scheduled_ms=scheduled_ms)), {
             "event": "callback-rescheduled", "callbackId": record.callback_id,
             "scheduledMs": str(scheduled_ms), "at": now.isoformat(timespec="milliseconds")},

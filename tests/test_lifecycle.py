@@ -165,6 +165,42 @@ def test_owner_move_whose_replacement_is_queued_keeps_the_old_callback(
     assert len(live(sim)) == 1
 
 
+@pytest.mark.parametrize("slow", ["move", "reschedule"])
+def test_reschedule_racing_an_owner_move_ends_as_one_callback_at_the_answered_time(
+        slow: str, service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """#5 A reschedule meets the worker's owner move of the same callback (the move's create
+    slow, or the reschedule's PATCH slow): one live callback, at the time the answer names."""
+    first = service.action("create-callback", create_body(
+        agentId=BOB, requestedTime=when("2026-11-23T19:00:00Z"))).json
+    assert first["outcome"] == "CREATED"
+    sim.control("POST", "timeoff", {"userId": BOB, "date": when("2026-11-23"),
+                                    "status": "APPROVED"})
+    services = worker(service, redis_server)
+    sim.control("PUT", "faults", {"latencyMs": 1500, "count": 1, "pathPrefix": CALLBACKS,
+                                  "method": "POST" if slow == "move" else "PATCH"})
+    answers: list[dict[str, Any]] = []
+
+    def reschedule() -> None:
+        answers.append(service.action("reschedule-callback", {
+            "callbackId": first["callbackId"],
+            "requestedTime": when("2026-11-24T19:00:00Z")}).json)
+
+    racing = threading.Thread(target=duty(services, "reassign") if slow == "move"
+                              else reschedule)
+    racing.start()
+    time.sleep(0.5)
+    (reschedule if slow == "move" else duty(services, "reassign"))()
+    racing.join()
+    duty(services, "reassign")()
+    [answer] = answers
+    assert answer["outcome"] == "RESCHEDULED", answer
+    [held] = live(sim)
+    assert held["callbackScheduledTime"][:19] == answer["scheduledTimeUtc"][:19], (
+        held, answer)
+    assert held["conversationId"] == answer["callbackId"]
+    assert pending_count(service) == 1
+
+
 @OPEN
 def test_pii_key_rotation_keeps_one_window(make_service: Callable[..., Service],
                                            sim: Simulator) -> None:

@@ -31,6 +31,7 @@ return 1
 _CLOSE_CALLBACK: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'st', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
@@ -68,6 +69,7 @@ redis.call('XADD', KEYS[7], '*', unpack(ARGV, 8 + n))
 redis.call('EXPIRE', KEYS[7], ARGV[5])
 if #KEYS >= 11 and redis.call('EXISTS', KEYS[10]) == 1 then
   redis.call('HSET', KEYS[10], 'r', ARGV[2])
+  redis.call('HINCRBY', KEYS[10], 'v', 1)
   if redis.call('HGET', KEYS[10], 'st') == 'PENDING' then
     redis.call('SADD', KEYS[11], redis.call('HGET', KEYS[10], 'id'))
   end
@@ -77,12 +79,17 @@ return 1
 
 
 # Link (ARGV[2] set) or unlink (ARGV[2] empty) a callback to a replacement still being
-# created, only while the link is what the caller read (ARGV[1]); an unlinked callback is no
-# longer awaiting a disconnect. KEYS: record, the set of replaced callbacks awaiting one.
+# created, only while the link is what the caller read (ARGV[1]) and, when ARGV[4] is not
+# -1, the record's version too (a reschedule committed since would be lost otherwise); an
+# unlinked callback is no longer awaiting a disconnect.
+# KEYS: record, the set of replaced callbacks awaiting one.
 _RELINK: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if (redis.call('HGET', KEYS[1], 'r') or '') ~= ARGV[1] then return 0 end
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if tonumber(ARGV[4]) >= 0 and v ~= tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'r', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 if ARGV[2] == '' then redis.call('SREM', KEYS[2], ARGV[3]) end
 return 1
 """
@@ -92,8 +99,34 @@ return 1
 # (cancelled meanwhile). KEYS[1] the record. ARGV: from, other from, to.
 _FLIP_STATE: Final = """
 local st = redis.call('HGET', KEYS[1], 'st')
-if st == ARGV[1] or st == ARGV[2] then redis.call('HSET', KEYS[1], 'st', ARGV[3]); return 1 end
+if st == ARGV[1] or st == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'st', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
+  return 1
+end
 return 0
+"""
+
+
+# A callback's new time, only while the record is the version the caller read and no
+# replacement is linked (a move in flight would create it at the old time): record,
+# indexes, lifetimes (a later time must not let the record or the window expire early) and
+# the history event. KEYS: record, number's pending set, global pending set, owner's pending
+# set, history. ARGV: version read, id, scheduled ms, ttl s, history ttl s, event items.
+_MOVE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then return 0 end
+if (redis.call('HGET', KEYS[1], 'r') or '') ~= '' then return 0 end
+redis.call('HSET', KEYS[1], 's', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+for i = 2, 4 do
+  if redis.call('ZSCORE', KEYS[i], ARGV[2]) then redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2]) end
+end
+redis.call('XADD', KEYS[5], '*', unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+return 1
 """
 
 
@@ -155,6 +188,7 @@ class LedgerStore(StoreBase):
         "_deliver": _DELIVER,
         "_flip_state": _FLIP_STATE,
         "_relink": _RELINK,
+        "_move": _MOVE,
     }
 
     def _commit_in(self, pipe: Any, digest: str, token: str, record: LedgerRecord,
@@ -239,26 +273,25 @@ class LedgerStore(StoreBase):
         self._call(pipe.execute)
 
     def move_callback(self, record: LedgerRecord, scheduled_ms: int, ttl_s: int,
-                      event: dict[str, str], history_ttl_s: int) -> None:
-        """A pending callback got a new time: update its record, indexes, lifetimes (a later
-        time must not let the record or the number's window expire early) and history."""
-        pending = keys.pending(record.number_key)
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keys.record(record.callback_id), "s", scheduled_ms)
-        pipe.expire(keys.record(record.callback_id), ttl_s)
-        pipe.expire(pending, ttl_s, gt=True)
-        pipe.zadd(pending, {record.callback_id: scheduled_ms}, xx=True)
-        pipe.zadd(keys.PENDING, {record.callback_id: scheduled_ms}, xx=True)
-        pipe.zadd(keys.owned(record.agent_id), {record.callback_id: scheduled_ms}, xx=True)
-        self._append_history(pipe, record.number_key, event, history_ttl_s)
-        self._call(pipe.execute)
+                      event: dict[str, str], history_ttl_s: int) -> bool:
+        """Give a callback its new time (record, indexes, lifetimes, history) in one step,
+        only while it is still ``record.version`` with no replacement linked; false, and
+        nothing written, when it changed since it was read."""
+        names = [keys.record(record.callback_id), keys.pending(record.number_key),
+                 keys.PENDING, keys.owned(record.agent_id), keys.history(record.number_key)]
+        history = [item for pair in event.items() for item in pair]
+        return bool(self._call(lambda: self._script("_move")(keys=names, args=[
+            record.version, record.callback_id, scheduled_ms, ttl_s, history_ttl_s,
+            *history])))
 
-    def relink_replacement(self, callback_id: str, expected: str, replacement_id: str) -> bool:
+    def relink_replacement(self, callback_id: str, expected: str, replacement_id: str,
+                           version: int = -1) -> bool:
         """Point a callback at a replacement still being created (``""``: drop the link, the
-        replacement failed), only while its link is still ``expected``."""
+        replacement failed), only while its link is still ``expected`` (and, unless
+        ``version`` is -1, the record still that version)."""
         return bool(self._call(lambda: self._script("_relink")(
             keys=[keys.record(callback_id), keys.REPLACING],
-            args=[expected, replacement_id, callback_id])))
+            args=[expected, replacement_id, callback_id, version])))
 
     def replaced_awaiting_disconnect(self, limit: int) -> list[str]:
         """Callbacks with a replacement whose own disconnect has not succeeded yet."""
