@@ -27,6 +27,10 @@ _POLL_S: Final = 0.025
 _ANSWER_MARGIN_S: Final = 0.3
 
 
+#: How long after the last attempt that may have run a create it is still looked for.
+LATE_CREATE_WATCH: Final = timedelta(minutes=15)
+
+
 def epoch_ms(instant: datetime) -> int:
     """Milliseconds since the epoch, the score of the ledger's sorted sets."""
     return int(instant.timestamp() * 1000)
@@ -148,8 +152,17 @@ class DuplicateWindow:
                                             payload, resolve_after_ms, counts, epoch=epoch)
         return stored if status == "OK" else None
 
+    def watch_late_create(self, token: str, e164: str, since_ms: int) -> None:
+        """A create sent with ``token`` may land after we stop waiting for it: the orphan
+        sweep looks for it for ``LATE_CREATE_WATCH`` from now."""
+        self._store.watch_orphan(token, e164, since_ms, epoch_ms(
+            self._clock.now() + LATE_CREATE_WATCH))
+
     def defer(self, record: LedgerRecord, payload: dict[str, Any], next_ms: int) -> None:
         """Genesys could not take the journaled create now: it stays in the window, QUEUED."""
+        if payload.get("mayHaveRun"):
+            self.watch_late_create(record.request_token, record.e164,
+                                   int(payload.get("acceptedMs") or record.created_ms))
         self._store.defer_journaled(record, payload, next_ms, self._event(
             "callback-queued", replace(record, state="QUEUED")), self._evidence_ttl_s)
 

@@ -273,7 +273,6 @@ def test_derived_key_does_not_replay_an_ended_callback(service: Service,
     assert [c["conversationId"] for c in live(sim)] == [again["callbackId"]]
 
 
-@OPEN
 def test_slow_create_that_lands_late_is_not_a_second_callback(
         make_service: Callable[..., Service], sim: Simulator,
         redis_server: RedisServer) -> None:
