@@ -101,7 +101,7 @@ class DuplicateWindow:
     def over_daily_limit(self, number: CustomerNumber) -> bool:
         """Whether the number already had its callbacks for any 24 hours, read before the
         other checks so the answer comes in the number step (the claim checks it again)."""
-        return self._store.creations_today(self._keys.current(number.e164),
+        return self._store.creations_today(self._keys.all(number.e164),
                                            epoch_ms(self._clock.now())) >= self._daily_limit
 
     def _ttl_s(self, record: LedgerRecord) -> int:
@@ -123,7 +123,8 @@ class DuplicateWindow:
         """Record the created callback in the window and the number's evidence history,
         and release the claim."""
         digest = self._keys.current(number.e164)
-        self._store.commit_callback(digest, token, replace(record, number_key=digest),
+        self._store.commit_callback(digest, token, replace(
+            record, number_key=digest, number_keys=self._keys.all(number.e164)),
                                     self._ttl_s(record), self._event(event, record, replaces),
                                     self._evidence_ttl_s)
 
@@ -146,7 +147,9 @@ class DuplicateWindow:
         by its token, or creating it). Returns the record as stored, or ``None`` when a
         revocation was stored since the consent check that read ``epoch`` (nothing written).
         """
-        stored = replace(record, number_key=self._keys.current(number.e164), state="CREATING")
+        # Written under every digest, so instances on an older PII_KEYS list see it too.
+        stored = replace(record, number_key=self._keys.current(number.e164),
+                         number_keys=self._keys.all(number.e164), state="CREATING")
         status = self._store.queue_callback(stored.number_key, token, stored,
                                             self._ttl_s(record), None, self._evidence_ttl_s,
                                             payload, resolve_after_ms, counts, epoch=epoch)
@@ -215,7 +218,7 @@ class DuplicateWindow:
         """Genesys refused the journaled create: it leaves the window, the outbox and the
         daily count, as if it had never been asked for."""
         self._store.close_callback(journaled, "CANCELLED", "", None)
-        self._store.uncount_creation(journaled.number_key, journaled.request_token)
+        self._store.uncount_creation(journaled.digests, journaled.request_token)
         self._store.finish_outbox(journaled.request_token)
 
     def close(self, record: LedgerRecord, state: str) -> None:
@@ -225,7 +228,7 @@ class DuplicateWindow:
 
     def release(self, number: CustomerNumber, token: str) -> None:
         """Free the number after a refusal, so it never blocks a later valid request."""
-        self._store.release_claim(self._keys.current(number.e164), token)
+        self._store.release_claim(self._keys.all(number.e164), token)
 
     def pending(self, number: CustomerNumber, *, window_only: bool = True
                 ) -> list[LedgerRecord]:

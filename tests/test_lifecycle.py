@@ -201,7 +201,6 @@ def test_reschedule_racing_an_owner_move_ends_as_one_callback_at_the_answered_ti
     assert pending_count(service) == 1
 
 
-@OPEN
 def test_pii_key_rotation_keeps_one_window(make_service: Callable[..., Service],
                                            sim: Simulator) -> None:
     """#7 Instances on the old and on the new PII_KEYS list see the same window and the same

@@ -27,14 +27,12 @@ return 1
 
 
 # Take a callback out of the window for good.
-# KEYS: record, number's pending set, global set, owner's pending set.
+# KEYS: record, global set, owner's pending set, then the number's pending set per digest.
 _CLOSE_CALLBACK: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'st', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
 return 1
 """
 
@@ -45,8 +43,9 @@ return 1
 # nothing else) when the entry is no longer CREATING or QUEUED.
 # KEYS: journaled record, real record, real number's pending set, global pending set,
 #       owner's pending set, journaled number's pending set, history, outbox, outbox entry,
-#       then, for an owner move, the replaced record and the set of those awaiting their
-#       disconnect: the old callback is marked replaced in this same step, never before.
+#       the replaced record of an owner move (else the journaled record again) and the set
+#       of those awaiting their disconnect (the old callback is marked replaced in this same
+#       step, never before), then the pending set of every further digest of the number.
 # ARGV: journaled id, real id, scheduled ms, ttl s, history ttl s, token, count of record
 #       field/value items, those items, then the history event's field/value items.
 _DELIVER: Final = """
@@ -62,12 +61,17 @@ if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
 redis.call('ZREM', KEYS[6], ARGV[1])
+for i = 12, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[1])
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
+  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+end
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('DEL', KEYS[1])
 redis.call('XADD', KEYS[7], '*', unpack(ARGV, 8 + n))
 redis.call('EXPIRE', KEYS[7], ARGV[5])
-if #KEYS >= 11 and redis.call('EXISTS', KEYS[10]) == 1 then
+if KEYS[10] ~= KEYS[1] and redis.call('EXISTS', KEYS[10]) == 1 then
   redis.call('HSET', KEYS[10], 'r', ARGV[2])
   redis.call('HINCRBY', KEYS[10], 'v', 1)
   if redis.call('HGET', KEYS[10], 'st') == 'PENDING' then
@@ -112,7 +116,8 @@ return 0
 # replacement is linked (a move in flight would create it at the old time): record,
 # indexes, lifetimes (a later time must not let the record or the window expire early) and
 # the history event. KEYS: record, number's pending set, global pending set, owner's pending
-# set, history. ARGV: version read, id, scheduled ms, ttl s, history ttl s, event items.
+# set, history, then the number's pending set per further digest.
+# ARGV: version read, id, scheduled ms, ttl s, history ttl s, event items.
 _MOVE: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then return 0 end
@@ -121,8 +126,10 @@ redis.call('HSET', KEYS[1], 's', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-for i = 2, 4 do
-  if redis.call('ZSCORE', KEYS[i], ARGV[2]) then redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2]) end
+for i = 2, #KEYS do
+  if i ~= 5 and redis.call('ZSCORE', KEYS[i], ARGV[2]) then
+    redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
+  end
 end
 redis.call('XADD', KEYS[5], '*', unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[5], ARGV[5])
@@ -211,7 +218,8 @@ class LedgerStore(StoreBase):
         """Put a created or queued callback in the ledger, the window and the number's
         evidence history, in one transaction; release the claim."""
         pipe = self._r.pipeline(transaction=True)
-        self._commit_in(pipe, digest, token, record, ttl_s)
+        for each in record.digests or (digest,):
+            self._commit_in(pipe, each, token, record, ttl_s)
         self._append_history(pipe, digest, event, history_ttl_s)
         self._call(pipe.execute)
 
@@ -226,8 +234,8 @@ class LedgerStore(StoreBase):
                 keys.owned(real.agent_id), keys.pending(journaled.number_key),
                 keys.history(real.number_key), keys.OUTBOX,
                 keys.outbox_entry(journaled.request_token)]
-        if journaled.replaces:
-            names += [keys.record(journaled.replaces), keys.REPLACING]
+        names += [keys.record(journaled.replaces or journaled.callback_id), keys.REPLACING]
+        names += [keys.pending(d) for d in real.digests if d != real.number_key]
         return bool(self._call(lambda: self._script('_deliver')(keys=names, args=[
             journaled.callback_id, real.callback_id, real.scheduled_ms, ttl_s, history_ttl_s,
             journaled.request_token, len(fields), *fields, *history])))
@@ -279,6 +287,7 @@ class LedgerStore(StoreBase):
         nothing written, when it changed since it was read."""
         names = [keys.record(record.callback_id), keys.pending(record.number_key),
                  keys.PENDING, keys.owned(record.agent_id), keys.history(record.number_key)]
+        names += [keys.pending(d) for d in record.digests if d != record.number_key]
         history = [item for pair in event.items() for item in pair]
         return bool(self._call(lambda: self._script("_move")(keys=names, args=[
             record.version, record.callback_id, scheduled_ms, ttl_s, history_ttl_s,
@@ -321,8 +330,8 @@ class LedgerStore(StoreBase):
         (``history_ttl_s`` None: a bookkeeping step with nothing to show as evidence)."""
         if state not in TERMINAL_STATES:
             raise ValueError(f"{state} is not a terminal state")
-        names = [keys.record(record.callback_id), keys.pending(record.number_key),
-                keys.PENDING, keys.owned(record.agent_id)]
+        names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
+                 *(keys.pending(d) for d in record.digests)]
         pipe = self._r.pipeline(transaction=True)
         pipe.eval(_CLOSE_CALLBACK, len(names), *names, state, record.callback_id)
         pipe.srem(keys.REPLACING, record.callback_id)
