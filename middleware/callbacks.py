@@ -127,7 +127,8 @@ class CallbackService:
         if key is not None:
             started = self._idempotency.begin(key, token)
             leased = time.monotonic()
-            if started.replay is not None and key.derived and self._ended(started.replay) \
+            if started.replay is not None and key.derived \
+                    and self._ended(started.replay, ctx.deadline) \
                     and self._idempotency.take_over(key, token, started.replay):
                 leased = time.monotonic()
                 started = Started()
@@ -160,14 +161,27 @@ class CallbackService:
             return False
         return True
 
-    def _ended(self, replay: Answer) -> bool:
+    def _ended(self, replay: Answer, deadline: Deadline) -> bool:
         """Whether the callback a stored answer names has ended (a derived key must not
-        replay it: the conversation is asking for a new one)."""
+        replay it: the conversation is asking for a new one). Genesys is asked too: a
+        callback completed there may not have been reconciled yet (SPEC §4 Lifecycle 6)."""
         callback_id = str(replay.get("callbackId") or replay.get("existingCallbackId") or "")
         if not callback_id:
             return False
         record = self._store.callback(callback_id)
-        return record is not None and not record.pending
+        if record is None or not record.pending:
+            return record is not None
+        if not record.in_genesys:
+            return False
+        try:
+            ended = callback_end_state(self._genesys.get_callback(callback_id, deadline))
+        except UpstreamError:
+            # Unknown: the ledger's view stands, as before reconciliation would correct it.
+            return False
+        if ended is None:
+            return False
+        self._window.close(record, ended)
+        return True
 
     def _create_checked(self, fields: dict[str, Any], number: CustomerNumber, agent_id: str,
                         token: str, ctx: RequestContext) -> Answer:

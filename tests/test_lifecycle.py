@@ -272,6 +272,19 @@ def test_derived_key_does_not_replay_an_ended_callback(service: Service,
     assert [c["conversationId"] for c in live(sim)] == [again["callbackId"]]
 
 
+def test_derived_key_does_not_replay_a_callback_completed_before_reconciliation(
+        service: Service, sim: Simulator) -> None:
+    """#9 The callback was completed in Genesys and no reconciliation ran since: the same
+    conversation asking again gets a new callback, not the ended one replayed."""
+    body = create_body(conversationId="c0ffee00-0000-4000-8000-000000000002")
+    first = service.action("create-callback", body).json
+    assert first["outcome"] == "CREATED"
+    sim.control("PATCH", f"callbacks/{first['callbackId']}", {"state": "completed"})
+    again = service.action("create-callback", body).json
+    assert again["outcome"] == "CREATED" and not again.get("replayed"), again
+    assert [c["conversationId"] for c in live(sim)] == [again["callbackId"]]
+
+
 def test_slow_create_that_lands_late_is_not_a_second_callback(
         make_service: Callable[..., Service], sim: Simulator,
         redis_server: RedisServer) -> None:
