@@ -210,6 +210,7 @@ def test_pii_key_rotation_keeps_one_window(make_service: Callable[..., Service],
                        MAX_CALLBACKS_PER_NUMBER_PER_DAY="2")
     first = new.action("create-callback", create_body()).json
     assert first["outcome"] == "CREATED"
+    assert pending_count(new) == pending_count(old) == 1
     assert old.action("create-callback", create_body()).json["outcome"] == "DUPLICATE"
     assert old.action("cancel-callback", {"callbackId": first["callbackId"]}).json[
         "outcome"] == "CANCELLED"

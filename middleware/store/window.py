@@ -106,8 +106,9 @@ class WindowStore(StoreBase):
             pipe.zrangebyscore(keys.pending(digest), "-inf", window_end_ms,
                                withscores=True)
         rows = cast(list[list[tuple[str, float]]], self._call(pipe.execute))
-        found = [(str(cid), int(score)) for row in rows for cid, score in row]
-        return sorted(found, key=lambda item: (item[1], item[0]))
+        # A callback is indexed under every digest of its number: once each.
+        found = {str(cid): int(score) for row in rows for cid, score in row}
+        return sorted(found.items(), key=lambda item: (item[1], item[0]))
 
     def unindex(self, callback_id: str, digests: tuple[str, ...]) -> None:
         """Drop a callback id from the window's indexes (its record is gone or terminal)."""
