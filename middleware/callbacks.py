@@ -711,6 +711,19 @@ class CallbackService:
                 raise
             self._window.close(record, "DISCONNECTED")
             return "DISCONNECTED"
+        except UpstreamUnavailable as exc:
+            # A disconnect that timed out may still have landed: answering "unchanged" then
+            # would leave the caller holding a callback that is gone.
+            if not exc.may_have_run or not self._disconnected(record, ctx.deadline):
+                raise
         self._window.close(record, "CANCELLED")
         log.info("callback cancelled", extra={"callbackId": record.callback_id})
         return "CANCELLED"
+
+    def _disconnected(self, record: LedgerRecord, deadline: Deadline) -> bool:
+        """Whether Genesys now shows the callback disconnected (``False`` if unknown)."""
+        try:
+            return callback_end_state(self._genesys.get_callback(
+                record.callback_id, deadline)) == "DISCONNECTED"
+        except UpstreamError:
+            return False

@@ -239,6 +239,20 @@ def test_cancel_by_the_old_id_after_a_move_cancels_the_replacement(
     assert pending_count(service) == 0
 
 
+def test_cancel_whose_disconnect_landed_unanswered_answers_cancelled(
+        service: Service, sim: Simulator) -> None:
+    """Invariants 3 and 4: the disconnect reached Genesys but its answer was lost; the
+    cancel does not answer "unchanged" for a callback that is gone."""
+    first = service.action("create-callback", create_body()).json
+    assert first["outcome"] == "CREATED"
+    sim.control("PUT", "faults", {"status": 504, "count": 1, "phase": "after",
+                                  "pathPrefix": f"{CALLBACKS}/bulk/disconnect"})
+    answer = service.action("cancel-callback", {"callbackId": first["callbackId"]}).json
+    assert answer["outcome"] == "CANCELLED", answer
+    assert live(sim) == []
+    assert pending_count(service) == 0
+
+
 def test_moved_through_the_outbox_the_old_id_still_works(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """#8 A replacement that went through the outbox: the old id's link names the real
