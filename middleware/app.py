@@ -165,7 +165,7 @@ def build_duties(services: Services) -> list[Duty]:
                     timedelta(milliseconds=config.outbox_backoff_cap_ms),
                     settle=timedelta(seconds=2 * config.genesys_read_timeout_s)),
         config.reconcile_batch_size, services.clock, services.callbacks.undo_create)
-    sweep = OrphanSweep(services.store, services.genesys, services.clock,
+    sweep = OrphanSweep(services.store, services.genesys, services.window, services.clock,
                         config.reconcile_batch_size)
 
     def reconcile(deadline: Deadline) -> int:

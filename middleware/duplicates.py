@@ -155,6 +155,11 @@ class DuplicateWindow:
                                             payload, resolve_after_ms, counts, epoch=epoch)
         return stored if status == "OK" else None
 
+    def cancel_later(self, record: LedgerRecord) -> None:
+        """A revocation could not disconnect this callback now: the worker finishes it, so
+        the revoked number keeps no live callback (SPEC §4 Lifecycle 2)."""
+        self._store.cancel_later(record.callback_id)
+
     def watch_late_create(self, token: str, e164: str, since_ms: int) -> None:
         """A create sent with ``token`` may land after we stop waiting for it: the orphan
         sweep looks for it for ``LATE_CREATE_WATCH`` from now."""

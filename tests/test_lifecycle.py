@@ -95,6 +95,21 @@ def test_revoke_during_create_leaves_no_live_callback(service: Service, sim: Sim
     assert live(sim) == []
 
 
+def test_revoke_that_could_not_disconnect_is_finished_by_the_worker(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """#1 Genesys is down when the revocation answers: the worker disconnects the callback
+    it left, so the revoked number keeps none."""
+    assert service.action("create-callback", create_body()).json["outcome"] == "CREATED"
+    sim.control("PUT", "faults", {"status": 503, "count": 1,
+                                  "pathPrefix": f"{CALLBACKS}/bulk/disconnect"})
+    answer = revoke(service)
+    assert (answer["outcome"], answer["reason"]) == ("REVOKED", "UPSTREAM_UNAVAILABLE"), answer
+    assert len(live(sim)) == 1
+    duty(worker(service, redis_server), "reconcile")()
+    assert live(sim) == []
+    assert pending_count(service) == 0
+
+
 def test_consent_stored_before_a_revocation_never_lifts_it(service: Service,
                                                            sim: Simulator) -> None:
     """#2 A consent stating a capture time a little ahead, then a revocation: a create is

@@ -45,6 +45,19 @@ class OrphanStore(StoreBase):
                 found.append((token, str(raw["e"]), int(raw["s"])))
         return found
 
+    def cancel_later(self, callback_id: str) -> None:
+        """A revocation could not disconnect this callback now: the worker will."""
+        self._call(lambda: self._r.sadd(keys.REVOKING, callback_id))
+
+    def cancels_to_finish(self, limit: int) -> list[str]:
+        """Callbacks a revocation left for the worker to disconnect."""
+        return [str(m) for m in cast(list[str], self._call(
+            lambda: self._r.srandmember(keys.REVOKING, limit)))]
+
+    def cancel_finished(self, callback_id: str) -> None:
+        """The revocation's disconnect of this callback is done (or no longer needed)."""
+        self._call(lambda: self._r.srem(keys.REVOKING, callback_id))
+
     def in_outbox(self, token: str) -> bool:
         """Whether the outbox still has this create to deliver (not delivered, dropped or
         dead-lettered yet)."""
