@@ -32,8 +32,6 @@ from tests.faultproxy import FaultProxy
 NUMBER = "+14155552671"
 ADA, BOB = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (1, 2))
 CALLBACKS = "/api/v2/conversations/callbacks"
-#: A behaviour reproduced and not fixed yet: strict, so the fix must remove the mark.
-OPEN = pytest.mark.xfail(strict=True, reason="reproduced, not fixed yet")
 
 
 def worker(service: Service, redis_server: RedisServer, **env: str) -> Services:
