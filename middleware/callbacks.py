@@ -704,18 +704,25 @@ class CallbackService:
             # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
             self._window.close(record, "CANCELLED")
             return "CANCELLED"
-        try:
-            self._genesys.disconnect_callback(record.callback_id, record.acd_id, ctx.deadline)
-        except UpstreamRejected as exc:
-            if exc.status != 404:
-                raise
-            self._window.close(record, "DISCONNECTED")
-            return "DISCONNECTED"
-        except UpstreamUnavailable as exc:
-            # A disconnect that timed out may still have landed: answering "unchanged" then
-            # would leave the caller holding a callback that is gone.
-            if not exc.may_have_run or not self._disconnected(record, ctx.deadline):
-                raise
+        while True:
+            try:
+                self._genesys.disconnect_callback(record.callback_id, record.acd_id,
+                                                  ctx.deadline)
+                break
+            except UpstreamRejected as exc:
+                if exc.status != 404:
+                    raise
+                self._window.close(record, "DISCONNECTED")
+                return "DISCONNECTED"
+            except UpstreamUnavailable as exc:
+                # A disconnect that timed out may still have landed: answering "unchanged"
+                # then would leave the caller holding a callback that is gone. Within the
+                # deadline, find out (or try again) rather than answer in doubt.
+                if exc.may_have_run and self._disconnected(record, ctx.deadline):
+                    break
+                if ctx.deadline.remaining() < 2.0:
+                    raise
+                time.sleep(0.2)
         self._window.close(record, "CANCELLED")
         log.info("callback cancelled", extra={"callbackId": record.callback_id})
         return "CANCELLED"

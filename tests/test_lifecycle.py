@@ -98,11 +98,12 @@ def test_revoke_that_could_not_disconnect_is_finished_by_the_worker(
     """#1 Genesys is down when the revocation answers: the worker disconnects the callback
     it left, so the revoked number keeps none."""
     assert service.action("create-callback", create_body()).json["outcome"] == "CREATED"
-    sim.control("PUT", "faults", {"status": 503, "count": 1,
+    sim.control("PUT", "faults", {"status": 503, "count": 1000,
                                   "pathPrefix": f"{CALLBACKS}/bulk/disconnect"})
     answer = revoke(service)
     assert (answer["outcome"], answer["reason"]) == ("REVOKED", "UPSTREAM_UNAVAILABLE"), answer
     assert len(live(sim)) == 1
+    sim.control("DELETE", "faults")
     duty(worker(service, redis_server), "reconcile")()
     assert live(sim) == []
     assert pending_count(service) == 0
