@@ -420,29 +420,29 @@ class CallbackService:
                     "now; retry the same request.")
             time.sleep(0.2)
 
-    def _reschedule_target(self, callback_id: str) -> LedgerRecord | bool | None:
+    def _reschedule_target(self, callback_id: str) -> tuple[LedgerRecord | None, bool]:
         """What a reschedule of this id acts on: the live end of its replacement chain
-        (SPEC §4 Lifecycle 4); ``None`` when nothing pending; ``False`` while a replacement
-        is still being created (wait for it)."""
+        (SPEC §4 Lifecycle 4), ``None`` when nothing is pending; and whether to wait, a
+        replacement being still in creation."""
         record = self._store.callback(callback_id) if _CALLBACK_ID.fullmatch(callback_id) else None
         if record is None:
-            return None
+            return None, False
         chain = self._chain(record)
         pending = [r for r in chain if r.pending]
         if not pending:
-            return None
+            return None, False
         if not pending[-1].in_genesys:
-            return False if len(chain) > 1 else None
-        return pending[-1]
+            return None, len(chain) > 1
+        return pending[-1], False
 
     def _reschedule_once(self, fields: dict[str, Any], ctx: RequestContext, asked_id: str,
                          common: dict[str, Any]) -> Answer | None:
         """One attempt at a reschedule; ``None`` when it lost a race and must read again."""
         out = self._reschedule_out
-        record = self._reschedule_target(asked_id)
-        if record is False:
+        record, wait = self._reschedule_target(asked_id)
+        if wait:
             return None
-        if record is None or record is True:
+        if record is None:
             return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
                               message="No pending callback with this id was created here.")
         callback_id = record.callback_id
