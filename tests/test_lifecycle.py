@@ -237,6 +237,22 @@ def test_pii_key_rotation_keeps_one_window(make_service: Callable[..., Service],
     assert third["reason"] == "TOO_MANY_REQUESTS_FOR_NUMBER", third
 
 
+def test_pii_key_rotation_keeps_a_revocation(make_service: Callable[..., Service],
+                                            sim: Simulator) -> None:
+    """#7 A revocation stored by an instance on the old list is not lifted, on the new
+    list, by a consent captured before it."""
+    old = make_service(PII_KEYS="old-pii-key")
+    new = make_service(PII_KEYS="new-pii-key,old-pii-key")
+    assert revoke(old)["outcome"] == "REVOKED"
+    earlier = (T0 - timedelta(minutes=5)).isoformat()
+    assert new.action("record-consent", {
+        "customerNumber": NUMBER, "consentCapturedAt": earlier,
+        "consentSource": "IVR_KEYPRESS"}).json["outcome"] == "RECORDED"
+    answer = new.action("create-callback", create_body()).json
+    assert (answer["outcome"], answer["reason"]) == ("REJECTED", "CONSENT_REVOKED"), answer
+    assert sim.callbacks() == []
+
+
 def test_cancel_by_the_old_id_after_a_move_cancels_the_replacement(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """#8 The caller holds the id from before the worker moved the callback: cancel acts on
