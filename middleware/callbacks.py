@@ -468,6 +468,23 @@ class CallbackService:
                       warnings=",".join(when.warnings))
         return self._reschedule_commit(record, when.instant, number, ctx, common)
 
+    def _patch_until_sure(self, record: LedgerRecord, scheduled: datetime,
+                          deadline: Deadline) -> bool:
+        """PATCH the new time, again while in doubt (it is idempotent) within the deadline:
+        a PATCH that landed unanswered must not be answered as unchanged while Genesys holds
+        the new time. False when the record changed meanwhile (read it again)."""
+        while True:
+            try:
+                self._genesys.patch_callback(record.callback_id, record.agent_id,
+                                             timing.format_utc(scheduled), deadline)
+                return True
+            except UpstreamUnavailable:
+                if deadline.remaining() < 2.0:
+                    raise
+                time.sleep(0.2)
+                if self._changed(record):
+                    return False
+
     def _changed(self, record: LedgerRecord) -> bool:
         """Whether the record is no longer the version read (a move or cancel won a race)."""
         now = self._store.callback(record.callback_id)
@@ -504,8 +521,8 @@ class CallbackService:
                                f"owner ({decision.reassign_reason})" + (
                                    "." if new_id else "; Genesys is unreachable, so the new "
                                    "callback is queued and its id follows.")})
-            self._genesys.patch_callback(callback_id, record.agent_id,
-                                         timing.format_utc(scheduled), ctx.deadline)
+            if not self._patch_until_sure(record, scheduled, ctx.deadline):
+                return None
         except Superseded:
             return None
         except UpstreamRejected as exc:

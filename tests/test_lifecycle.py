@@ -283,6 +283,24 @@ def test_cancel_whose_disconnect_landed_unanswered_answers_cancelled(
     assert pending_count(service) == 0
 
 
+def test_reschedule_whose_patch_landed_unanswered_answers_the_time_genesys_holds(
+        service: Service, sim: Simulator) -> None:
+    """Invariant 3: the PATCH reached Genesys but its answer was lost; the reschedule does
+    not answer "unchanged" while Genesys holds the new time."""
+    first = service.action("create-callback", create_body(
+        requestedTime=when("2026-11-23T19:00:00Z"))).json
+    assert first["outcome"] == "CREATED"
+    sim.control("PUT", "faults", {"status": 504, "count": 1, "phase": "after",
+                                  "method": "PATCH", "pathPrefix": CALLBACKS})
+    answer = service.action("reschedule-callback", {
+        "callbackId": first["callbackId"], "requestedTime": when("2026-11-23T20:00:00Z")}).json
+    assert answer["outcome"] == "RESCHEDULED", answer
+    [held] = live(sim)
+    assert held["callbackScheduledTime"][:19] == answer["scheduledTimeUtc"][:19]
+    found = service.action("find-pending-callbacks", {"customerNumber": NUMBER}).json
+    assert found["scheduledTimeUtc"] == answer["scheduledTimeUtc"], found
+
+
 def test_moved_through_the_outbox_the_old_id_still_works(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """#8 A replacement that went through the outbox: the old id's link names the real
