@@ -721,6 +721,9 @@ class CallbackService:
             # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
             self._window.close(record, "CANCELLED")
             return "CANCELLED"
+        # If the disconnect lands unanswered, whoever sees the callback end later (the worker,
+        # a retried cancel) knows it was this cancel.
+        self._store.mark_cancel_asked(record.callback_id)
         while True:
             try:
                 self._genesys.disconnect_callback(record.callback_id, record.acd_id,
@@ -729,8 +732,9 @@ class CallbackService:
             except UpstreamRejected as exc:
                 if exc.status != 404:
                     raise
-                self._window.close(record, "DISCONNECTED")
-                return "DISCONNECTED"
+                ended = "CANCELLED" if record.cancel_asked else "DISCONNECTED"
+                self._window.close(record, ended)
+                return ended
             except UpstreamUnavailable as exc:
                 # A disconnect that timed out may still have landed: answering "unchanged"
                 # then would leave the caller holding a callback that is gone. Within the

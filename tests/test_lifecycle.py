@@ -301,6 +301,24 @@ def test_reschedule_whose_patch_landed_unanswered_answers_the_time_genesys_holds
     assert found["scheduledTimeUtc"] == answer["scheduledTimeUtc"], found
 
 
+def test_cancel_in_doubt_that_the_worker_sees_ended_stays_a_cancel(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """Invariant 4: Genesys stays unreachable after a disconnect that landed unanswered; once
+    reconciliation sees the callback gone, the caller's cancel by its id answers CANCELLED,
+    not NOT_FOUND."""
+    first = service.action("create-callback", create_body()).json
+    # Every call lands and every answer is lost, until the request's deadline.
+    sim.control("PUT", "faults", {"status": 504, "count": 1000, "phase": "after",
+                                  "pathPrefix": "/api/v2/conversations"})
+    assert service.action("cancel-callback", {"callbackId": first["callbackId"]}).json[
+        "outcome"] == "REJECTED"
+    assert live(sim) == []
+    sim.control("DELETE", "faults")
+    duty(worker(service, redis_server), "reconcile")()
+    answer = service.action("cancel-callback", {"callbackId": first["callbackId"]}).json
+    assert answer["outcome"] == "CANCELLED", answer
+
+
 def test_moved_through_the_outbox_the_old_id_still_works(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """#8 A replacement that went through the outbox: the old id's link names the real

@@ -187,6 +187,13 @@ return 'OK'
 """
 
 
+# A cancel is being sent: noted on the record, never creating one. KEYS[1] the record.
+_MARK_CANCEL: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'cx', '1') end
+return 1
+"""
+
+
 class LedgerStore(StoreBase):
     """Ledger records and their indexes, written in atomic steps."""
 
@@ -196,6 +203,7 @@ class LedgerStore(StoreBase):
         "_flip_state": _FLIP_STATE,
         "_relink": _RELINK,
         "_move": _MOVE,
+        "_mark_cancel": _MARK_CANCEL,
     }
 
     def _commit_in(self, pipe: Any, digest: str, token: str, record: LedgerRecord,
@@ -301,6 +309,10 @@ class LedgerStore(StoreBase):
         return bool(self._call(lambda: self._script("_relink")(
             keys=[keys.record(callback_id), keys.REPLACING],
             args=[expected, replacement_id, callback_id, version])))
+
+    def mark_cancel_asked(self, callback_id: str) -> None:
+        """Note that a cancel is being sent for this callback (only while it exists)."""
+        self._call(lambda: self._script("_mark_cancel")(keys=[keys.record(callback_id)]))
 
     def replaced_awaiting_disconnect(self, limit: int) -> list[str]:
         """Callbacks with a replacement whose own disconnect has not succeeded yet."""
