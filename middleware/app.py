@@ -19,11 +19,13 @@ from middleware.clock import Clock
 from middleware.config import Config, ReadConfig
 from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
+from middleware.deadline import Deadline
 from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import StoreUnavailable
 from middleware.genesys.client import GenesysClient, GenesysSettings, HttpSession
 from middleware.idempotency import IdempotencyGate
 from middleware.metrics import Metrics, OutboxStats
+from middleware.orphans import OrphanSweep
 from middleware.outbox import OutboxDelivery, RetryPolicy
 from middleware.owner import OwnerRule, OwnerService
 from middleware.reassign import Reassigner
@@ -163,8 +165,14 @@ def build_duties(services: Services) -> list[Duty]:
                     timedelta(milliseconds=config.outbox_backoff_cap_ms),
                     settle=timedelta(seconds=2 * config.genesys_read_timeout_s)),
         config.reconcile_batch_size, services.clock, services.callbacks.undo_create)
+    sweep = OrphanSweep(services.store, services.genesys, services.window, services.clock,
+                        config.reconcile_batch_size)
+
+    def reconcile(deadline: Deadline) -> int:
+        return reconciler.run(deadline) + sweep.run(deadline)
+
     return [Duty("outbox", config.outbox_interval_s, outbox.run),
-            Duty("reconcile", config.reconcile_interval_s, reconciler.run),
+            Duty("reconcile", config.reconcile_interval_s, reconcile),
             Duty("reassign", config.reconcile_interval_s, reassigner.run)]
 
 

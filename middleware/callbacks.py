@@ -50,6 +50,10 @@ _DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allow
                                "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
 
 
+class Superseded(Exception):
+    """The record changed since it was read: the step was not taken; read it again."""
+
+
 def _time_fields(instant: datetime, agent_zone: str, number: CustomerNumber | None,
                  customer_zones: str = "") -> dict[str, str]:
     """The readable-back times of an answer: agent's and customer's zone and local time."""
@@ -123,7 +127,8 @@ class CallbackService:
         if key is not None:
             started = self._idempotency.begin(key, token)
             leased = time.monotonic()
-            if started.replay is not None and key.derived and self._ended(started.replay) \
+            if started.replay is not None and key.derived \
+                    and self._ended(started.replay, ctx.deadline) \
                     and self._idempotency.take_over(key, token, started.replay):
                 leased = time.monotonic()
                 started = Started()
@@ -156,14 +161,27 @@ class CallbackService:
             return False
         return True
 
-    def _ended(self, replay: Answer) -> bool:
+    def _ended(self, replay: Answer, deadline: Deadline) -> bool:
         """Whether the callback a stored answer names has ended (a derived key must not
-        replay it: the conversation is asking for a new one)."""
+        replay it: the conversation is asking for a new one). Genesys is asked too: a
+        callback completed there may not have been reconciled yet (SPEC §4 Lifecycle 6)."""
         callback_id = str(replay.get("callbackId") or replay.get("existingCallbackId") or "")
         if not callback_id:
             return False
         record = self._store.callback(callback_id)
-        return record is not None and not record.pending
+        if record is None or not record.pending:
+            return record is not None
+        if not record.in_genesys:
+            return False
+        try:
+            ended = callback_end_state(self._genesys.get_callback(callback_id, deadline))
+        except UpstreamError:
+            # Unknown: the ledger's view stands, as before reconciliation would correct it.
+            return False
+        if ended is None:
+            return False
+        self._window.close(record, ended)
+        return True
 
     def _create_checked(self, fields: dict[str, Any], number: CustomerNumber, agent_id: str,
                         token: str, ctx: RequestContext) -> Answer:
@@ -383,20 +401,52 @@ class CallbackService:
     # -- reschedule-callback ------------------------------------------------------------
 
     def reschedule(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
-        """Move a pending callback created here to a new time, re-running the time rules."""
-        out = self._reschedule_out
+        """Move a pending callback created here to a new time, re-running the time rules.
+
+        The new time is committed only while the record is the version read (SPEC §4
+        Lifecycle): a reschedule that lost a race with an owner move or a cancel reads the
+        record again and acts on what now stands for the callback.
+        """
         callback_id = str(fields["callbackId"])
         common: dict[str, Any] = {"requestId": ctx.request_id, "callbackId": callback_id}
+        while True:
+            answer = self._reschedule_once(fields, ctx, callback_id, common)
+            if answer is not None:
+                return answer
+            if ctx.deadline.remaining() < 1.5:
+                return self._reschedule_out.answer(
+                    outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", retryable=True,
+                    **common, message="The callback is being moved to a new owner right "
+                    "now; retry the same request.")
+            time.sleep(0.2)
+
+    def _reschedule_target(self, callback_id: str) -> tuple[LedgerRecord | None, bool]:
+        """What a reschedule of this id acts on: the live end of its replacement chain
+        (SPEC §4 Lifecycle 4), ``None`` when nothing is pending; and whether to wait, a
+        replacement being still in creation."""
         record = self._store.callback(callback_id) if _CALLBACK_ID.fullmatch(callback_id) else None
-        if record is not None:
-            # An id the service replaced acts on its live replacement (SPEC §4 Lifecycle 4).
-            chain = self._chain(record)
-            record = ([r for r in chain if r.in_genesys] or chain)[-1]
-            callback_id = record.callback_id
-            common["callbackId"] = callback_id
-        if record is None or not record.in_genesys:
+        if record is None:
+            return None, False
+        chain = self._chain(record)
+        pending = [r for r in chain if r.pending]
+        if not pending:
+            return None, False
+        if not pending[-1].in_genesys:
+            return None, len(chain) > 1
+        return pending[-1], False
+
+    def _reschedule_once(self, fields: dict[str, Any], ctx: RequestContext, asked_id: str,
+                         common: dict[str, Any]) -> Answer | None:
+        """One attempt at a reschedule; ``None`` when it lost a race and must read again."""
+        out = self._reschedule_out
+        record, wait = self._reschedule_target(asked_id)
+        if wait:
+            return None
+        if record is None:
             return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
                               message="No pending callback with this id was created here.")
+        callback_id = record.callback_id
+        common["callbackId"] = callback_id
         number = normalise(record.e164, self._country) if record.e164 else None
         common.update(ownerAgentId=record.agent_id, assignedAgentId=record.agent_id,
                       consentId=record.consent_id,
@@ -414,9 +464,39 @@ class CallbackService:
                               agentTimeZone=profile.zone,
                               suggestedTimeUtc=timing.format_utc(when.suggested)
                               if when.suggested else "", **common)
-        scheduled = when.instant
-        common.update(_time_fields(scheduled, profile.zone, number),
+        common.update(_time_fields(when.instant, profile.zone, number),
                       warnings=",".join(when.warnings))
+        return self._reschedule_commit(record, when.instant, number, ctx, common)
+
+    def _patch_until_sure(self, record: LedgerRecord, scheduled: datetime,
+                          deadline: Deadline) -> bool:
+        """PATCH the new time, again while in doubt (it is idempotent) within the deadline:
+        a PATCH that landed unanswered must not be answered as unchanged while Genesys holds
+        the new time. False when the record changed meanwhile (read it again)."""
+        while True:
+            try:
+                self._genesys.patch_callback(record.callback_id, record.agent_id,
+                                             timing.format_utc(scheduled), deadline)
+                return True
+            except UpstreamUnavailable:
+                if deadline.remaining() < 2.0:
+                    raise
+                time.sleep(0.2)
+                if self._changed(record):
+                    return False
+
+    def _changed(self, record: LedgerRecord) -> bool:
+        """Whether the record is no longer the version read (a move or cancel won a race)."""
+        now = self._store.callback(record.callback_id)
+        return now is None or now.version != record.version or bool(now.replaced_by)
+
+    def _reschedule_commit(self, record: LedgerRecord, scheduled: datetime,
+                           number: CustomerNumber | None, ctx: RequestContext,
+                           common: dict[str, Any]) -> Answer | None:
+        """Give the callback its new time in Genesys (a new owner if needed), then commit it
+        at the version read; ``None`` when the record changed meanwhile."""
+        out = self._reschedule_out
+        callback_id = record.callback_id
         try:
             # A queue callback has no agent to PATCH with (the API requires one): it is
             # re-created at the new time, still without an owner.
@@ -441,9 +521,13 @@ class CallbackService:
                                f"owner ({decision.reassign_reason})" + (
                                    "." if new_id else "; Genesys is unreachable, so the new "
                                    "callback is queued and its id follows.")})
-            self._genesys.patch_callback(callback_id, record.agent_id,
-                                         timing.format_utc(scheduled), ctx.deadline)
+            if not self._patch_until_sure(record, scheduled, ctx.deadline):
+                return None
+        except Superseded:
+            return None
         except UpstreamRejected as exc:
+            if self._changed(record):
+                return None
             if exc.status == 404:
                 self._window.close(record, "DISCONNECTED")
                 return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
@@ -451,7 +535,8 @@ class CallbackService:
             return self._upstream_failure(exc, common, contract=out)
         except UpstreamUnavailable as exc:
             return self._upstream_failure(exc, common, contract=out)
-        self._window.move(record, epoch_ms(scheduled))
+        if not self._window.move(record, epoch_ms(scheduled)):
+            return None
         log.info("callback rescheduled", extra={"callbackId": callback_id})
         return out.answer(outcome="RESCHEDULED", reason="OK", **common,
                           message=f"Callback moved to {timing.format_utc(scheduled)}.")
@@ -498,8 +583,12 @@ class CallbackService:
             epoch_ms(now) + self._journal_lease_ms, counts=False)
         if journaled is None:
             return ""
-        self._store.relink_replacement(record.callback_id, record.replaced_by,
-                                       journaled.callback_id)
+        if not self._store.relink_replacement(record.callback_id, record.replaced_by,
+                                              journaled.callback_id, record.version):
+            # A reschedule (or another move, or a cancel) committed since the record was
+            # read: a replacement made from it would bring back what it changed.
+            self._window.abandon(journaled)
+            raise Superseded(record.callback_id)
         try:
             created = self._genesys.create_callback(command, deadline)
         except UpstreamUnavailable as exc:
@@ -632,13 +721,37 @@ class CallbackService:
             # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
             self._window.close(record, "CANCELLED")
             return "CANCELLED"
-        try:
-            self._genesys.disconnect_callback(record.callback_id, record.acd_id, ctx.deadline)
-        except UpstreamRejected as exc:
-            if exc.status != 404:
-                raise
-            self._window.close(record, "DISCONNECTED")
-            return "DISCONNECTED"
+        # If the disconnect lands unanswered, whoever sees the callback end later (the worker,
+        # a retried cancel) knows it was this cancel.
+        self._store.mark_cancel_asked(record.callback_id)
+        while True:
+            try:
+                self._genesys.disconnect_callback(record.callback_id, record.acd_id,
+                                                  ctx.deadline)
+                break
+            except UpstreamRejected as exc:
+                if exc.status != 404:
+                    raise
+                ended = "CANCELLED" if record.cancel_asked else "DISCONNECTED"
+                self._window.close(record, ended)
+                return ended
+            except UpstreamUnavailable as exc:
+                # A disconnect that timed out may still have landed: answering "unchanged"
+                # then would leave the caller holding a callback that is gone. Within the
+                # deadline, find out (or try again) rather than answer in doubt.
+                if exc.may_have_run and self._disconnected(record, ctx.deadline):
+                    break
+                if ctx.deadline.remaining() < 2.0:
+                    raise
+                time.sleep(0.2)
         self._window.close(record, "CANCELLED")
         log.info("callback cancelled", extra={"callbackId": record.callback_id})
         return "CANCELLED"
+
+    def _disconnected(self, record: LedgerRecord, deadline: Deadline) -> bool:
+        """Whether Genesys now shows the callback disconnected (``False`` if unknown)."""
+        try:
+            return callback_end_state(self._genesys.get_callback(
+                record.callback_id, deadline)) == "DISCONNECTED"
+        except UpstreamError:
+            return False

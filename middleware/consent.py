@@ -192,6 +192,7 @@ class ConsentService:
                 cancelled += 1
             except UpstreamError as exc:
                 failed += 1
+                self._window.cancel_later(record)
                 log.warning("revoke could not cancel a callback",
                             extra={"callbackId": record.callback_id, "error": exc.message})
         if failed:

@@ -27,6 +27,10 @@ _POLL_S: Final = 0.025
 _ANSWER_MARGIN_S: Final = 0.3
 
 
+#: How long after the last attempt that may have run a create it is still looked for.
+LATE_CREATE_WATCH: Final = timedelta(minutes=15)
+
+
 def epoch_ms(instant: datetime) -> int:
     """Milliseconds since the epoch, the score of the ledger's sorted sets."""
     return int(instant.timestamp() * 1000)
@@ -97,7 +101,7 @@ class DuplicateWindow:
     def over_daily_limit(self, number: CustomerNumber) -> bool:
         """Whether the number already had its callbacks for any 24 hours, read before the
         other checks so the answer comes in the number step (the claim checks it again)."""
-        return self._store.creations_today(self._keys.current(number.e164),
+        return self._store.creations_today(self._keys.all(number.e164),
                                            epoch_ms(self._clock.now())) >= self._daily_limit
 
     def _ttl_s(self, record: LedgerRecord) -> int:
@@ -119,14 +123,16 @@ class DuplicateWindow:
         """Record the created callback in the window and the number's evidence history,
         and release the claim."""
         digest = self._keys.current(number.e164)
-        self._store.commit_callback(digest, token, replace(record, number_key=digest),
+        self._store.commit_callback(digest, token, replace(
+            record, number_key=digest, number_keys=self._keys.all(number.e164)),
                                     self._ttl_s(record), self._event(event, record, replaces),
                                     self._evidence_ttl_s)
 
-    def move(self, record: LedgerRecord, scheduled_ms: int) -> None:
-        """Give a pending callback its new time in the window and the history."""
+    def move(self, record: LedgerRecord, scheduled_ms: int) -> bool:
+        """Give a pending callback its new time in the window and the history; false when
+        the record changed since it was read (nothing written)."""
         now = self._clock.now()
-        self._store.move_callback(record, scheduled_ms, self._ttl_s(
+        return self._store.move_callback(record, scheduled_ms, self._ttl_s(
             replace(record, scheduled_ms=scheduled_ms)), {
             "event": "callback-rescheduled", "callbackId": record.callback_id,
             "scheduledMs": str(scheduled_ms), "at": now.isoformat(timespec="milliseconds")},
@@ -141,14 +147,30 @@ class DuplicateWindow:
         by its token, or creating it). Returns the record as stored, or ``None`` when a
         revocation was stored since the consent check that read ``epoch`` (nothing written).
         """
-        stored = replace(record, number_key=self._keys.current(number.e164), state="CREATING")
+        # Written under every digest, so instances on an older PII_KEYS list see it too.
+        stored = replace(record, number_key=self._keys.current(number.e164),
+                         number_keys=self._keys.all(number.e164), state="CREATING")
         status = self._store.queue_callback(stored.number_key, token, stored,
                                             self._ttl_s(record), None, self._evidence_ttl_s,
                                             payload, resolve_after_ms, counts, epoch=epoch)
         return stored if status == "OK" else None
 
+    def cancel_later(self, record: LedgerRecord) -> None:
+        """A revocation could not disconnect this callback now: the worker finishes it, so
+        the revoked number keeps no live callback (SPEC §4 Lifecycle 2)."""
+        self._store.cancel_later(record.callback_id)
+
+    def watch_late_create(self, token: str, e164: str, since_ms: int) -> None:
+        """A create sent with ``token`` may land after we stop waiting for it: the orphan
+        sweep looks for it for ``LATE_CREATE_WATCH`` from now."""
+        self._store.watch_orphan(token, e164, since_ms, epoch_ms(
+            self._clock.now() + LATE_CREATE_WATCH))
+
     def defer(self, record: LedgerRecord, payload: dict[str, Any], next_ms: int) -> None:
         """Genesys could not take the journaled create now: it stays in the window, QUEUED."""
+        if payload.get("mayHaveRun"):
+            self.watch_late_create(record.request_token, record.e164,
+                                   int(payload.get("acceptedMs") or record.created_ms))
         self._store.defer_journaled(record, payload, next_ms, self._event(
             "callback-queued", replace(record, state="QUEUED")), self._evidence_ttl_s)
 
@@ -201,7 +223,7 @@ class DuplicateWindow:
         """Genesys refused the journaled create: it leaves the window, the outbox and the
         daily count, as if it had never been asked for."""
         self._store.close_callback(journaled, "CANCELLED", "", None)
-        self._store.uncount_creation(journaled.number_key, journaled.request_token)
+        self._store.uncount_creation(journaled.digests, journaled.request_token)
         self._store.finish_outbox(journaled.request_token)
 
     def close(self, record: LedgerRecord, state: str) -> None:
@@ -211,7 +233,7 @@ class DuplicateWindow:
 
     def release(self, number: CustomerNumber, token: str) -> None:
         """Free the number after a refusal, so it never blocks a later valid request."""
-        self._store.release_claim(self._keys.current(number.e164), token)
+        self._store.release_claim(self._keys.all(number.e164), token)
 
     def pending(self, number: CustomerNumber, *, window_only: bool = True
                 ) -> list[LedgerRecord]:

@@ -101,6 +101,9 @@ class OutboxDelivery:
             # Written before sending: if this worker dies after Genesys got the create, the
             # next attempt looks for it instead of creating it again.
             self._store.save_outbox_payload(entry.token, {**payload, "mayHaveRun": True})
+        # However this attempt ends, a create it sends may land after we stop waiting.
+        self._window.watch_late_create(entry.token, str(payload["e164"]),
+                                       int(payload.get("acceptedMs") or 0))
         try:
             if payload.get("mayHaveRun"):
                 found = self._genesys.find_callback_by_token(

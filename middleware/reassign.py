@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from middleware.callbacks import CallbackService, from_ms
+from middleware.callbacks import CallbackService, Superseded, from_ms
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.duplicates import epoch_ms
@@ -76,6 +76,9 @@ class Reassigner:
                 self._callbacks.replace_owner(record, decision.assigned, at, deadline,
                                               decision.reassign_reason)
                 moved += 1
+            except Superseded:
+                # Rescheduled or cancelled meanwhile: the next round sees it as it now is.
+                continue
             except UpstreamError as exc:
                 log.warning("reassignment paused: genesys", extra={"error": exc.message})
                 break

@@ -73,6 +73,8 @@ class Reconciler:
                     failures = 0
                     ended = callback_end_state(conversation)
                     if ended is not None:
+                        # A cancel whose disconnect landed unanswered: it was cancelled.
+                        ended = "CANCELLED" if record.cancel_asked else ended
                         self._window.close(record, ended)
                         closed += 1
                         log.info("callback left the window",

@@ -32,8 +32,6 @@ from tests.faultproxy import FaultProxy
 NUMBER = "+14155552671"
 ADA, BOB = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (1, 2))
 CALLBACKS = "/api/v2/conversations/callbacks"
-#: A behaviour reproduced and not fixed yet: strict, so the fix must remove the mark.
-OPEN = pytest.mark.xfail(strict=True, reason="reproduced, not fixed yet")
 
 
 def worker(service: Service, redis_server: RedisServer, **env: str) -> Services:
@@ -93,6 +91,22 @@ def test_revoke_during_create_leaves_no_live_callback(service: Service, sim: Sim
     assert answers[0]["outcome"] not in ("CREATED", "QUEUED"), answers[0]
     assert answers[0]["reason"] == "CONSENT_REVOKED"
     assert live(sim) == []
+
+
+def test_revoke_that_could_not_disconnect_is_finished_by_the_worker(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """#1 Genesys is down when the revocation answers: the worker disconnects the callback
+    it left, so the revoked number keeps none."""
+    assert service.action("create-callback", create_body()).json["outcome"] == "CREATED"
+    sim.control("PUT", "faults", {"status": 503, "count": 1000,
+                                  "pathPrefix": f"{CALLBACKS}/bulk/disconnect"})
+    answer = revoke(service)
+    assert (answer["outcome"], answer["reason"]) == ("REVOKED", "UPSTREAM_UNAVAILABLE"), answer
+    assert len(live(sim)) == 1
+    sim.control("DELETE", "faults")
+    duty(worker(service, redis_server), "reconcile")()
+    assert live(sim) == []
+    assert pending_count(service) == 0
 
 
 def test_consent_stored_before_a_revocation_never_lifts_it(service: Service,
@@ -165,7 +179,42 @@ def test_owner_move_whose_replacement_is_queued_keeps_the_old_callback(
     assert len(live(sim)) == 1
 
 
-@OPEN
+@pytest.mark.parametrize("slow", ["move", "reschedule"])
+def test_reschedule_racing_an_owner_move_ends_as_one_callback_at_the_answered_time(
+        slow: str, service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """#5 A reschedule meets the worker's owner move of the same callback (the move's create
+    slow, or the reschedule's PATCH slow): one live callback, at the time the answer names."""
+    first = service.action("create-callback", create_body(
+        agentId=BOB, requestedTime=when("2026-11-23T19:00:00Z"))).json
+    assert first["outcome"] == "CREATED"
+    sim.control("POST", "timeoff", {"userId": BOB, "date": when("2026-11-23"),
+                                    "status": "APPROVED"})
+    services = worker(service, redis_server)
+    sim.control("PUT", "faults", {"latencyMs": 1500, "count": 1, "pathPrefix": CALLBACKS,
+                                  "method": "POST" if slow == "move" else "PATCH"})
+    answers: list[dict[str, Any]] = []
+
+    def reschedule() -> None:
+        answers.append(service.action("reschedule-callback", {
+            "callbackId": first["callbackId"],
+            "requestedTime": when("2026-11-24T19:00:00Z")}).json)
+
+    racing = threading.Thread(target=duty(services, "reassign") if slow == "move"
+                              else reschedule)
+    racing.start()
+    time.sleep(0.5)
+    (reschedule if slow == "move" else duty(services, "reassign"))()
+    racing.join()
+    duty(services, "reassign")()
+    [answer] = answers
+    assert answer["outcome"] == "RESCHEDULED", answer
+    [held] = live(sim)
+    assert held["callbackScheduledTime"][:19] == answer["scheduledTimeUtc"][:19], (
+        held, answer)
+    assert held["conversationId"] == answer["callbackId"]
+    assert pending_count(service) == 1
+
+
 def test_pii_key_rotation_keeps_one_window(make_service: Callable[..., Service],
                                            sim: Simulator) -> None:
     """#7 Instances on the old and on the new PII_KEYS list see the same window and the same
@@ -175,6 +224,7 @@ def test_pii_key_rotation_keeps_one_window(make_service: Callable[..., Service],
                        MAX_CALLBACKS_PER_NUMBER_PER_DAY="2")
     first = new.action("create-callback", create_body()).json
     assert first["outcome"] == "CREATED"
+    assert pending_count(new) == pending_count(old) == 1
     assert old.action("create-callback", create_body()).json["outcome"] == "DUPLICATE"
     assert old.action("cancel-callback", {"callbackId": first["callbackId"]}).json[
         "outcome"] == "CANCELLED"
@@ -185,6 +235,22 @@ def test_pii_key_rotation_keeps_one_window(make_service: Callable[..., Service],
         "outcome"] == "CANCELLED"
     third = new.action("create-callback", create_body()).json
     assert third["reason"] == "TOO_MANY_REQUESTS_FOR_NUMBER", third
+
+
+def test_pii_key_rotation_keeps_a_revocation(make_service: Callable[..., Service],
+                                            sim: Simulator) -> None:
+    """#7 A revocation stored by an instance on the old list is not lifted, on the new
+    list, by a consent captured before it."""
+    old = make_service(PII_KEYS="old-pii-key")
+    new = make_service(PII_KEYS="new-pii-key,old-pii-key")
+    assert revoke(old)["outcome"] == "REVOKED"
+    earlier = (T0 - timedelta(minutes=5)).isoformat()
+    assert new.action("record-consent", {
+        "customerNumber": NUMBER, "consentCapturedAt": earlier,
+        "consentSource": "IVR_KEYPRESS"}).json["outcome"] == "RECORDED"
+    answer = new.action("create-callback", create_body()).json
+    assert (answer["outcome"], answer["reason"]) == ("REJECTED", "CONSENT_REVOKED"), answer
+    assert sim.callbacks() == []
 
 
 def test_cancel_by_the_old_id_after_a_move_cancels_the_replacement(
@@ -201,6 +267,56 @@ def test_cancel_by_the_old_id_after_a_move_cancels_the_replacement(
     assert answer["outcome"] == "CANCELLED", answer
     assert live(sim) == []
     assert pending_count(service) == 0
+
+
+def test_cancel_whose_disconnect_landed_unanswered_answers_cancelled(
+        service: Service, sim: Simulator) -> None:
+    """Invariants 3 and 4: the disconnect reached Genesys but its answer was lost; the
+    cancel does not answer "unchanged" for a callback that is gone."""
+    first = service.action("create-callback", create_body()).json
+    assert first["outcome"] == "CREATED"
+    sim.control("PUT", "faults", {"status": 504, "count": 1, "phase": "after",
+                                  "pathPrefix": f"{CALLBACKS}/bulk/disconnect"})
+    answer = service.action("cancel-callback", {"callbackId": first["callbackId"]}).json
+    assert answer["outcome"] == "CANCELLED", answer
+    assert live(sim) == []
+    assert pending_count(service) == 0
+
+
+def test_reschedule_whose_patch_landed_unanswered_answers_the_time_genesys_holds(
+        service: Service, sim: Simulator) -> None:
+    """Invariant 3: the PATCH reached Genesys but its answer was lost; the reschedule does
+    not answer "unchanged" while Genesys holds the new time."""
+    first = service.action("create-callback", create_body(
+        requestedTime=when("2026-11-23T19:00:00Z"))).json
+    assert first["outcome"] == "CREATED"
+    sim.control("PUT", "faults", {"status": 504, "count": 1, "phase": "after",
+                                  "method": "PATCH", "pathPrefix": CALLBACKS})
+    answer = service.action("reschedule-callback", {
+        "callbackId": first["callbackId"], "requestedTime": when("2026-11-23T20:00:00Z")}).json
+    assert answer["outcome"] == "RESCHEDULED", answer
+    [held] = live(sim)
+    assert held["callbackScheduledTime"][:19] == answer["scheduledTimeUtc"][:19]
+    found = service.action("find-pending-callbacks", {"customerNumber": NUMBER}).json
+    assert found["scheduledTimeUtc"] == answer["scheduledTimeUtc"], found
+
+
+def test_cancel_in_doubt_that_the_worker_sees_ended_stays_a_cancel(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """Invariant 4: Genesys stays unreachable after a disconnect that landed unanswered; once
+    reconciliation sees the callback gone, the caller's cancel by its id answers CANCELLED,
+    not NOT_FOUND."""
+    first = service.action("create-callback", create_body()).json
+    # Every call lands and every answer is lost, until the request's deadline.
+    sim.control("PUT", "faults", {"status": 504, "count": 1000, "phase": "after",
+                                  "pathPrefix": "/api/v2/conversations"})
+    assert service.action("cancel-callback", {"callbackId": first["callbackId"]}).json[
+        "outcome"] == "REJECTED"
+    assert live(sim) == []
+    sim.control("DELETE", "faults")
+    duty(worker(service, redis_server), "reconcile")()
+    answer = service.action("cancel-callback", {"callbackId": first["callbackId"]}).json
+    assert answer["outcome"] == "CANCELLED", answer
 
 
 def test_moved_through_the_outbox_the_old_id_still_works(
@@ -237,7 +353,19 @@ def test_derived_key_does_not_replay_an_ended_callback(service: Service,
     assert [c["conversationId"] for c in live(sim)] == [again["callbackId"]]
 
 
-@OPEN
+def test_derived_key_does_not_replay_a_callback_completed_before_reconciliation(
+        service: Service, sim: Simulator) -> None:
+    """#9 The callback was completed in Genesys and no reconciliation ran since: the same
+    conversation asking again gets a new callback, not the ended one replayed."""
+    body = create_body(conversationId="c0ffee00-0000-4000-8000-000000000002")
+    first = service.action("create-callback", body).json
+    assert first["outcome"] == "CREATED"
+    sim.control("PATCH", f"callbacks/{first['callbackId']}", {"state": "completed"})
+    again = service.action("create-callback", body).json
+    assert again["outcome"] == "CREATED" and not again.get("replayed"), again
+    assert [c["conversationId"] for c in live(sim)] == [again["callbackId"]]
+
+
 def test_slow_create_that_lands_late_is_not_a_second_callback(
         make_service: Callable[..., Service], sim: Simulator,
         redis_server: RedisServer) -> None:

@@ -363,7 +363,15 @@ class GenesysClient:
     def find_callback_by_token(self, e164: str, token: str, since: datetime, until: datetime,
                                deadline: Deadline) -> str | None:
         """The open callback for this number carrying our ``requestToken`` in its data, found
-        through the analytics conversation details query; ``None`` if Genesys has none.
+        through the analytics conversation details query; ``None`` if Genesys has none."""
+        found = self.find_callbacks_by_token(e164, token, since, until, deadline, first=True)
+        return found[0] if found else None
+
+    def find_callbacks_by_token(self, e164: str, token: str, since: datetime,
+                                until: datetime, deadline: Deadline, *,
+                                first: bool = False) -> list[str]:
+        """Every open callback for this number carrying our ``requestToken`` (a create we
+        retried can have landed twice), found through the analytics details query.
 
         The interval pads a day each side: it selects conversations by their start, and a
         callback starts when it is created.
@@ -380,12 +388,15 @@ class GenesysClient:
                 {"type": "dimension", "dimension": "mediaType", "value": "callback"},
                 {"type": "dimension", "dimension": "callbackNumber", "value": e164}]}],
         })
+        ids: list[str] = []
         for conversation in (answer or {}).get("conversations", []):
             found = self.get_callback(str(conversation["conversationId"]), deadline) or {}
-            for participant in found.get("participants", []):
-                if (participant.get("attributes") or {}).get("requestToken") == token:
-                    return str(conversation["conversationId"])
-        return None
+            if any((p.get("attributes") or {}).get("requestToken") == token
+                   for p in found.get("participants", [])):
+                ids.append(str(conversation["conversationId"]))
+                if first:
+                    break
+        return ids
 
     # -- cached reads -------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ class LedgerRecord:
     replaces: str = ""
     version: int = 0
     number_keys: tuple[str, ...] = field(default=())
+    #: A cancel was sent for it: if it ends in Genesys unanswered, it ended cancelled.
+    cancel_asked: bool = False
 
     # Short field names: a pending callback must stay well under 512 bytes of Redis.
     _FIELDS: ClassVar[dict[str, str]] = {
@@ -65,7 +67,8 @@ class LedgerRecord:
     }
 
     def to_fields(self) -> dict[str, str | int]:
-        """The Redis hash of this record (``v`` is kept by the store's scripts alone)."""
+        """The Redis hash of this record (``v`` and ``cx`` are kept by the store's steps
+        alone)."""
         fields: dict[str, str | int] = {
             short: str(getattr(self, name)) if name == "state" else getattr(self, name)
             for name, short in self._FIELDS.items()}
@@ -81,6 +84,7 @@ class LedgerRecord:
         values["state"] = State(values["state"]) if values["state"] in State.__members__ \
             else values["state"]
         values["version"] = int(raw.get("v") or 0)
+        values["cancel_asked"] = bool(raw.get("cx"))
         values["number_keys"] = tuple(d for d in raw.get("ns", "").split(",") if d)
         return cls(**values)
 

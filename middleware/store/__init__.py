@@ -15,6 +15,7 @@ from middleware.store.genesys import GenesysStore
 from middleware.store.idempotency import IdempotencyStore
 from middleware.store.keys import PREFIX
 from middleware.store.ledger import LedgerStore
+from middleware.store.orphans import OrphanStore
 from middleware.store.outbox import OutboxEntry, OutboxStore
 from middleware.store.window import _CLAIM_WINDOW, WindowClaim, WindowStore
 
@@ -24,5 +25,5 @@ __all__ = ["PENDING_STATES", "PREFIX", "TERMINAL_STATES", "_CLAIM_WINDOW", "Ledg
 
 
 class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStore,
-            GenesysStore, StoreBase):
+            GenesysStore, OrphanStore, StoreBase):
     """The service's state in Redis, behind methods named for what they mean."""

@@ -16,11 +16,16 @@ from middleware.store.client import StoreBase
 # ARGV: REVOCATION | LIFT | '' (a consent that lifts nothing), captured ms, ttl s.
 _STORE_CONSENT_STATE: Final = """
 local seq = redis.call('INCR', KEYS[1])
+-- The number's latest revocation under any digest: one stored by an instance on an older
+-- PII_KEYS list is under fewer digests, and must still hold against a consent before it.
+local revoked = 0
+for i = 2, #KEYS do
+  revoked = math.max(revoked, tonumber(redis.call('HGET', KEYS[i], 'revokedMs') or '0'))
+end
 for i = 2, #KEYS do
   if ARGV[1] == 'REVOCATION' then
     redis.call('HSET', KEYS[i], 'revokedMs', ARGV[2], 'revokedSeq', seq)
-  elseif ARGV[1] == 'LIFT' and tonumber(ARGV[2]) > tonumber(
-      redis.call('HGET', KEYS[i], 'revokedMs') or '0') then
+  elseif ARGV[1] == 'LIFT' and tonumber(ARGV[2]) > revoked then
     redis.call('HSET', KEYS[i], 'liftedMs', ARGV[2], 'liftedSeq', seq)
   end
   redis.call('EXPIRE', KEYS[i], ARGV[3])

@@ -29,6 +29,10 @@ METRICS: Final = f"{PREFIX}metrics"
 CONSENT_SEQ: Final = f"{PREFIX}consent-seq"
 #: Request tokens whose create may still land in Genesys after we gave up on it.
 ORPHAN_WATCH: Final = f"{PREFIX}orphan-watch"
+#: Callbacks a revocation could not disconnect yet: the worker finishes them.
+REVOKING: Final = f"{PREFIX}revoking"
+#: Per watched token: the number and the first attempt's ms (JSON).
+ORPHAN_INFO: Final = f"{PREFIX}orphan-watch-info"
 
 
 def number(digest: str) -> str:

@@ -27,13 +27,12 @@ return 1
 
 
 # Take a callback out of the window for good.
-# KEYS: record, number's pending set, global set, owner's pending set.
+# KEYS: record, global set, owner's pending set, then the number's pending set per digest.
 _CLOSE_CALLBACK: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'st', ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
 return 1
 """
 
@@ -44,8 +43,9 @@ return 1
 # nothing else) when the entry is no longer CREATING or QUEUED.
 # KEYS: journaled record, real record, real number's pending set, global pending set,
 #       owner's pending set, journaled number's pending set, history, outbox, outbox entry,
-#       then, for an owner move, the replaced record and the set of those awaiting their
-#       disconnect: the old callback is marked replaced in this same step, never before.
+#       the replaced record of an owner move (else the journaled record again) and the set
+#       of those awaiting their disconnect (the old callback is marked replaced in this same
+#       step, never before), then the pending set of every further digest of the number.
 # ARGV: journaled id, real id, scheduled ms, ttl s, history ttl s, token, count of record
 #       field/value items, those items, then the history event's field/value items.
 _DELIVER: Final = """
@@ -61,13 +61,19 @@ if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
 redis.call('ZREM', KEYS[6], ARGV[1])
+for i = 12, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[1])
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
+  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+end
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('DEL', KEYS[1])
 redis.call('XADD', KEYS[7], '*', unpack(ARGV, 8 + n))
 redis.call('EXPIRE', KEYS[7], ARGV[5])
-if #KEYS >= 11 and redis.call('EXISTS', KEYS[10]) == 1 then
+if KEYS[10] ~= KEYS[1] and redis.call('EXISTS', KEYS[10]) == 1 then
   redis.call('HSET', KEYS[10], 'r', ARGV[2])
+  redis.call('HINCRBY', KEYS[10], 'v', 1)
   if redis.call('HGET', KEYS[10], 'st') == 'PENDING' then
     redis.call('SADD', KEYS[11], redis.call('HGET', KEYS[10], 'id'))
   end
@@ -77,12 +83,17 @@ return 1
 
 
 # Link (ARGV[2] set) or unlink (ARGV[2] empty) a callback to a replacement still being
-# created, only while the link is what the caller read (ARGV[1]); an unlinked callback is no
-# longer awaiting a disconnect. KEYS: record, the set of replaced callbacks awaiting one.
+# created, only while the link is what the caller read (ARGV[1]) and, when ARGV[4] is not
+# -1, the record's version too (a reschedule committed since would be lost otherwise); an
+# unlinked callback is no longer awaiting a disconnect.
+# KEYS: record, the set of replaced callbacks awaiting one.
 _RELINK: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if (redis.call('HGET', KEYS[1], 'r') or '') ~= ARGV[1] then return 0 end
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if tonumber(ARGV[4]) >= 0 and v ~= tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'r', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 if ARGV[2] == '' then redis.call('SREM', KEYS[2], ARGV[3]) end
 return 1
 """
@@ -92,8 +103,37 @@ return 1
 # (cancelled meanwhile). KEYS[1] the record. ARGV: from, other from, to.
 _FLIP_STATE: Final = """
 local st = redis.call('HGET', KEYS[1], 'st')
-if st == ARGV[1] or st == ARGV[2] then redis.call('HSET', KEYS[1], 'st', ARGV[3]); return 1 end
+if st == ARGV[1] or st == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'st', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
+  return 1
+end
 return 0
+"""
+
+
+# A callback's new time, only while the record is the version the caller read and no
+# replacement is linked (a move in flight would create it at the old time): record,
+# indexes, lifetimes (a later time must not let the record or the window expire early) and
+# the history event. KEYS: record, number's pending set, global pending set, owner's pending
+# set, history, then the number's pending set per further digest.
+# ARGV: version read, id, scheduled ms, ttl s, history ttl s, event items.
+_MOVE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then return 0 end
+if (redis.call('HGET', KEYS[1], 'r') or '') ~= '' then return 0 end
+redis.call('HSET', KEYS[1], 's', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+for i = 2, #KEYS do
+  if i ~= 5 and redis.call('ZSCORE', KEYS[i], ARGV[2]) then
+    redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
+  end
+end
+redis.call('XADD', KEYS[5], '*', unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+return 1
 """
 
 
@@ -147,6 +187,13 @@ return 'OK'
 """
 
 
+# A cancel is being sent: noted on the record, never creating one. KEYS[1] the record.
+_MARK_CANCEL: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'cx', '1') end
+return 1
+"""
+
+
 class LedgerStore(StoreBase):
     """Ledger records and their indexes, written in atomic steps."""
 
@@ -155,6 +202,8 @@ class LedgerStore(StoreBase):
         "_deliver": _DELIVER,
         "_flip_state": _FLIP_STATE,
         "_relink": _RELINK,
+        "_move": _MOVE,
+        "_mark_cancel": _MARK_CANCEL,
     }
 
     def _commit_in(self, pipe: Any, digest: str, token: str, record: LedgerRecord,
@@ -177,7 +226,8 @@ class LedgerStore(StoreBase):
         """Put a created or queued callback in the ledger, the window and the number's
         evidence history, in one transaction; release the claim."""
         pipe = self._r.pipeline(transaction=True)
-        self._commit_in(pipe, digest, token, record, ttl_s)
+        for each in record.digests or (digest,):
+            self._commit_in(pipe, each, token, record, ttl_s)
         self._append_history(pipe, digest, event, history_ttl_s)
         self._call(pipe.execute)
 
@@ -192,8 +242,8 @@ class LedgerStore(StoreBase):
                 keys.owned(real.agent_id), keys.pending(journaled.number_key),
                 keys.history(real.number_key), keys.OUTBOX,
                 keys.outbox_entry(journaled.request_token)]
-        if journaled.replaces:
-            names += [keys.record(journaled.replaces), keys.REPLACING]
+        names += [keys.record(journaled.replaces or journaled.callback_id), keys.REPLACING]
+        names += [keys.pending(d) for d in real.digests if d != real.number_key]
         return bool(self._call(lambda: self._script('_deliver')(keys=names, args=[
             journaled.callback_id, real.callback_id, real.scheduled_ms, ttl_s, history_ttl_s,
             journaled.request_token, len(fields), *fields, *history])))
@@ -239,26 +289,30 @@ class LedgerStore(StoreBase):
         self._call(pipe.execute)
 
     def move_callback(self, record: LedgerRecord, scheduled_ms: int, ttl_s: int,
-                      event: dict[str, str], history_ttl_s: int) -> None:
-        """A pending callback got a new time: update its record, indexes, lifetimes (a later
-        time must not let the record or the number's window expire early) and history."""
-        pending = keys.pending(record.number_key)
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keys.record(record.callback_id), "s", scheduled_ms)
-        pipe.expire(keys.record(record.callback_id), ttl_s)
-        pipe.expire(pending, ttl_s, gt=True)
-        pipe.zadd(pending, {record.callback_id: scheduled_ms}, xx=True)
-        pipe.zadd(keys.PENDING, {record.callback_id: scheduled_ms}, xx=True)
-        pipe.zadd(keys.owned(record.agent_id), {record.callback_id: scheduled_ms}, xx=True)
-        self._append_history(pipe, record.number_key, event, history_ttl_s)
-        self._call(pipe.execute)
+                      event: dict[str, str], history_ttl_s: int) -> bool:
+        """Give a callback its new time (record, indexes, lifetimes, history) in one step,
+        only while it is still ``record.version`` with no replacement linked; false, and
+        nothing written, when it changed since it was read."""
+        names = [keys.record(record.callback_id), keys.pending(record.number_key),
+                 keys.PENDING, keys.owned(record.agent_id), keys.history(record.number_key)]
+        names += [keys.pending(d) for d in record.digests if d != record.number_key]
+        history = [item for pair in event.items() for item in pair]
+        return bool(self._call(lambda: self._script("_move")(keys=names, args=[
+            record.version, record.callback_id, scheduled_ms, ttl_s, history_ttl_s,
+            *history])))
 
-    def relink_replacement(self, callback_id: str, expected: str, replacement_id: str) -> bool:
+    def relink_replacement(self, callback_id: str, expected: str, replacement_id: str,
+                           version: int = -1) -> bool:
         """Point a callback at a replacement still being created (``""``: drop the link, the
-        replacement failed), only while its link is still ``expected``."""
+        replacement failed), only while its link is still ``expected`` (and, unless
+        ``version`` is -1, the record still that version)."""
         return bool(self._call(lambda: self._script("_relink")(
             keys=[keys.record(callback_id), keys.REPLACING],
-            args=[expected, replacement_id, callback_id])))
+            args=[expected, replacement_id, callback_id, version])))
+
+    def mark_cancel_asked(self, callback_id: str) -> None:
+        """Note that a cancel is being sent for this callback (only while it exists)."""
+        self._call(lambda: self._script("_mark_cancel")(keys=[keys.record(callback_id)]))
 
     def replaced_awaiting_disconnect(self, limit: int) -> list[str]:
         """Callbacks with a replacement whose own disconnect has not succeeded yet."""
@@ -288,8 +342,8 @@ class LedgerStore(StoreBase):
         (``history_ttl_s`` None: a bookkeeping step with nothing to show as evidence)."""
         if state not in TERMINAL_STATES:
             raise ValueError(f"{state} is not a terminal state")
-        names = [keys.record(record.callback_id), keys.pending(record.number_key),
-                keys.PENDING, keys.owned(record.agent_id)]
+        names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
+                 *(keys.pending(d) for d in record.digests)]
         pipe = self._r.pipeline(transaction=True)
         pipe.eval(_CLOSE_CALLBACK, len(names), *names, state, record.callback_id)
         pipe.srem(keys.REPLACING, record.callback_id)

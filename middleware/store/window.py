@@ -10,26 +10,43 @@ from middleware.store import keys
 from middleware.store.client import StoreBase
 
 # The duplicate window's check-and-claim, one atomic step for all workers and instances.
-# KEYS[1] the number's claim; KEYS[2] its creations of the last 24 h; KEYS[3..] its pending
-# sets (current HMAC key first, then the ones of older PII keys).
+# KEYS, per digest of the number (current HMAC key first, then those of older PII keys): its
+# claim, its creations of the last 24 h, its pending set. Every digest is checked and
+# claimed, and the daily count is the union over them, so instances on the old and on the
+# new PII_KEYS list see the same window (SPEC §4 Lifecycle 7).
 # ARGV: token, window end ms, claim ttl ms, forget-before ms, now ms, creations allowed a day.
 # A claim already holding our own token means Redis applied an earlier try of this very
 # command whose reply was lost: that is our claim, not somebody else's.
 _CLAIM_WINDOW: Final = """
-for i = 3, #KEYS do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[4])
-  local found = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
+local nd = #KEYS / 3
+for i = 0, nd - 1 do
+  local p = KEYS[3 + 3 * i]
+  redis.call('ZREMRANGEBYSCORE', p, '-inf', '(' .. ARGV[4])
+  local found = redis.call('ZRANGEBYSCORE', p, '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
   if #found > 0 then return {'DUPLICATE', found[1], found[2]} end
 end
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then return {'CLAIMED'} end
-if held then return {'BUSY', '', tostring(redis.call('PTTL', KEYS[1]))} end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[5]) - 86400000)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return {'LIMIT'} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+local mine = false
+for i = 0, nd - 1 do
+  local held = redis.call('GET', KEYS[1 + 3 * i])
+  if held == ARGV[1] then
+    mine = true
+  elseif held then
+    return {'BUSY', '', tostring(redis.call('PTTL', KEYS[1 + 3 * i]))}
+  end
+end
+if mine then return {'CLAIMED'} end
+local seen, count = {}, 0
+for i = 0, nd - 1 do
+  local created = KEYS[2 + 3 * i]
+  redis.call('ZREMRANGEBYSCORE', created, '-inf', tonumber(ARGV[5]) - 86400000)
+  for _, token in ipairs(redis.call('ZRANGE', created, 0, -1)) do
+    if not seen[token] then seen[token] = true; count = count + 1 end
+  end
+end
+if count >= tonumber(ARGV[6]) then return {'LIMIT'} end
+for i = 0, nd - 1 do redis.call('SET', KEYS[1 + 3 * i], ARGV[1], 'PX', ARGV[3]) end
 return {'CLAIMED'}
 """
-
 
 
 class WindowStore(StoreBase):
@@ -48,8 +65,8 @@ class WindowStore(StoreBase):
         ``digests[0]`` is the number's current HMAC digest; the others are read too, so
         rotating ``PII_KEYS`` never hides a pending callback.
         """
-        names = [keys.claim(digests[0]), keys.created(digests[0])]
-        names += [keys.pending(d) for d in digests]
+        names = [name for d in digests
+                 for name in (keys.claim(d), keys.created(d), keys.pending(d))]
         reply = self._call(lambda: self._script('_claim_window')(
             keys=names, args=[token, window_end_ms, claim_ttl_ms, forget_before_ms, now_ms,
                              daily_limit]))
@@ -60,21 +77,26 @@ class WindowStore(StoreBase):
             return WindowClaim(status, "", max(int(reply[2]), 0))
         return WindowClaim(status)
 
-    def creations_today(self, digest: str, now_ms: int) -> int:
-        """How many callbacks were accepted for the number in the 24 hours before ``now_ms``
-        (a read only: the claim enforces the cap atomically)."""
-        key = keys.created(digest)
-        return int(self._call(
-            lambda: self._r.zcount(key, f"({now_ms - 86_400_000}", "+inf")))
+    def creations_today(self, digests: tuple[str, ...], now_ms: int) -> int:
+        """How many callbacks were accepted for the number in the 24 hours before ``now_ms``,
+        under any of its digests (a read only: the claim enforces the cap atomically)."""
+        pipe = self._r.pipeline(transaction=False)
+        for digest in digests:
+            pipe.zrangebyscore(keys.created(digest), f"({now_ms - 86_400_000}", "+inf")
+        rows = cast(list[list[str]], self._call(pipe.execute))
+        return len({token for row in rows for token in row})
 
-    def release_claim(self, digest: str, token: str) -> None:
+    def release_claim(self, digests: tuple[str, ...], token: str) -> None:
         """Give the number back after a refusal or failure, if the claim is still ours."""
-        key = keys.claim(digest)
-        self._release(key, token)
+        for digest in digests:
+            self._release(keys.claim(digest), token)
 
-    def uncount_creation(self, digest: str, token: str) -> None:
+    def uncount_creation(self, digests: tuple[str, ...], token: str) -> None:
         """A journaled create Genesys refused does not count towards the daily cap."""
-        self._call(lambda: self._r.zrem(keys.created(digest), token))
+        pipe = self._r.pipeline(transaction=True)
+        for digest in digests:
+            pipe.zrem(keys.created(digest), token)
+        self._call(pipe.execute)
 
     def pending_in_window(self, digests: tuple[str, ...], window_end_ms: int
                           ) -> list[tuple[str, int]]:
@@ -84,8 +106,9 @@ class WindowStore(StoreBase):
             pipe.zrangebyscore(keys.pending(digest), "-inf", window_end_ms,
                                withscores=True)
         rows = cast(list[list[tuple[str, float]]], self._call(pipe.execute))
-        found = [(str(cid), int(score)) for row in rows for cid, score in row]
-        return sorted(found, key=lambda item: (item[1], item[0]))
+        # A callback is indexed under every digest of its number: once each.
+        found = {str(cid): int(score) for row in rows for cid, score in row}
+        return sorted(found.items(), key=lambda item: (item[1], item[0]))
 
     def unindex(self, callback_id: str, digests: tuple[str, ...]) -> None:
         """Drop a callback id from the window's indexes (its record is gone or terminal)."""

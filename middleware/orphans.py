@@ -1,0 +1,99 @@
+"""The orphan sweep: a callback Genesys holds with one of our ``requestToken``s that the
+ledger does not own is disconnected, so a number never has two (SPEC §4 Worker).
+
+A create that timed out may still land long after we gave up on it (the outbox then retried
+it, or the request was cancelled or dead-lettered meanwhile). Every create sent with a token
+that may run twice is watched (``DuplicateWindow.watch_late_create``); while the outbox
+still has the token to deliver, the outbox decides (it adopts what it finds). After that,
+each round looks the token up with the analytics query the outbox already uses, and
+disconnects every open callback carrying it that is not a pending callback of the ledger.
+
+The same round finishes the disconnects a ``revoke-consent`` could not do when it answered
+(Genesys unreachable then), so a revoked number keeps no live callback (SPEC §4 Lifecycle 2).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from middleware.callbacks import from_ms
+from middleware.clock import Clock
+from middleware.deadline import Deadline
+from middleware.duplicates import DuplicateWindow, epoch_ms
+from middleware.errors import UpstreamRejected, UpstreamUnavailable
+from middleware.genesys.client import GenesysClient
+from middleware.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class OrphanSweep:
+    """One round over the watched request tokens, and over the callbacks a revocation could
+    not disconnect when it answered."""
+
+    def __init__(self, store: Store, genesys: GenesysClient, window: DuplicateWindow,
+                 clock: Clock, batch: int) -> None:
+        self._store = store
+        self._genesys = genesys
+        self._window = window
+        self._clock = clock
+        self._batch = batch
+
+    def run(self, deadline: Deadline) -> int:
+        """Disconnect the callbacks of watched tokens the ledger does not own, and those a
+        revocation left; return how many."""
+        return self._finish_revocations(deadline) + self._sweep(deadline)
+
+    def _finish_revocations(self, deadline: Deadline) -> int:
+        done = 0
+        for callback_id in self._store.cancels_to_finish(self._batch):
+            record = self._store.callback(callback_id)
+            if record is not None and record.pending:
+                if not record.in_genesys:
+                    self._window.close(record, "CANCELLED")
+                else:
+                    try:
+                        self._genesys.disconnect_callback(callback_id, record.acd_id, deadline)
+                    except UpstreamRejected as exc:
+                        if exc.status != 404:
+                            continue
+                    except UpstreamUnavailable:
+                        break
+                    self._window.close(record, "CANCELLED")
+                    done += 1
+                    log.info("revoked callback disconnected", extra={"callbackId": callback_id})
+            self._store.cancel_finished(callback_id)
+        return done
+
+    def _sweep(self, deadline: Deadline) -> int:
+        now = self._clock.now()
+        swept = 0
+        for token, e164, since_ms in self._store.watched_orphans(epoch_ms(now), self._batch):
+            if deadline.remaining() < 1.0:
+                break
+            if self._store.in_outbox(token):
+                continue
+            try:
+                found = self._genesys.find_callbacks_by_token(e164, token, from_ms(since_ms),
+                                                              now, deadline)
+                for callback_id in found:
+                    record = self._store.callback(callback_id)
+                    if record is not None and record.pending:
+                        continue
+                    swept += self._disconnect(callback_id, deadline)
+            except UpstreamUnavailable as exc:
+                log.warning("orphan sweep paused: genesys", extra={"error": exc.message})
+                break
+        return swept
+
+    def _disconnect(self, callback_id: str, deadline: Deadline) -> int:
+        try:
+            self._genesys.disconnect_callback(callback_id, "", deadline)
+        except UpstreamRejected as exc:
+            if exc.status != 404:
+                log.warning("orphan not disconnected", extra={
+                    "callbackId": callback_id, "status": exc.status})
+            return 0
+        log.warning("callback the ledger does not own disconnected",
+                    extra={"callbackId": callback_id})
+        return 1
