@@ -57,7 +57,8 @@ from middleware.config import Config  # noqa: E402
 from middleware.deadline import Deadline  # noqa: E402
 from middleware.genesys.client import new_session  # noqa: E402
 from middleware.rules.number import CustomerNumber, NumberKeys, normalise  # noqa: E402
-from middleware.store import LedgerRecord, connect  # noqa: E402
+from middleware.ledger.records import LedgerRecord  # noqa: E402
+from middleware.store import connect  # noqa: E402
 
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-client-secret"
 BASIC_USER, BASIC_PASSWORD = "bench", "bench-password"
@@ -591,7 +592,7 @@ def _values(entry: Entry, digest: str, now_ms: int) -> dict[str, str]:
 
 @dataclass
 class Template:
-    """The commands ``DuplicateWindow.commit`` sent for one callback, as one RESP format
+    """The commands ``Lifecycle.keep`` sent for one callback, as one RESP format
     string with the callback's values as placeholders: the bulk fill replays the product's
     own script (EVALSHA) without running its Python for every callback."""
 
@@ -698,7 +699,7 @@ def ledger_phase(redis_port: int, args: argparse.Namespace) -> Ledger:
         return CustomerNumber(e164, "US", ("America/New_York",))
 
     def commit(entry: Entry) -> None:
-        filler.window.commit(number(entry.e164), entry.token, LedgerRecord(
+        filler.lifecycle.keep(number(entry.e164), entry.token, LedgerRecord(
             callback_id=entry.callback_id, number_key="", scheduled_ms=entry.scheduled_ms,
             agent_id=entry.agent_id, queue_id=DEMO_QUEUE, state="PENDING",
             acd_id=entry.acd_id, request_token=entry.token, created_ms=now_ms,
@@ -714,22 +715,22 @@ def ledger_phase(redis_port: int, args: argparse.Namespace) -> Ledger:
         times: dict[str, list[float]] = {"duplicate": [], "claimed": [], "find": []}
         warm = [f"+1{8000000000 + i * 13 + filled:010d}" for i in range(200)]
         for e164 in with_pending[:200] + warm:  # warm the client and the scripts
-            live.window.claim(number(e164), uuid.uuid4().hex, Deadline(deadline_s))
+            live.lifecycle.claim(number(e164), uuid.uuid4().hex, Deadline(deadline_s))
         for e164 in with_pending:
             t = time.perf_counter()
-            claim = live.window.claim(number(e164), uuid.uuid4().hex, Deadline(deadline_s))
+            claim = live.lifecycle.claim(number(e164), uuid.uuid4().hex, Deadline(deadline_s))
             times["duplicate"].append((time.perf_counter() - t) * 1e6)
             if claim.existing is None:
                 raise RuntimeError(f"{e164} has a pending callback but claim found none")
         for e164 in without:
             t = time.perf_counter()
-            claim = live.window.claim(number(e164), uuid.uuid4().hex, Deadline(deadline_s))
+            claim = live.lifecycle.claim(number(e164), uuid.uuid4().hex, Deadline(deadline_s))
             times["claimed"].append((time.perf_counter() - t) * 1e6)
             if not claim.claimed:
                 raise RuntimeError(f"claim of a fresh number did not claim it: {claim}")
         for e164 in with_pending:
             t = time.perf_counter()
-            found = live.window.pending(number(e164))
+            found = live.lifecycle.pending(number(e164))
             times["find"].append((time.perf_counter() - t) * 1e6)
             if not found:
                 raise RuntimeError(f"pending() found nothing for {e164}")
@@ -947,8 +948,8 @@ def report(results: dict[str, WrkResult], ledger: Ledger | None, args: argparse.
             f"{ledger.bytes_per_callback_1m:.0f} B (INFO used_memory / callback at "
             f"{big.pending:,}) | {_met(ledger.bytes_per_callback_1m <= 512)} |",
             "",
-            "## Duplicate window lookups (product code: `DuplicateWindow.claim` and "
-            "`DuplicateWindow.pending`)",
+            "## Duplicate window lookups (product code: `Lifecycle.claim` and "
+            "`Lifecycle.pending`)",
             "",
             f"p50 / p99 in µs over {args.lookups} calls each, one client, random numbers of "
             "the ledger; every callback due within 47 h, 1,000 owners.",
@@ -975,13 +976,13 @@ def report(results: dict[str, WrkResult], ledger: Ledger | None, args: argparse.
             f"{ledger.usage['total']:.0f} |",
             f"| the number's evidence history stream (one entry; `Store.commit_callback` "
             f"writes it too, kept CONSENT_RETENTION_DAYS) | {ledger.history_bytes:.0f} |",
-            f"| everything `DuplicateWindow.commit` writes, first 1,000 callbacks (small "
+            f"| everything `Lifecycle.keep` writes, first 1,000 callbacks (small "
             f"indexes) | {ledger.bytes_with_history_sample:.0f} |",
             f"| everything a real create-callback left in Redis (consent record, history, "
             f"ledger, indexes, expiring claims), c{args.connections} row: used_memory delta / "
             f"created | {create.counts.get('redis_bytes', 0) / created:.0f} |",
             "",
-            f"Fill: the first 1,000 callbacks through `DuplicateWindow.commit` (the product's "
+            f"Fill: the first 1,000 callbacks through `Lifecycle.keep` (the product's "
             f"code), the rest by replaying the exact commands it sent for one callback "
             f"(EVALSHA of its commit script) through `redis-cli --pipe`, without the history "
             f"commands ({', '.join(ledger.skipped) or 'none'}); {ledger.fill_seconds:.0f} s. "

@@ -20,10 +20,10 @@ from middleware.config import Config, ReadConfig
 from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
 from middleware.deadline import Deadline
-from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import StoreUnavailable
 from middleware.genesys.client import GenesysClient, GenesysSettings, HttpSession
 from middleware.idempotency import IdempotencyGate
+from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.metrics import Metrics, OutboxStats
 from middleware.orphans import OrphanSweep
 from middleware.outbox import OutboxDelivery, RetryPolicy
@@ -62,7 +62,7 @@ class Services:
     contracts: dict[str, Contract]
     store: Store
     genesys: GenesysClient
-    window: DuplicateWindow
+    lifecycle: Lifecycle
     consents: ConsentLedger
     times: TimeService
     owner: OwnerRule
@@ -78,30 +78,30 @@ class ReadServices:
 
     config: ReadConfig
     store: Store
-    window: DuplicateWindow
+    lifecycle: Lifecycle
     consents: ConsentLedger
     clock: Clock
 
 
 def _ledgers(config: ReadConfig, store: Store, clock: Clock
-             ) -> tuple[DuplicateWindow, ConsentLedger]:
+             ) -> tuple[Lifecycle, ConsentLedger]:
     """The number-keyed ledgers, built the same way for the service and the commands."""
     lease = timedelta(seconds=config.request_deadline_s) + _LEASE_SLACK
     retention = timedelta(days=config.consent_retention_days)
     keys = NumberKeys(config.pii_keys)
-    window = DuplicateWindow(store, keys, timedelta(hours=config.duplicate_window_hours), lease,
-                             clock, retention, config.max_callbacks_per_number_per_day)
+    lifecycle = Lifecycle(store, keys, timedelta(hours=config.duplicate_window_hours), lease,
+                          clock, retention, config.max_callbacks_per_number_per_day)
     consents = ConsentLedger(store, keys, clock, timedelta(hours=config.consent_max_age_hours),
                              retention)
-    return window, consents
+    return lifecycle, consents
 
 
 def build_read_services(config: ReadConfig, *, redis_client: RedisClient,
                         clock: Clock) -> ReadServices:
     """Build only Redis and its ledgers: no Genesys client, no contracts, no credentials."""
     store = Store(redis_client)
-    window, consents = _ledgers(config, store, clock)
-    return ReadServices(config, store, window, consents, clock)
+    lifecycle, consents = _ledgers(config, store, clock)
+    return ReadServices(config, store, lifecycle, consents, clock)
 
 
 def build_services(config: Config, *, redis_client: RedisClient, http: HttpSession,
@@ -122,7 +122,7 @@ def build_services(config: Config, *, redis_client: RedisClient, http: HttpSessi
     ), store, http, clock, cache_ttl_s=config.cache_ttl_s, metrics=metrics)
     lease = timedelta(seconds=config.request_deadline_s) + _LEASE_SLACK
     window_length = timedelta(hours=config.duplicate_window_hours)
-    window, consents = _ledgers(config, store, clock)
+    lifecycle, consents = _ledgers(config, store, clock)
     times = TimeService(
         genesys, load_profiles(config.agent_profiles_file),
         load_rules(Path(config.calling_hours_file) if config.calling_hours_file else None),
@@ -135,7 +135,7 @@ def build_services(config: Config, *, redis_client: RedisClient, http: HttpSessi
                       timedelta(minutes=config.immediate_window_minutes),
                       config.reassign_fallback, clock)
     callbacks = CallbackService(
-        config.default_country, contracts, genesys, store, window,
+        config.default_country, contracts, genesys, store, lifecycle,
         IdempotencyGate(store, lease_ms=int(lease.total_seconds() * 1000),
                         keep_s=int((window_length + timedelta(days=1)).total_seconds())),
         consents, times, owner, clock,
@@ -143,29 +143,29 @@ def build_services(config: Config, *, redis_client: RedisClient, http: HttpSessi
                              .total_seconds() * 1000),
         settle_s=2 * config.genesys_read_timeout_s,
     )
-    consent_actions = ConsentService(consents, window, callbacks.cancel_record, contracts,
+    consent_actions = ConsentService(consents, lifecycle, callbacks.cancel_record, contracts,
                                      config.default_country, clock)
-    return Services(config, contracts, store, genesys, window, consents, times, owner,
+    return Services(config, contracts, store, genesys, lifecycle, consents, times, owner,
                     callbacks, consent_actions, clock, metrics)
 
 
 def build_duties(services: Services) -> list[Duty]:
     """The worker's periodic duties."""
     config = services.config
-    reconciler = Reconciler(services.store, services.genesys, services.window, page_size(
+    reconciler = Reconciler(services.store, services.genesys, services.lifecycle, page_size(
         config.reconcile_batch_size, config.reconcile_interval_s,
         config.genesys_rate_limit_per_min))
-    reassigner = Reassigner(services.store, services.owner, services.callbacks,
+    reassigner = Reassigner(services.store, services.lifecycle, services.owner, services.callbacks,
                             timedelta(minutes=config.reassign_lookahead_minutes),
                             config.reconcile_batch_size, services.clock)
     outbox = OutboxDelivery(
-        services.store, services.genesys, services.window, services.times,
+        services.store, services.genesys, services.lifecycle, services.times,
         RetryPolicy(config.outbox_max_attempts,
                     timedelta(milliseconds=config.outbox_backoff_base_ms),
                     timedelta(milliseconds=config.outbox_backoff_cap_ms),
                     settle=timedelta(seconds=2 * config.genesys_read_timeout_s)),
         config.reconcile_batch_size, services.clock, services.callbacks.undo_create)
-    sweep = OrphanSweep(services.store, services.genesys, services.window, services.clock,
+    sweep = OrphanSweep(services.store, services.genesys, services.lifecycle, services.clock,
                         config.reconcile_batch_size)
 
     def reconcile(deadline: Deadline) -> int:

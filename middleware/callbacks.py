@@ -25,7 +25,6 @@ from middleware.consent import ConsentLedger
 from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
-from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import (
     StoreUnavailable,
     UpstreamError,
@@ -34,11 +33,13 @@ from middleware.errors import (
 )
 from middleware.genesys.client import GenesysClient, callback_end_state
 from middleware.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
+from middleware.ledger.lifecycle import Lifecycle, epoch_ms
+from middleware.ledger.records import LedgerRecord
 from middleware.owner import OwnerDecision, OwnerRule
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, normalise, number_of
 from middleware.scheduling import TimeService
-from middleware.store import LedgerRecord, Store
+from middleware.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class CallbackService:
 
     def __init__(self, default_country: str, contracts: dict[str, Contract],
                  genesys: GenesysClient,
-                 store: Store, window: DuplicateWindow, idempotency: IdempotencyGate,
+                 store: Store, lifecycle: Lifecycle, idempotency: IdempotencyGate,
                  consents: ConsentLedger, times: TimeService, owner: OwnerRule,
                  clock: Clock, journal_lease_ms: int = 10_000, settle_s: float = 6.0) -> None:
         self._country = default_country
@@ -100,7 +101,7 @@ class CallbackService:
         self._reschedule_out = contracts["reschedule-callback"]
         self._genesys = genesys
         self._store = store
-        self._window = window
+        self._lifecycle = lifecycle
         self._idempotency = idempotency
         self._consents = consents
         self._times = times
@@ -151,6 +152,11 @@ class CallbackService:
                 self._finish(key, token, answer)
         return answer
 
+    def _held(self, callback_id: str) -> LedgerRecord | None:
+        """The record of an id a caller holds (``None`` for one no callback here could have)."""
+        return self._lifecycle.record(callback_id) if _CALLBACK_ID.fullmatch(callback_id) \
+            else None
+
     def _finish(self, key: IdempotencyKey, token: str, answer: Answer) -> bool:
         """Store the idempotent answer (or release the key); false if Redis could not."""
         try:
@@ -168,7 +174,7 @@ class CallbackService:
         callback_id = str(replay.get("callbackId") or replay.get("existingCallbackId") or "")
         if not callback_id:
             return False
-        record = self._store.callback(callback_id)
+        record = self._lifecycle.record(callback_id)
         if record is None or not record.pending:
             return record is not None
         if not record.in_genesys:
@@ -180,7 +186,7 @@ class CallbackService:
             return False
         if ended is None:
             return False
-        self._window.close(record, ended)
+        self._lifecycle.close(record, ended)
         return True
 
     def _create_checked(self, fields: dict[str, Any], number: CustomerNumber, agent_id: str,
@@ -192,7 +198,7 @@ class CallbackService:
             "customerNumberE164": number.e164, "customerTimeZone": ",".join(number.zones),
         }
 
-        if self._window.over_daily_limit(number):
+        if self._lifecycle.over_daily_limit(number):
             return answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER", **common,
                           message=_DAILY_LIMIT_MESSAGE)
 
@@ -222,7 +228,7 @@ class CallbackService:
         common.update(_time_fields(scheduled, profile.zone, number),
                       warnings=",".join(when.warnings))
 
-        claim = self._window.claim(number, token, ctx.deadline)
+        claim = self._lifecycle.claim(number, token, ctx.deadline)
         if claim.existing is not None:
             return self._duplicate(claim.existing, common)
         if claim.over_daily_limit:
@@ -238,13 +244,13 @@ class CallbackService:
                 agent_id, str(fields["queueId"]), scheduled, ctx.deadline,
                 allow_reassignment=fields.get("allowReassignment", True) is not False)
         except (UpstreamUnavailable, UpstreamRejected) as exc:
-            self._window.release(number, token)
+            self._lifecycle.release(number, token)
             return self._upstream_failure(exc, common, reading=True)
         except BaseException:
-            self._window.release(number, token)
+            self._lifecycle.release(number, token)
             raise
         if decision.outcome in ("UNKNOWN_AGENT", "NONE"):
-            self._window.release(number, token)
+            self._lifecycle.release(number, token)
             if decision.outcome == "UNKNOWN_AGENT":
                 return answer(outcome="REJECTED", reason="UNKNOWN_AGENT", **common,
                               message=f"The agent id {agent_id} is not a Genesys user.")
@@ -265,7 +271,7 @@ class CallbackService:
                                     token, consent_id)
             # Journal first: from here on the request is never lost, and a crash before the
             # outcome is recorded is resolved by the worker without a second callback.
-            journaled = self._window.journal(number, token, LedgerRecord(
+            journaled = self._lifecycle.journal(number, token, LedgerRecord(
                 callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
                 agent_id=assigned, queue_id=str(fields["queueId"]), state="CREATING",
                 acd_id="", request_token=token, created_ms=epoch_ms(now),
@@ -274,11 +280,11 @@ class CallbackService:
                     "mayHaveRun": True, "acceptedMs": epoch_ms(now)},
                 resolve_after_ms=epoch_ms(now) + self._journal_lease_ms, epoch=verdict.epoch)
         except BaseException:
-            self._window.release(number, token)
+            self._lifecycle.release(number, token)
             raise
         common["consentId"] = consent_id
         if journaled is None:
-            self._window.release(number, token)
+            self._lifecycle.release(number, token)
             return answer(outcome="REJECTED", reason="CONSENT_REVOKED", **common,
                           message="Consent was withdrawn while the callback was being "
                           "checked; nothing was created.")
@@ -286,7 +292,7 @@ class CallbackService:
         try:
             created = self._genesys.create_callback(command, ctx.deadline)
         except UpstreamUnavailable as exc:
-            self._window.defer(journaled, {
+            self._lifecycle.defer(journaled, {
                 "command": command, "ledgerId": journaled.callback_id, "e164": number.e164,
                 "mayHaveRun": exc.may_have_run, "acceptedMs": epoch_ms(now)},
                 epoch_ms(now) + int(1000 * max(exc.retry_after_s or 1, self._settle_s
@@ -299,11 +305,11 @@ class CallbackService:
                           "callback will be created shortly. Do not retry.") | {
                               "retryable": False}
         except UpstreamRejected as exc:
-            self._window.abandon(journaled)
+            self._lifecycle.abandon(journaled)
             return self._upstream_failure(exc, common)
 
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
-        if self._window.deliver(number, journaled, created.conversation_id, acd,
+        if self._lifecycle.deliver(number, journaled, created.conversation_id, acd,
                                 epoch_ms(scheduled)) is None:
             self.undo_create(number, journaled, created.conversation_id, acd, ctx.deadline)
             return answer(outcome="REJECTED", reason="CONSENT_REVOKED", **common,
@@ -379,12 +385,12 @@ class CallbackService:
     def find_pending(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
         """The number's pending callbacks in the window; the earliest one in detail."""
         answer = self._find_out.answer
-        common = {"requestId": ctx.request_id, "windowHours": self._window.window_hours}
+        common = {"requestId": ctx.request_id, "windowHours": self._lifecycle.window_hours}
         number = number_of(fields, self._country)
         if number is None:
             return answer(outcome="REJECTED", reason="INVALID_NUMBER",
                           message=invalid_number_message(fields, self._country), **common)
-        pending = self._window.pending(number)
+        pending = self._lifecycle.pending(number)
         if not pending:
             return answer(outcome="NONE", reason="OK", customerNumberE164=number.e164,
                           message=f"No callback is pending within {common['windowHours']} "
@@ -424,10 +430,10 @@ class CallbackService:
         """What a reschedule of this id acts on: the live end of its replacement chain
         (SPEC §4 Lifecycle 4), ``None`` when nothing is pending; and whether to wait, a
         replacement being still in creation."""
-        record = self._store.callback(callback_id) if _CALLBACK_ID.fullmatch(callback_id) else None
+        record = self._held(callback_id)
         if record is None:
             return None, False
-        chain = self._chain(record)
+        chain = self._lifecycle.chain(record)
         pending = [r for r in chain if r.pending]
         if not pending:
             return None, False
@@ -487,7 +493,7 @@ class CallbackService:
 
     def _changed(self, record: LedgerRecord) -> bool:
         """Whether the record is no longer the version read (a move or cancel won a race)."""
-        now = self._store.callback(record.callback_id)
+        now = self._lifecycle.record(record.callback_id)
         return now is None or now.version != record.version or bool(now.replaced_by)
 
     def _reschedule_commit(self, record: LedgerRecord, scheduled: datetime,
@@ -529,13 +535,13 @@ class CallbackService:
             if self._changed(record):
                 return None
             if exc.status == 404:
-                self._window.close(record, "DISCONNECTED")
+                self._lifecycle.close(record, "DISCONNECTED")
                 return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
                                   message="Genesys Cloud no longer holds this callback.")
             return self._upstream_failure(exc, common, contract=out)
         except UpstreamUnavailable as exc:
             return self._upstream_failure(exc, common, contract=out)
-        if not self._window.move(record, epoch_ms(scheduled)):
+        if not self._lifecycle.reschedule(record, epoch_ms(scheduled)):
             return None
         log.info("callback rescheduled", extra={"callbackId": callback_id})
         return out.answer(outcome="RESCHEDULED", reason="OK", **common,
@@ -562,7 +568,7 @@ class CallbackService:
         ended = callback_end_state(old)
         if ended is not None:
             # Disconnected or completed in Genesys meanwhile: nothing to move.
-            self._window.close(record, ended)
+            self._lifecycle.close(record, ended)
             return ""
         customer: dict[str, Any] = next((p for p in (old or {}).get("participants", [])
                                          if p.get("purpose") == "customer"), {})
@@ -575,7 +581,7 @@ class CallbackService:
                                 record.consent_id)
         payload = {"command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
                    "mayHaveRun": True, "acceptedMs": epoch_ms(now)}
-        journaled = self._window.journal(number, token, LedgerRecord(
+        journaled = self._lifecycle.journal(number, token, LedgerRecord(
             callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
             agent_id=new_agent, queue_id=record.queue_id, state="CREATING", acd_id="",
             request_token=token, created_ms=epoch_ms(now), consent_id=record.consent_id,
@@ -583,29 +589,28 @@ class CallbackService:
             epoch_ms(now) + self._journal_lease_ms, counts=False)
         if journaled is None:
             return ""
-        if not self._store.relink_replacement(record.callback_id, record.replaced_by,
-                                              journaled.callback_id, record.version):
+        if not self._lifecycle.move(record, journaled):
             # A reschedule (or another move, or a cancel) committed since the record was
             # read: a replacement made from it would bring back what it changed.
-            self._window.abandon(journaled)
+            self._lifecycle.abandon(journaled)
             raise Superseded(record.callback_id)
         try:
             created = self._genesys.create_callback(command, deadline)
         except UpstreamUnavailable as exc:
-            self._window.defer(journaled, {**payload, "mayHaveRun": exc.may_have_run},
+            self._lifecycle.defer(journaled, {**payload, "mayHaveRun": exc.may_have_run},
                                epoch_ms(now) + int(1000 * self._settle_s))
             log.warning("replacement callback queued", extra={
                 "callbackId": record.callback_id, "toAgentId": new_agent or "queue"})
             return ""
         except UpstreamRejected:
-            self._window.abandon(journaled)
-            self._store.relink_replacement(record.callback_id, journaled.callback_id, "")
+            self._lifecycle.abandon(journaled)
+            self._lifecycle.unlink(record.callback_id, journaled.callback_id)
             raise
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
-        if self._window.deliver(number, journaled, created.conversation_id, acd,
+        if self._lifecycle.deliver(number, journaled, created.conversation_id, acd,
                                 epoch_ms(scheduled)) is None:
             self.undo_create(number, journaled, created.conversation_id, acd, deadline)
-            self._store.relink_replacement(record.callback_id, journaled.callback_id, "")
+            self._lifecycle.unlink(record.callback_id, journaled.callback_id)
             return ""
         log.info("callback reassigned", extra={
             "callbackId": record.callback_id, "newCallbackId": created.conversation_id,
@@ -624,7 +629,7 @@ class CallbackService:
         except UpstreamError as exc:
             log.error("callback created after its cancellation is still scheduled", extra={
                 "callbackId": callback_id, "error": exc.message})
-            self._window.commit(number, journaled.request_token, replace(
+            self._lifecycle.keep(number, journaled.request_token, replace(
                 journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
                 number_key=""))
 
@@ -641,7 +646,7 @@ class CallbackService:
             log.warning("replaced callback not disconnected yet",
                         extra={"callbackId": record.callback_id})
             return False
-        self._window.close(record, "REASSIGNED")
+        self._lifecycle.close(record, "REASSIGNED")
         return True
 
     # -- cancel-callback ----------------------------------------------------------------
@@ -651,11 +656,11 @@ class CallbackService:
         answer = self._cancel_out.answer
         callback_id = str(fields["callbackId"])
         common = {"requestId": ctx.request_id, "callbackId": callback_id}
-        record = self._store.callback(callback_id) if _CALLBACK_ID.fullmatch(callback_id) else None
+        record = self._held(callback_id)
         if record is None:
             return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
                           message="No callback with this id was created through this service.")
-        chain = self._chain(record)
+        chain = self._lifecycle.chain(record)
         # The caller may hold an id the service has since replaced: every pending link of
         # the chain goes (an old one still live while its replacement is queued, too).
         live = [r for r in chain if r.pending]
@@ -699,18 +704,6 @@ class CallbackService:
         return answer(outcome="CANCELLED", reason="OK", **common,
                       message="The callback was disconnected in Genesys Cloud.")
 
-    def _chain(self, record: LedgerRecord, hops: int = 5) -> list[LedgerRecord]:
-        """The record and the replacements its ``replaced_by`` links lead to (bounded, so a
-        cycle cannot hold a request); the last is the one that now stands for it."""
-        chain = [record]
-        while record.replaced_by and len(chain) <= hops:
-            found = self._store.callback(record.replaced_by)
-            if found is None or any(r.callback_id == found.callback_id for r in chain):
-                break
-            chain.append(found)
-            record = found
-        return chain
-
     def cancel_record(self, record: LedgerRecord, ctx: RequestContext) -> str:
         """Disconnect a pending callback in Genesys and close it in the ledger.
 
@@ -719,11 +712,11 @@ class CallbackService:
         """
         if record.state in ("QUEUED", "CREATING"):
             # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
-            self._window.close(record, "CANCELLED")
+            self._lifecycle.close(record, "CANCELLED")
             return "CANCELLED"
         # If the disconnect lands unanswered, whoever sees the callback end later (the worker,
         # a retried cancel) knows it was this cancel.
-        self._store.mark_cancel_asked(record.callback_id)
+        self._lifecycle.ask_cancel(record)
         while True:
             try:
                 self._genesys.disconnect_callback(record.callback_id, record.acd_id,
@@ -733,7 +726,7 @@ class CallbackService:
                 if exc.status != 404:
                     raise
                 ended = "CANCELLED" if record.cancel_asked else "DISCONNECTED"
-                self._window.close(record, ended)
+                self._lifecycle.close(record, ended)
                 return ended
             except UpstreamUnavailable as exc:
                 # A disconnect that timed out may still have landed: answering "unchanged"
@@ -744,7 +737,7 @@ class CallbackService:
                 if ctx.deadline.remaining() < 2.0:
                     raise
                 time.sleep(0.2)
-        self._window.close(record, "CANCELLED")
+        self._lifecycle.close(record, "CANCELLED")
         log.info("callback cancelled", extra={"callbackId": record.callback_id})
         return "CANCELLED"
 

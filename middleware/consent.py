@@ -26,11 +26,12 @@ from typing import Any, Final
 from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
-from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamError
+from middleware.ledger.lifecycle import Lifecycle, epoch_ms
+from middleware.ledger.records import LedgerRecord
 from middleware.rules.number import CustomerNumber, NumberKeys, invalid_number_message, number_of
 from middleware.rules.time import format_utc, parse_instant
-from middleware.store import LedgerRecord, Store
+from middleware.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +140,10 @@ Canceller = Callable[[LedgerRecord, RequestContext], str]
 class ConsentService:
     """The ``record-consent`` and ``revoke-consent`` actions."""
 
-    def __init__(self, ledger: ConsentLedger, window: DuplicateWindow, cancel: Canceller,
+    def __init__(self, ledger: ConsentLedger, lifecycle: Lifecycle, cancel: Canceller,
                  contracts: dict[str, Contract], default_country: str, clock: Clock) -> None:
         self._ledger = ledger
-        self._window = window
+        self._lifecycle = lifecycle
         self._cancel = cancel
         self._record_out = contracts["record-consent"]
         self._revoke_out = contracts["revoke-consent"]
@@ -184,7 +185,7 @@ class ConsentService:
         if fields.get("cancelPending", True) is False:
             return answer(outcome="REVOKED", reason="OK", **common,
                           message="Consent withdrawn; pending callbacks were left as they are.")
-        pending = self._window.pending(number, window_only=False)
+        pending = self._lifecycle.pending(number, window_only=False)
         cancelled, failed = 0, 0
         for record in pending:
             try:
@@ -192,7 +193,7 @@ class ConsentService:
                 cancelled += 1
             except UpstreamError as exc:
                 failed += 1
-                self._window.cancel_later(record)
+                self._lifecycle.cancel_later(record)
                 log.warning("revoke could not cancel a callback",
                             extra={"callbackId": record.callback_id, "error": exc.message})
         if failed:

@@ -3,7 +3,7 @@ ledger does not own is disconnected, so a number never has two (SPEC §4 Worker)
 
 A create that timed out may still land long after we gave up on it (the outbox then retried
 it, or the request was cancelled or dead-lettered meanwhile). Every create sent with a token
-that may run twice is watched (``DuplicateWindow.watch_late_create``); while the outbox
+that may run twice is watched (``Lifecycle.watch_late_create``); while the outbox
 still has the token to deliver, the outbox decides (it adopts what it finds). After that,
 each round looks the token up with the analytics query the outbox already uses, and
 disconnects every open callback carrying it that is not a pending callback of the ledger.
@@ -19,9 +19,9 @@ import logging
 from middleware.callbacks import from_ms
 from middleware.clock import Clock
 from middleware.deadline import Deadline
-from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient
+from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.store import Store
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,11 @@ class OrphanSweep:
     """One round over the watched request tokens, and over the callbacks a revocation could
     not disconnect when it answered."""
 
-    def __init__(self, store: Store, genesys: GenesysClient, window: DuplicateWindow,
+    def __init__(self, store: Store, genesys: GenesysClient, lifecycle: Lifecycle,
                  clock: Clock, batch: int) -> None:
         self._store = store
         self._genesys = genesys
-        self._window = window
+        self._lifecycle = lifecycle
         self._clock = clock
         self._batch = batch
 
@@ -47,10 +47,10 @@ class OrphanSweep:
     def _finish_revocations(self, deadline: Deadline) -> int:
         done = 0
         for callback_id in self._store.cancels_to_finish(self._batch):
-            record = self._store.callback(callback_id)
+            record = self._lifecycle.record(callback_id)
             if record is not None and record.pending:
                 if not record.in_genesys:
-                    self._window.close(record, "CANCELLED")
+                    self._lifecycle.close(record, "CANCELLED")
                 else:
                     try:
                         self._genesys.disconnect_callback(callback_id, record.acd_id, deadline)
@@ -59,7 +59,7 @@ class OrphanSweep:
                             continue
                     except UpstreamUnavailable:
                         break
-                    self._window.close(record, "CANCELLED")
+                    self._lifecycle.close(record, "CANCELLED")
                     done += 1
                     log.info("revoked callback disconnected", extra={"callbackId": callback_id})
             self._store.cancel_finished(callback_id)
@@ -77,7 +77,7 @@ class OrphanSweep:
                 found = self._genesys.find_callbacks_by_token(e164, token, from_ms(since_ms),
                                                               now, deadline)
                 for callback_id in found:
-                    record = self._store.callback(callback_id)
+                    record = self._lifecycle.record(callback_id)
                     if record is not None and record.pending:
                         continue
                     swept += self._disconnect(callback_id, deadline)

@@ -27,13 +27,14 @@ from typing import Any
 from middleware.callbacks import from_ms
 from middleware.clock import Clock
 from middleware.deadline import Deadline
-from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient
+from middleware.ledger.lifecycle import Lifecycle, epoch_ms
+from middleware.ledger.records import LedgerRecord
 from middleware.rules.number import CustomerNumber, normalise
 from middleware.rules.time import format_utc, parse_instant
 from middleware.scheduling import AgentProfile, TimeService
-from middleware.store import LedgerRecord, OutboxEntry, Store
+from middleware.store import OutboxEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,12 @@ class RetryPolicy:
 class OutboxDelivery:
     """The worker duty that drains the outbox."""
 
-    def __init__(self, store: Store, genesys: GenesysClient, window: DuplicateWindow,
+    def __init__(self, store: Store, genesys: GenesysClient, lifecycle: Lifecycle,
                  times: TimeService, policy: RetryPolicy, batch: int, clock: Clock,
                  undo: Undo) -> None:
         self._store = store
         self._genesys = genesys
-        self._window = window
+        self._lifecycle = lifecycle
         self._times = times
         self._policy = policy
         self._batch = batch
@@ -93,7 +94,7 @@ class OutboxDelivery:
 
     def _attempt(self, entry: OutboxEntry, deadline: Deadline) -> bool:
         payload = dict(entry.payload)
-        record = self._store.callback(str(payload["ledgerId"]))
+        record = self._lifecycle.record(str(payload["ledgerId"]))
         if record is None or record.state not in ("QUEUED", "CREATING"):
             return self._cancelled(entry, payload, deadline, record)
         command: dict[str, Any] = dict(payload["command"])
@@ -102,7 +103,7 @@ class OutboxDelivery:
             # next attempt looks for it instead of creating it again.
             self._store.save_outbox_payload(entry.token, {**payload, "mayHaveRun": True})
         # However this attempt ends, a create it sends may land after we stop waiting.
-        self._window.watch_late_create(entry.token, str(payload["e164"]),
+        self._lifecycle.watch_late_create(entry.token, str(payload["e164"]),
                                        int(payload.get("acceptedMs") or 0))
         try:
             if payload.get("mayHaveRun"):
@@ -148,7 +149,7 @@ class OutboxDelivery:
                                          exc.message, payload)
                 return False
         if record is not None and record.replaces:
-            self._store.relink_replacement(record.replaces, record.callback_id, "")
+            self._lifecycle.unlink(record.replaces, record.callback_id)
         self._store.finish_outbox(entry.token)
         log.info("outbox entry dropped: no longer wanted", extra={"token": entry.token})
         return False
@@ -170,7 +171,7 @@ class OutboxDelivery:
         log.info("queued callback moved past its time", extra={
             "callbackId": record.callback_id, "from": command.get("callbackScheduledTime"),
             "to": new_time})
-        self._window.move(record, epoch_ms(check.instant))
+        self._lifecycle.reschedule(record, epoch_ms(check.instant))
         return {**command, "callbackScheduledTime": new_time}
 
     def _deliver(self, entry: OutboxEntry, record: LedgerRecord, callback_id: str, acd: str,
@@ -180,7 +181,7 @@ class OutboxDelivery:
             raise ValueError(f"ledger record {record.callback_id} has no valid number")
         scheduled = parse_instant(str(command.get("callbackScheduledTime") or ""))
         scheduled_ms = epoch_ms(scheduled) if scheduled else record.scheduled_ms
-        if self._window.deliver(number, record, callback_id, acd, scheduled_ms) is None:
+        if self._lifecycle.deliver(number, record, callback_id, acd, scheduled_ms) is None:
             self._undo(number, record, callback_id, acd, Deadline(10))
 
     def _failed(self, entry: OutboxEntry, payload: dict[str, Any], error: str,
@@ -194,13 +195,8 @@ class OutboxDelivery:
                 "token": entry.token, "attempt": entry.attempts + 1, "error": error,
                 "retryInS": round(delay.total_seconds(), 1)})
             return
-        self._store.dead_letter(entry, error, epoch_ms(now))
-        record = self._store.callback(str(payload["ledgerId"]))
-        if record is not None:
-            self._window.close(record, "DEAD_LETTER")
-            if record.replaces:
-                # The move failed: the callback it was to replace stays the customer's.
-                self._store.relink_replacement(record.replaces, record.callback_id, "")
+        self._lifecycle.dead_letter(entry, self._lifecycle.record(str(payload["ledgerId"])),
+                                    error)
         log.error("queued callback dead-lettered", extra={
             "token": entry.token, "attempts": entry.attempts + 1, "error": error})
 
@@ -214,7 +210,7 @@ class Replay:
     refused: dict[str, str]
 
 
-def replay(store: Store, window: DuplicateWindow, tokens: list[str], clock: Clock) -> Replay:
+def replay(store: Store, lifecycle: Lifecycle, tokens: list[str], clock: Clock) -> Replay:
     """Put dead letters back in the outbox (and their callbacks back in the window) only if
     each passes the consent and duplicate checks again, like a new request (SPEC §4
     Lifecycle 5); a refused one stays a dead letter with the reason in its error."""
@@ -224,11 +220,11 @@ def replay(store: Store, window: DuplicateWindow, tokens: list[str], clock: Cloc
         entry = store.outbox_entry(token)
         if entry is None:
             continue
-        record = store.callback(str(entry.payload["ledgerId"]))
+        record = lifecycle.record(str(entry.payload["ledgerId"]))
         number = normalise(record.e164, "") if record is not None else None
         if record is None or number is None:
             continue
-        reason = window.revive(number, token, record, Deadline(5))
+        reason = lifecycle.replay(number, token, record, Deadline(5))
         if not reason:
             replayed.append(token)
             log.info("dead letter replayed", extra={"token": token})
@@ -239,7 +235,7 @@ def replay(store: Store, window: DuplicateWindow, tokens: list[str], clock: Cloc
     return Replay(replayed, refused)
 
 
-def replay_dead_letters(store: Store, window: DuplicateWindow, tokens: list[str],
+def replay_dead_letters(store: Store, lifecycle: Lifecycle, tokens: list[str],
                         clock: Clock) -> list[str]:
     """Replay dead letters as ``replay`` does; return the tokens replayed."""
-    return replay(store, window, tokens, clock).replayed
+    return replay(store, lifecycle, tokens, clock).replayed

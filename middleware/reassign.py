@@ -16,8 +16,8 @@ from datetime import timedelta
 from middleware.callbacks import CallbackService, Superseded, from_ms
 from middleware.clock import Clock
 from middleware.deadline import Deadline
-from middleware.duplicates import epoch_ms
 from middleware.errors import UpstreamError
+from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.owner import OwnerRule
 from middleware.store import Store
 
@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 class Reassigner:
     """One round over the callbacks falling due soon."""
 
-    def __init__(self, store: Store, owner: OwnerRule, callbacks: CallbackService,
-                 lookahead: timedelta, batch: int, clock: Clock) -> None:
+    def __init__(self, store: Store, lifecycle: Lifecycle, owner: OwnerRule,
+                 callbacks: CallbackService, lookahead: timedelta, batch: int,
+                 clock: Clock) -> None:
         self._store = store
+        self._lifecycle = lifecycle
         self._owner = owner
         self._callbacks = callbacks
         self._lookahead = lookahead
@@ -40,9 +42,9 @@ class Reassigner:
         """Check the callbacks due within the lookahead; return how many moved."""
         # Replaced callbacks whose disconnect failed come first, whatever their time.
         for callback_id in self._store.replaced_awaiting_disconnect(self._batch):
-            old = self._store.callback(callback_id)
+            old = self._lifecycle.record(callback_id)
             if old is None or not old.pending:
-                self._store.forget_replacement(callback_id)
+                self._lifecycle.forget_replacement(callback_id)
             elif not self._callbacks.finish_replacement(old, deadline):
                 break
         now = self._clock.now()
@@ -57,7 +59,7 @@ class Reassigner:
         self._store.save_reassign_cursor(due[-1][::-1] if len(due) == self._batch
                                          else (-1, ""))
         moved = 0
-        for record in self._store.callbacks([cid for cid, _ in due]):
+        for record in self._lifecycle.records([cid for cid, _ in due]):
             if not record.in_genesys or not record.agent_id:
                 continue
             if record.replaced_by:

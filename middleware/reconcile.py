@@ -11,9 +11,9 @@ import logging
 from typing import Final
 
 from middleware.deadline import Deadline
-from middleware.duplicates import DuplicateWindow
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient, callback_end_state
+from middleware.ledger.lifecycle import Lifecycle
 from middleware.store import Store
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,11 @@ def page_size(batch_size: int, interval_s: int, rate_limit_per_min: int) -> int:
 class Reconciler:
     """One round checks the next page of pending callbacks against Genesys."""
 
-    def __init__(self, store: Store, genesys: GenesysClient, window: DuplicateWindow,
+    def __init__(self, store: Store, genesys: GenesysClient, lifecycle: Lifecycle,
                  batch: int) -> None:
         self._store = store
         self._genesys = genesys
-        self._window = window
+        self._lifecycle = lifecycle
         self._batch = batch
 
     def run(self, deadline: Deadline) -> int:
@@ -44,11 +44,11 @@ class Reconciler:
         if not page:
             self._store.save_reconcile_cursor((-1, ""))
             return 0
-        records = {r.callback_id: r for r in self._store.callbacks([cid for cid, _ in page])}
+        records = {r.callback_id: r for r in self._lifecycle.records([cid for cid, _ in page])}
         gone = [cid for cid, _ in page if cid not in records]
         if gone:
             # Their records expired long after their time: nothing left to reconcile.
-            self._store.forget_pending(gone)
+            self._lifecycle.forget_gone(gone)
         closed, cursor, failures = 0, self._store.reconcile_cursor(), 0
         for callback_id, scheduled_ms in page:
             record = records.get(callback_id)
@@ -75,7 +75,7 @@ class Reconciler:
                     if ended is not None:
                         # A cancel whose disconnect landed unanswered: it was cancelled.
                         ended = "CANCELLED" if record.cancel_asked else ended
-                        self._window.close(record, ended)
+                        self._lifecycle.close(record, ended)
                         closed += 1
                         log.info("callback left the window",
                                  extra={"callbackId": callback_id, "state": ended})

@@ -152,9 +152,9 @@ def test_backoff_is_capped_full_jitter_respecting_retry_after() -> None:
 def _journal_only(services: Services, token: str, create_in_genesys: bool) -> None:
     """What a worker process leaves behind when killed between journal and outcome."""
     from middleware.callbacks import CallbackService
-    from middleware.duplicates import epoch_ms
+    from middleware.ledger.lifecycle import epoch_ms
     from middleware.rules.number import normalise
-    from middleware.store import LedgerRecord
+    from middleware.ledger.records import LedgerRecord
     number = normalise("+14155552671", "US")
     assert number is not None
     now = services.clock.now()
@@ -163,7 +163,7 @@ def _journal_only(services: Services, token: str, create_in_genesys: bool) -> No
         {"queueId": "b1000000-0000-4000-8000-000000000001"}, number,
         "a1000000-0000-4000-8000-000000000001", scheduled.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         token, "c0")
-    services.window.journal(number, token, LedgerRecord(
+    services.lifecycle.journal(number, token, LedgerRecord(
         callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
         agent_id="a1000000-0000-4000-8000-000000000001",
         queue_id="b1000000-0000-4000-8000-000000000001", state="CREATING", acd_id="",

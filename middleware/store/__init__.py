@@ -8,7 +8,6 @@ methods that run them; ``Store`` is all of them over one client.
 
 from __future__ import annotations
 
-from middleware.ledger.records import PENDING_STATES, TERMINAL_STATES, LedgerRecord
 from middleware.store.client import RedisClient, RedisError, StoreBase, client_key, connect
 from middleware.store.consent import ConsentStore
 from middleware.store.genesys import GenesysStore
@@ -19,9 +18,8 @@ from middleware.store.orphans import OrphanStore
 from middleware.store.outbox import OutboxEntry, OutboxStore
 from middleware.store.window import _CLAIM_WINDOW, WindowClaim, WindowStore
 
-__all__ = ["PENDING_STATES", "PREFIX", "TERMINAL_STATES", "_CLAIM_WINDOW", "LedgerRecord",
-           "OutboxEntry", "RedisClient", "RedisError", "Store", "WindowClaim", "client_key",
-           "connect"]
+__all__ = ["PREFIX", "_CLAIM_WINDOW", "OutboxEntry", "RedisClient", "RedisError", "Store",
+           "WindowClaim", "client_key", "connect"]
 
 
 class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStore,

@@ -1,12 +1,11 @@
 """The callback ledger in Redis: records, their indexes and evidence history, changed only by
-the steps ``ledger.lifecycle`` names."""
+the transitions of ``ledger.lifecycle``, which alone calls the writing methods here."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Final, cast
+from typing import Any, ClassVar, Final, Protocol, cast
 
-from middleware.ledger.records import TERMINAL_STATES, LedgerRecord
 from middleware.store import keys
 from middleware.store.client import StoreBase
 
@@ -194,6 +193,35 @@ return 1
 """
 
 
+class StoredRecord(Protocol):
+    """What the store needs of a ledger record (``ledger.records.LedgerRecord``): the store
+    sits below the ledger, so it names the shape rather than importing the class."""
+
+    @property
+    def callback_id(self) -> str: ...
+    @property
+    def number_key(self) -> str: ...
+    @property
+    def scheduled_ms(self) -> int: ...
+    @property
+    def agent_id(self) -> str: ...
+    @property
+    def request_token(self) -> str: ...
+    @property
+    def replaces(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def created_ms(self) -> int: ...
+    @property
+    def digests(self) -> tuple[str, ...]: ...
+
+    def to_fields(self) -> dict[str, str | int]: ...
+
+
+LedgerRecord = StoredRecord
+
+
 class LedgerStore(StoreBase):
     """Ledger records and their indexes, written in atomic steps."""
 
@@ -323,25 +351,23 @@ class LedgerStore(StoreBase):
         """Stop retrying the disconnect of a replaced callback (it has ended)."""
         self._call(lambda: self._r.srem(keys.REPLACING, callback_id))
 
-    def callback(self, callback_id: str) -> LedgerRecord | None:
-        """A callback of the ledger, or ``None``."""
+    def callback(self, callback_id: str) -> dict[str, str] | None:
+        """A ledger record's hash, or ``None``."""
         raw = self._call(lambda: self._r.hgetall(keys.record(callback_id)))
-        return LedgerRecord.from_fields(cast(dict[str, str], raw)) if raw else None
+        return cast(dict[str, str], raw) if raw else None
 
-    def callbacks(self, callback_ids: list[str]) -> list[LedgerRecord]:
-        """Several ledger records in one round trip, skipping those that are gone."""
+    def callbacks(self, callback_ids: list[str]) -> list[dict[str, str]]:
+        """Several ledger records' hashes in one round trip, skipping those that are gone."""
         pipe = self._r.pipeline(transaction=False)
         for callback_id in callback_ids:
             pipe.hgetall(keys.record(callback_id))
         rows = cast(list[dict[str, str]], self._call(pipe.execute))
-        return [LedgerRecord.from_fields(row) for row in rows if row]
+        return [row for row in rows if row]
 
     def close_callback(self, record: LedgerRecord, state: str, at: str,
                        history_ttl_s: int | None) -> None:
         """Mark a callback terminal, take it out of the window and note it in the history
         (``history_ttl_s`` None: a bookkeeping step with nothing to show as evidence)."""
-        if state not in TERMINAL_STATES:
-            raise ValueError(f"{state} is not a terminal state")
         names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
                  *(keys.pending(d) for d in record.digests)]
         pipe = self._r.pipeline(transaction=True)

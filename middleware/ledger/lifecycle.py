@@ -1,24 +1,45 @@
-"""The duplicate window: one pending callback per customer number within DUPLICATE_WINDOW_HOURS.
+"""A callback's life: the only code that changes a ledger record or its indexes.
 
-A number has a pending callback when the ledger holds one for its E.164 form that is not
-completed, cancelled or disconnected and is scheduled no later than now + the window.
-Finding it and claiming the number for a new create are one atomic Redis step
-(``Store.claim_window``), so concurrent requests through any number of workers and
-instances create exactly one callback: the winner creates, the others wait for its
-result and answer DUPLICATE with it.
+Each public method below that writes is one named transition of SPEC §4 Lifecycle, made of
+one atomic Redis step that re-checks, at commit, every guard the change relies on (no
+revocation stored since the consent check, the number's claim still ours, the record's
+version unchanged); a transition whose guard no longer holds writes nothing and says so.
+
+    claim / release    the number, for one create at a time (``claimed`` is the ``with``)
+    journal            the create's intent, before Genesys sees it (CREATING)
+    deliver            Genesys holds it: the real record takes the journal's place (PENDING)
+    defer              Genesys could not take it now: QUEUED, for the outbox
+    abandon            Genesys refused it: gone, as if never asked for
+    keep               created after it was cancelled and could not be undone: PENDING again
+    ask_cancel         a disconnect is being sent (so a reply lost on the way still counts)
+    cancel / close     out of the window for good (CANCELLED, COMPLETED, DISCONNECTED...)
+    reschedule         a new time, only on the version read
+    move / unlink      an owner move starts (the old callback links its replacement) or fails
+    replace            the replacement is live: the old callback ends REASSIGNED
+    dead_letter        the outbox gave up: out of the window, kept for a replay
+    replay             a dead letter back in the outbox, after consent and window checks again
+
+The duplicate window lives here too, because finding a number's pending callback and
+claiming the number are one step: a number has a pending callback when the ledger holds one
+for it that is not ended and is due no later than now + the window; concurrent requests
+through any number of workers and instances create exactly one callback (the winner
+creates, the others wait for its result and answer DUPLICATE with it).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from middleware.clock import Clock
 from middleware.deadline import Deadline
+from middleware.ledger.records import TERMINAL_STATES, LedgerRecord, State
 from middleware.rules.number import CustomerNumber, NumberKeys
-from middleware.store import LedgerRecord, Store
+from middleware.store import OutboxEntry, Store
 
 #: Owned callbacks live at most 168 h past their time in Genesys; older entries are stale.
 FORGET_AFTER: Final = timedelta(days=8)
@@ -46,8 +67,8 @@ class Claim:
     over_daily_limit: bool = False
 
 
-class DuplicateWindow:
-    """Finds pending callbacks for a number and claims it for one create at a time."""
+class Lifecycle:
+    """The guarded transitions of a callback's life, and the reads they rely on."""
 
     def __init__(self, store: Store, keys: NumberKeys, window: timedelta, claim_ttl: timedelta,
                  clock: Clock, evidence_ttl: timedelta, daily_limit: int = 3) -> None:
@@ -82,7 +103,7 @@ class DuplicateWindow:
             if result.status == "LIMIT":
                 return Claim(claimed=False, over_daily_limit=True)
             if result.status == "DUPLICATE":
-                record = self._store.callback(result.callback_id)
+                record = self.record(result.callback_id)
                 if record is not None and record.state == "CREATING":
                     # Being created right now: wait for its id, as for a held claim.
                     if deadline.remaining() <= _ANSWER_MARGIN_S + _POLL_S:
@@ -118,17 +139,51 @@ class DuplicateWindow:
             entry["replaces"] = replaces
         return entry
 
-    def commit(self, number: CustomerNumber, token: str, record: LedgerRecord, *,
-               event: str = "callback", replaces: str = "") -> None:
-        """Record the created callback in the window and the number's evidence history,
-        and release the claim."""
+    @contextmanager
+    def claimed(self, number: CustomerNumber, token: str) -> Iterator[None]:
+        """The claim ``claim`` took, released however the block ends: a journal in it has
+        already dropped the claim, so the release then finds nothing of ours to free."""
+        try:
+            yield
+        finally:
+            self.release(number, token)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def record(self, callback_id: str) -> LedgerRecord | None:
+        """A callback of the ledger, or ``None``."""
+        raw = self._store.callback(callback_id)
+        return LedgerRecord.from_fields(raw) if raw else None
+
+    def records(self, callback_ids: list[str]) -> list[LedgerRecord]:
+        """Several records in one round trip, skipping those that are gone."""
+        return [LedgerRecord.from_fields(raw) for raw in self._store.callbacks(callback_ids)]
+
+    def chain(self, record: LedgerRecord, hops: int = 5) -> list[LedgerRecord]:
+        """The record and the replacements its ``replaced_by`` links lead to (bounded, so a
+        cycle cannot hold a request); the last is the one that now stands for it."""
+        chain = [record]
+        while record.replaced_by and len(chain) <= hops:
+            found = self.record(record.replaced_by)
+            if found is None or any(r.callback_id == found.callback_id for r in chain):
+                break
+            chain.append(found)
+            record = found
+        return chain
+
+    # -- transitions ---------------------------------------------------------------------
+
+    def keep(self, number: CustomerNumber, token: str, record: LedgerRecord, *,
+             event: str = "callback", replaces: str = "") -> None:
+        """Record a created callback in the window and the number's evidence history, and
+        release the claim (a create that landed after its cancel and could not be undone)."""
         digest = self._keys.current(number.e164)
         self._store.commit_callback(digest, token, replace(
             record, number_key=digest, number_keys=self._keys.all(number.e164)),
                                     self._ttl_s(record), self._event(event, record, replaces),
                                     self._evidence_ttl_s)
 
-    def move(self, record: LedgerRecord, scheduled_ms: int) -> bool:
+    def reschedule(self, record: LedgerRecord, scheduled_ms: int) -> bool:
         """Give a pending callback its new time in the window and the history; false when
         the record changed since it was read (nothing written)."""
         now = self._clock.now()
@@ -190,7 +245,7 @@ class DuplicateWindow:
             return None
         return real
 
-    def revive(self, number: CustomerNumber, token: str, record: LedgerRecord,
+    def replay(self, number: CustomerNumber, token: str, record: LedgerRecord,
                deadline: Deadline) -> str:
         """Replay a dead letter like a new request: it passes the consent check and claims
         the window again, both re-checked in the step that puts it back. Returns ``""`` when
@@ -228,8 +283,54 @@ class DuplicateWindow:
 
     def close(self, record: LedgerRecord, state: str) -> None:
         """Take a callback out of the window for good (cancelled, completed, disconnected)."""
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"{state} is not a terminal state")
         self._store.close_callback(record, state, self._clock.now().isoformat(
             timespec="milliseconds"), self._evidence_ttl_s)
+
+    def cancel(self, record: LedgerRecord) -> None:
+        """The callback was cancelled (in Genesys, or before it got there)."""
+        self.close(record, State.CANCELLED)
+
+    def ask_cancel(self, record: LedgerRecord) -> None:
+        """A disconnect is being sent: if the callback is later seen ended unanswered, it
+        ended cancelled."""
+        self._store.mark_cancel_asked(record.callback_id)
+
+    def move(self, record: LedgerRecord, replacement: LedgerRecord) -> bool:
+        """An owner move starts: the callback links its journaled replacement, only while it
+        is still the version read with the link read (false, nothing written, otherwise: a
+        reschedule, cancel or other move came first)."""
+        return self._store.relink_replacement(record.callback_id, record.replaced_by,
+                                              replacement.callback_id, record.version)
+
+    def unlink(self, old_id: str, replacement_id: str) -> None:
+        """The move failed (refused, undone or dead-lettered): the old callback stays the
+        customer's, no longer linked to ``replacement_id``."""
+        self._store.relink_replacement(old_id, replacement_id, "")
+
+    def replace(self, record: LedgerRecord) -> None:
+        """The replacement is live and the old callback disconnected: it ended
+        REASSIGNED."""
+        self.close(record, State.REASSIGNED)
+
+    def forget_replacement(self, callback_id: str) -> None:
+        """Stop retrying the disconnect of a replaced callback (it has ended)."""
+        self._store.forget_replacement(callback_id)
+
+    def forget_gone(self, callback_ids: list[str]) -> None:
+        """Drop index entries whose records expired long after their time."""
+        self._store.forget_pending(callback_ids)
+
+    def dead_letter(self, entry: OutboxEntry, record: LedgerRecord | None, error: str) -> None:
+        """The outbox gave up on a create: kept as a dead letter for a replay, out of the
+        window; an owner move it was leaves the old callback the customer's."""
+        self._store.dead_letter(entry, error, epoch_ms(self._clock.now()))
+        if record is None:
+            return
+        self.close(record, State.DEAD_LETTER)
+        if record.replaces:
+            self.unlink(record.replaces, record.callback_id)
 
     def release(self, number: CustomerNumber, token: str) -> None:
         """Free the number after a refusal, so it never blocks a later valid request."""
@@ -240,4 +341,4 @@ class DuplicateWindow:
         """The number's pending callbacks, earliest first: in the window, or all of them."""
         end = epoch_ms(self._clock.now() + self._window) if window_only else 2**62
         found = self._store.pending_in_window(self._keys.all(number.e164), end)
-        return [r for r in self._store.callbacks([cid for cid, _ in found]) if r.pending]
+        return [r for r in self.records([cid for cid, _ in found]) if r.pending]
