@@ -56,8 +56,8 @@ from middleware.clock import SystemClock  # noqa: E402
 from middleware.config import Config  # noqa: E402
 from middleware.deadline import Deadline  # noqa: E402
 from middleware.genesys.client import new_session  # noqa: E402
-from middleware.rules.number import CustomerNumber, NumberKeys, normalise  # noqa: E402
 from middleware.ledger.records import LedgerRecord  # noqa: E402
+from middleware.rules.number import CustomerNumber, NumberKeys, normalise  # noqa: E402
 from middleware.store import connect  # noqa: E402
 
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-client-secret"

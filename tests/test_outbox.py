@@ -153,8 +153,8 @@ def _journal_only(services: Services, token: str, create_in_genesys: bool) -> No
     """What a worker process leaves behind when killed between journal and outcome."""
     from middleware.callbacks import CallbackService
     from middleware.ledger.lifecycle import epoch_ms
-    from middleware.rules.number import normalise
     from middleware.ledger.records import LedgerRecord
+    from middleware.rules.number import normalise
     number = normalise("+14155552671", "US")
     assert number is not None
     now = services.clock.now()
