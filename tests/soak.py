@@ -593,8 +593,16 @@ class Workload:
             views[instance] = {e164: self.call("observer", instance, "find-pending-callbacks",
                                                {"customerNumber": e164}, e164)
                                for e164, _ in NUMBERS}
+        # The order the service stored consents and revocations in (only needed where a
+        # record-consent and a revoke-consent overlapped, so real time cannot order them).
+        stored: dict[str, tuple[int, datetime | None]] = {}
+        for call in self.history.calls:
+            consent_id = call.get("consentId")
+            if call.action in ("record-consent", "revoke-consent") and consent_id:
+                raw = self.services.store.consent(consent_id) or {}
+                stored[consent_id] = (int(raw.get("seq") or 0), _instant(raw.get("capturedAt")))
         return Observation(self.rig.sim("GET", "callbacks")["callbacks"], views,
-                           self.dead_lettered, self.rig.rotation, self.errors)
+                           self.dead_lettered, self.rig.rotation, self.errors, stored)
 
 
 @dataclass
@@ -606,6 +614,8 @@ class Observation:
     replayed_tokens: set[str]
     rotation: bool
     errors: list[str]
+    #: consentId → (store order, capture instant) of every consent and revocation answered.
+    stored: dict[str, tuple[int, datetime | None]] = field(default_factory=dict)
 
 
 # -- the checker -----------------------------------------------------------------------
@@ -689,8 +699,16 @@ class Checker:
 
     # (2) a revocation holds until a later record-consent captured after it.
     def _lifts(self, record: Call, revoke: Call) -> bool:
-        if record.outcome != "RECORDED" or record.started < revoke.ended:
+        if record.outcome != "RECORDED" or record.ended <= revoke.started:
             return False
+        if record.started < revoke.ended:
+            # They overlapped: either order is possible, and the one the service stored
+            # them in is the one that counts (SPEC §4 Lifecycle 2).
+            mine = self.seen.stored.get(record.get("consentId"))
+            theirs = self.seen.stored.get(revoke.get("consentId"))
+            if mine is None or theirs is None or mine[1] is None or theirs[1] is None:
+                return False
+            return mine[0] > theirs[0] and mine[1] > theirs[1]
         captured = _instant(record.body.get("consentCapturedAt")) or record.at_end
         # Captured within the revocation's own request time: cannot tell; give it the benefit.
         return captured is not None and captured > revoke.at

@@ -12,17 +12,19 @@ from middleware.store.client import StoreBase
 # revoked while its latest revocation outnumbers its latest lifting consent (and a consent
 # lifts only when also captured after the revocation). The revocation
 # number is also the epoch a create reads at its consent check and its journal compares.
-# KEYS[1] the counter, KEYS[2..] the number's state under each digest.
+# The record keeps its number too ('seq'), so evidence can show the order that counted.
+# KEYS[1] the counter, KEYS[2] the record, KEYS[3..] the number's state under each digest.
 # ARGV: REVOCATION | LIFT | '' (a consent that lifts nothing), captured ms, ttl s.
 _STORE_CONSENT_STATE: Final = """
 local seq = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], 'seq', seq)
 -- The number's latest revocation under any digest: one stored by an instance on an older
 -- PII_KEYS list is under fewer digests, and must still hold against a consent before it.
 local revoked = 0
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   revoked = math.max(revoked, tonumber(redis.call('HGET', KEYS[i], 'revokedMs') or '0'))
 end
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   if ARGV[1] == 'REVOCATION' then
     redis.call('HSET', KEYS[i], 'revokedMs', ARGV[2], 'revokedSeq', seq)
   elseif ARGV[1] == 'LIFT' and tonumber(ARGV[2]) > revoked then
@@ -49,7 +51,8 @@ class ConsentStore(StoreBase):
         newer ``PII_KEYS`` list read the same one.
         """
         kind = "REVOCATION" if record["kind"] == "REVOCATION" else "LIFT" if lifts else ""
-        names = [keys.CONSENT_SEQ, *(keys.consent_state(d) for d in digests)]
+        names = [keys.CONSENT_SEQ, keys.consent(record['consentId']),
+                 *(keys.consent_state(d) for d in digests)]
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(keys.consent(record['consentId']), mapping=cast(Any, record))
         pipe.expire(keys.consent(record['consentId']), retention_s)
