@@ -51,12 +51,12 @@ from middleware.genesys.integrations import IntegrationsApi
 from middleware.install import REFUSED, Installer, render_steps, secret_for
 from middleware.logs import configure_logging
 from middleware.metrics import serve_worker_metrics
-from middleware.outbox import replay
 from middleware.rules.number import normalise
 from middleware.store import RedisError, connect
 from middleware.web.export import export_actions
 from middleware.web.terraform import export_terraform
 from middleware.worker.loop import run_once, run_worker
+from middleware.worker.outbox import replay
 
 #: Relative to where the command runs: the repository root in a checkout.
 DATA_ACTIONS_DIR = Path("data_actions")

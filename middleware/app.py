@@ -25,11 +25,7 @@ from middleware.genesys.client import GenesysClient, GenesysSettings, HttpSessio
 from middleware.idempotency import IdempotencyGate
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.metrics import Metrics, OutboxStats
-from middleware.orphans import OrphanSweep
-from middleware.outbox import OutboxDelivery, RetryPolicy
 from middleware.owner import OwnerRule, OwnerService
-from middleware.reassign import Reassigner
-from middleware.reconcile import Reconciler, page_size
 from middleware.rules.calling_hours import load_rules
 from middleware.rules.number import NumberKeys
 from middleware.rules.time import TimePolicy
@@ -49,6 +45,10 @@ from middleware.web.resources import (
     unknown_route,
 )
 from middleware.worker.loop import Duty
+from middleware.worker.orphans import OrphanSweep
+from middleware.worker.outbox import OutboxDelivery, RetryPolicy
+from middleware.worker.reassign import Reassigner
+from middleware.worker.reconcile import Reconciler, page_size
 
 # A claim or in-flight key outlives its request by this much, so a slow request keeps it.
 _LEASE_SLACK = timedelta(seconds=5)

@@ -48,10 +48,10 @@ from middleware.app import Services, build_duties, build_services, create_app
 from middleware.config import Config
 from middleware.deadline import Deadline
 from middleware.genesys.client import new_session
-from middleware.outbox import replay_dead_letters
 from middleware.rules.time import parse_instant
 from middleware.store import connect
 from middleware.worker.loop import run_loop
+from middleware.worker.outbox import replay_dead_letters
 from tests.conftest import (
     AUTH,
     CLIENT_ID,

@@ -13,8 +13,8 @@ from middleware.__main__ import run
 from middleware.app import Services, build_duties, build_services
 from middleware.deadline import Deadline
 from middleware.genesys.client import new_session
-from middleware.outbox import RetryPolicy
 from middleware.store import connect
+from middleware.worker.outbox import RetryPolicy
 from tests.conftest import RedisServer, Service, Simulator, create_body, service_env, when
 
 
