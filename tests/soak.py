@@ -919,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
             broken[seed] = result
             if not args.keep_going:
                 break
+            # Interleavings do not replay from the seed: what broke is shown as it happens.
+            print(result.report(), flush=True)
     if not broken:
         print("violations: 0")
         return 0
