@@ -338,7 +338,7 @@ def _install_actions(services: Services, args: argparse.Namespace,
 
 
 def _import_callbacks(services: Services, args: argparse.Namespace) -> int:
-    importer = BulkImporter(services.callbacks.create, services.contracts["create-callback"],
+    importer = BulkImporter(services.create.create, services.contracts["create-callback"],
                             services.config.default_country, services.config.request_deadline_s)
     interrupt = threading.Event()
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import falcon
 
 from middleware import __version__
-from middleware.callbacks import CallbackService
+from middleware.actions.create import CreateCallback
+from middleware.actions.manage import ManageCallbacks
 from middleware.clock import Clock
 from middleware.config import Config, ReadConfig
 from middleware.consent import ConsentLedger, ConsentService
@@ -66,7 +67,8 @@ class Services:
     consents: ConsentLedger
     times: TimeService
     owner: OwnerRule
-    callbacks: CallbackService
+    create: CreateCallback
+    callbacks: ManageCallbacks
     consent_actions: ConsentService
     clock: Clock
     metrics: Metrics
@@ -134,19 +136,21 @@ def build_services(config: Config, *, redis_client: RedisClient, http: HttpSessi
     owner = OwnerRule(genesys, times, store,
                       timedelta(minutes=config.immediate_window_minutes),
                       config.reassign_fallback, clock)
-    callbacks = CallbackService(
-        config.default_country, contracts, genesys, store, lifecycle,
+    journal_lease_ms = int((lease + timedelta(seconds=config.genesys_read_timeout_s))
+                           .total_seconds() * 1000)
+    settle_s = 2 * config.genesys_read_timeout_s
+    create = CreateCallback(
+        config.default_country, contracts["create-callback"], genesys, lifecycle,
         IdempotencyGate(store, lease_ms=int(lease.total_seconds() * 1000),
                         keep_s=int((window_length + timedelta(days=1)).total_seconds())),
-        consents, times, owner, clock,
-        journal_lease_ms=int((lease + timedelta(seconds=config.genesys_read_timeout_s))
-                             .total_seconds() * 1000),
-        settle_s=2 * config.genesys_read_timeout_s,
-    )
+        consents, times, owner, clock, journal_lease_ms=journal_lease_ms, settle_s=settle_s)
+    callbacks = ManageCallbacks(config.default_country, contracts, genesys, lifecycle, times,
+                                owner, clock, create.undo, journal_lease_ms=journal_lease_ms,
+                                settle_s=settle_s)
     consent_actions = ConsentService(consents, lifecycle, callbacks.cancel_record, contracts,
                                      config.default_country, clock)
     return Services(config, contracts, store, genesys, lifecycle, consents, times, owner,
-                    callbacks, consent_actions, clock, metrics)
+                    create, callbacks, consent_actions, clock, metrics)
 
 
 def build_duties(services: Services) -> list[Duty]:
@@ -155,7 +159,8 @@ def build_duties(services: Services) -> list[Duty]:
     reconciler = Reconciler(services.store, services.genesys, services.lifecycle, page_size(
         config.reconcile_batch_size, config.reconcile_interval_s,
         config.genesys_rate_limit_per_min))
-    reassigner = Reassigner(services.store, services.lifecycle, services.owner, services.callbacks,
+    reassigner = Reassigner(services.store, services.lifecycle, services.owner,
+                            services.callbacks,
                             timedelta(minutes=config.reassign_lookahead_minutes),
                             config.reconcile_batch_size, services.clock)
     outbox = OutboxDelivery(
@@ -164,7 +169,7 @@ def build_duties(services: Services) -> list[Duty]:
                     timedelta(milliseconds=config.outbox_backoff_base_ms),
                     timedelta(milliseconds=config.outbox_backoff_cap_ms),
                     settle=timedelta(seconds=2 * config.genesys_read_timeout_s)),
-        config.reconcile_batch_size, services.clock, services.callbacks.undo_create)
+        config.reconcile_batch_size, services.clock, services.create.undo)
     sweep = OrphanSweep(services.store, services.genesys, services.lifecycle, services.clock,
                         config.reconcile_batch_size)
 
@@ -202,7 +207,7 @@ def create_app(config: Config, *, redis_client: RedisClient, http: HttpSession,
     app.add_route("/readyz", ReadyResource(Readiness(services.store, services.genesys)))
     app.add_route("/openapi.json", OpenApiResource(openapi_document(contracts, __version__)))
     app.add_route("/metrics", MetricsResource(services.metrics.render))
-    for action, handler in (("create-callback", callbacks.create),
+    for action, handler in (("create-callback", services.create.create),
                             ("find-pending-callbacks", callbacks.find_pending),
                             ("cancel-callback", callbacks.cancel),
                             ("validate-callback-time", services.times.validate),

@@ -2,7 +2,7 @@
 
 Each row is one create-callback input (columns named as the schema's fields; empty cells
 are absent fields). It is parsed against the contract and handed to the same
-``CallbackService.create`` the action uses, so every check of SPEC §4 and the Genesys call
+``CreateCallback.create`` the action uses, so every check of SPEC §4 and the Genesys call
 budget shared with the running service apply. A row without its own ``idempotencyKey``
 gets ``import-<content hash>-<row>``: running the same file again replays the rows
 already answered instead of creating them twice, which is how an interrupted import

@@ -220,7 +220,7 @@ def services(sim: Simulator, redis_client: redis.Redis, redis_server: RedisServe
 
 
 def _importer(services: Services) -> BulkImporter:
-    return BulkImporter(services.callbacks.create, services.contracts["create-callback"],
+    return BulkImporter(services.create.create, services.contracts["create-callback"],
                         services.config.default_country, services.config.request_deadline_s)
 
 

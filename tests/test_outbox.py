@@ -151,7 +151,7 @@ def test_backoff_is_capped_full_jitter_respecting_retry_after() -> None:
 
 def _journal_only(services: Services, token: str, create_in_genesys: bool) -> None:
     """What a worker process leaves behind when killed between journal and outcome."""
-    from middleware.callbacks import CallbackService
+    from middleware.actions.answers import create_command
     from middleware.ledger.lifecycle import epoch_ms
     from middleware.ledger.records import LedgerRecord
     from middleware.rules.number import normalise
@@ -159,7 +159,7 @@ def _journal_only(services: Services, token: str, create_in_genesys: bool) -> No
     assert number is not None
     now = services.clock.now()
     scheduled = now + timedelta(hours=1)
-    command = CallbackService._command(
+    command = create_command(
         {"queueId": "b1000000-0000-4000-8000-000000000001"}, number,
         "a1000000-0000-4000-8000-000000000001", scheduled.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         token, "c0")

@@ -67,6 +67,17 @@ class Claim:
     over_daily_limit: bool = False
 
 
+class Hold:
+    """A claim held by a ``with``: a journal that took the claim's place marks it kept."""
+
+    def __init__(self) -> None:
+        self.kept = False
+
+    def journaled(self) -> None:
+        """The journal dropped the claim itself: nothing is left to release."""
+        self.kept = True
+
+
 class Lifecycle:
     """The guarded transitions of a callback's life, and the reads they rely on."""
 
@@ -140,13 +151,15 @@ class Lifecycle:
         return entry
 
     @contextmanager
-    def claimed(self, number: CustomerNumber, token: str) -> Iterator[None]:
-        """The claim ``claim`` took, released however the block ends: a journal in it has
-        already dropped the claim, so the release then finds nothing of ours to free."""
+    def claimed(self, number: CustomerNumber, token: str) -> Iterator[Hold]:
+        """The claim ``claim`` took, released however the block ends (a refusal, an error)
+        unless the block's journal took its place (``Hold.journaled``)."""
+        hold = Hold()
         try:
-            yield
+            yield hold
         finally:
-            self.release(number, token)
+            if not hold.kept:
+                self.release(number, token)
 
     # -- reads ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from middleware.callbacks import from_ms
+from middleware.actions.answers import from_ms
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from middleware.callbacks import from_ms
+from middleware.actions.answers import from_ms
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
@@ -38,7 +38,7 @@ from middleware.store import OutboxEntry, Store
 
 log = logging.getLogger(__name__)
 
-#: Disconnects a callback created after its request was cancelled (CallbackService.undo_create).
+#: Disconnects a callback created after its request was cancelled (CreateCallback.undo).
 Undo = Callable[[CustomerNumber, LedgerRecord, str, str, Deadline], None]
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from middleware.callbacks import CallbackService, Superseded, from_ms
+from middleware.actions.answers import Superseded, from_ms
+from middleware.actions.manage import ManageCallbacks
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamError
@@ -28,7 +29,7 @@ class Reassigner:
     """One round over the callbacks falling due soon."""
 
     def __init__(self, store: Store, lifecycle: Lifecycle, owner: OwnerRule,
-                 callbacks: CallbackService, lookahead: timedelta, batch: int,
+                 callbacks: ManageCallbacks, lookahead: timedelta, batch: int,
                  clock: Clock) -> None:
         self._store = store
         self._lifecycle = lifecycle

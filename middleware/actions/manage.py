@@ -1,13 +1,9 @@
-"""The callback actions: create, find pending, reschedule and cancel callbacks.
+"""find-pending-callbacks, reschedule-callback and cancel-callback, and the owner move the
+worker and a reschedule share.
 
-The create pipeline reads like the spec, one visible step per rule::
-
-    contract → number → idempotency key → consent → time → duplicate → owner →
-    journal → create in Genesys → deliver (or QUEUED for the outbox worker)
-
-The first failing check gives the answer, and nothing reaches Genesys unless every
-check passed. A REJECTED answer leaves nothing behind: the number's claim is released
-and no idempotent answer is stored.
+Every change goes through a transition of ``ledger.lifecycle`` that re-checks, at commit,
+the record's version: a reschedule or cancel that lost a race with an owner move reads the
+record again and acts on what now stands for the callback (SPEC §4 Lifecycle 3 and 4).
 """
 
 from __future__ import annotations
@@ -16,369 +12,63 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import replace
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final
 
+from middleware.actions.answers import (
+    Answer,
+    Superseded,
+    create_command,
+    from_ms,
+    time_fields,
+    upstream_failure,
+)
 from middleware.clock import Clock
-from middleware.consent import ConsentLedger
 from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
-from middleware.errors import (
-    StoreUnavailable,
-    UpstreamError,
-    UpstreamRejected,
-    UpstreamUnavailable,
-)
+from middleware.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient, callback_end_state
-from middleware.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
 from middleware.owner import OwnerDecision, OwnerRule
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, normalise, number_of
 from middleware.scheduling import TimeService
-from middleware.store import Store
 
 log = logging.getLogger(__name__)
 
-AGENT_OWNED: Final = "AGENT_OWNED_CALLBACK"
 _CALLBACK_ID: Final = re.compile(r"^[0-9A-Za-z-]{8,64}$")
 
-Answer = dict[str, Any]
-_DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allowed in 24 "
-                               "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
+#: Disconnects a callback created after its request was cancelled (``CreateCallback.undo``).
+Undo = Callable[[CustomerNumber, LedgerRecord, str, str, Deadline], None]
 
 
-class Superseded(Exception):
-    """The record changed since it was read: the step was not taken; read it again."""
-
-
-def _time_fields(instant: datetime, agent_zone: str, number: CustomerNumber | None,
-                 customer_zones: str = "") -> dict[str, str]:
-    """The readable-back times of an answer: agent's and customer's zone and local time."""
-    zones = ",".join(number.zones) if number is not None else customer_zones
-    first = zones.split(",")[0]
-    return {
-        "scheduledTimeUtc": timing.format_utc(instant),
-        "agentTimeZone": agent_zone,
-        "agentLocalTime": timing.format_local(instant, agent_zone) if agent_zone else "",
-        "customerTimeZone": zones,
-        "customerLocalTime": timing.format_local(instant, first) if first else "",
-    }
-
-
-def queue_refusal(queue_id: str, queue: dict[str, Any] | None) -> str:
-    """Why Genesys would refuse an agent-owned callback on this queue, or ``""``."""
-    if queue is None:
-        return f"The queue {queue_id} does not exist in Genesys Cloud (check queueId)."
-    owned = queue.get("agentOwnedRouting") or {}
-    if owned.get("enableAgentOwnedCallbacks") is not True:
-        return (f"The queue {queue_id} does not allow agent-owned callbacks: turn on "
-                "agentOwnedRouting.enableAgentOwnedCallbacks (Admin > Queues > Voice > "
-                "Agent Owned Routing) first.")
-    return ""
-
-
-def from_ms(ms: int) -> datetime:
-    """The instant of a ledger score."""
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-class CallbackService:
-    """Creates, finds and cancels consent-checked, agent-owned callbacks."""
+class ManageCallbacks:
+    """Finds, reschedules and cancels callbacks created here, and moves them to new owners."""
 
     def __init__(self, default_country: str, contracts: dict[str, Contract],
-                 genesys: GenesysClient,
-                 store: Store, lifecycle: Lifecycle, idempotency: IdempotencyGate,
-                 consents: ConsentLedger, times: TimeService, owner: OwnerRule,
-                 clock: Clock, journal_lease_ms: int = 10_000, settle_s: float = 6.0) -> None:
+                 genesys: GenesysClient, lifecycle: Lifecycle, times: TimeService,
+                 owner: OwnerRule, clock: Clock, undo: Undo,
+                 journal_lease_ms: int = 10_000, settle_s: float = 6.0) -> None:
         self._country = default_country
-        self._create_out = contracts["create-callback"]
         self._find_out = contracts["find-pending-callbacks"]
         self._cancel_out = contracts["cancel-callback"]
         self._reschedule_out = contracts["reschedule-callback"]
         self._genesys = genesys
-        self._store = store
         self._lifecycle = lifecycle
-        self._idempotency = idempotency
-        self._consents = consents
         self._times = times
         self._owner = owner
         self._clock = clock
+        self._undo = undo
         self._journal_lease_ms = journal_lease_ms
-        # Before the worker looks for a create that may have reached Genesys, it must land.
         self._settle_s = settle_s
-
-    # -- create-callback ----------------------------------------------------------------
-
-    def create(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
-        """Run every check in order, create the callback if all pass, and return the answer."""
-        agent_id = str(fields["agentId"])
-        number = number_of(fields, self._country)
-        if number is None:
-            return self._create_out.answer(
-                outcome="REJECTED", reason="INVALID_NUMBER", requestId=ctx.request_id,
-                ownerAgentId=agent_id, message=invalid_number_message(fields, self._country))
-
-        key = key_for(fields, ctx.idempotency_key, ctx.credential, number.e164)
-        token = uuid.uuid4().hex
-        leased = time.monotonic()
-        if key is not None:
-            started = self._idempotency.begin(key, token)
-            leased = time.monotonic()
-            if started.replay is not None and key.derived \
-                    and self._ended(started.replay, ctx.deadline) \
-                    and self._idempotency.take_over(key, token, started.replay):
-                leased = time.monotonic()
-                started = Started()
-            if started.replay is not None:
-                log.info("idempotent replay", extra={"number": number.masked})
-                return {**started.replay, "replayed": True, "requestId": ctx.request_id}
-        answer: Answer = {"outcome": "REJECTED"}
-        released = True
-        try:
-            answer = self._create_checked(fields, number, agent_id, token, ctx)
-        except StoreUnavailable as exc:
-            if key is not None and not self._finish(key, token, answer):
-                # The key stays in flight until its lease ends: the 503 says when a retry
-                # will be served rather than refused with 409.
-                exc.retry_after_s = self._idempotency.lease_left_s(leased)
-            released = False
-            raise
-        finally:
-            if key is not None and released:
-                self._finish(key, token, answer)
-        return answer
 
     def _held(self, callback_id: str) -> LedgerRecord | None:
         """The record of an id a caller holds (``None`` for one no callback here could have)."""
         return self._lifecycle.record(callback_id) if _CALLBACK_ID.fullmatch(callback_id) \
             else None
-
-    def _finish(self, key: IdempotencyKey, token: str, answer: Answer) -> bool:
-        """Store the idempotent answer (or release the key); false if Redis could not."""
-        try:
-            self._idempotency.finish(key, token, answer)
-        except StoreUnavailable:
-            # The in-flight lease expires on its own; the caller gets our answer.
-            log.warning("could not store the idempotent answer")
-            return False
-        return True
-
-    def _ended(self, replay: Answer, deadline: Deadline) -> bool:
-        """Whether the callback a stored answer names has ended (a derived key must not
-        replay it: the conversation is asking for a new one). Genesys is asked too: a
-        callback completed there may not have been reconciled yet (SPEC §4 Lifecycle 6)."""
-        callback_id = str(replay.get("callbackId") or replay.get("existingCallbackId") or "")
-        if not callback_id:
-            return False
-        record = self._lifecycle.record(callback_id)
-        if record is None or not record.pending:
-            return record is not None
-        if not record.in_genesys:
-            return False
-        try:
-            ended = callback_end_state(self._genesys.get_callback(callback_id, deadline))
-        except UpstreamError:
-            # Unknown: the ledger's view stands, as before reconciliation would correct it.
-            return False
-        if ended is None:
-            return False
-        self._lifecycle.close(record, ended)
-        return True
-
-    def _create_checked(self, fields: dict[str, Any], number: CustomerNumber, agent_id: str,
-                        token: str, ctx: RequestContext) -> Answer:
-        answer = self._create_out.answer
-        now = self._clock.now()
-        common: dict[str, Any] = {
-            "requestId": ctx.request_id, "ownerAgentId": agent_id,
-            "customerNumberE164": number.e164, "customerTimeZone": ",".join(number.zones),
-        }
-
-        if self._lifecycle.over_daily_limit(number):
-            return answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER", **common,
-                          message=_DAILY_LIMIT_MESSAGE)
-
-        verdict = self._consents.check(fields, number)
-        if verdict.reason != "OK":
-            return answer(outcome="REJECTED", reason=verdict.reason, message=verdict.message,
-                          consentId=str(fields.get("consentId") or ""), **common)
-
-        try:
-            profile = self._times.profile(agent_id, now, ctx.deadline)
-            queue = self._genesys.queue(str(fields["queueId"]), ctx.deadline)
-        except (UpstreamUnavailable, UpstreamRejected) as exc:
-            return self._upstream_failure(exc, common, reading=True)
-        refusal = queue_refusal(str(fields["queueId"]), queue)
-        if refusal:
-            # Genesys would refuse the create: say why now, before anything is written.
-            return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", message=refusal,
-                          **common)
-        time_ctx = self._times.context(now, profile, number, queue)
-        when = self._times.check(self._times.parse(fields, profile), time_ctx)
-        common["agentTimeZone"] = profile.zone
-        if not when.ok or when.instant is None:
-            return answer(outcome="REJECTED", reason=when.reason, message=when.message,
-                          suggestedTimeUtc=timing.format_utc(when.suggested)
-                          if when.suggested else "", **common)
-        scheduled = when.instant
-        common.update(_time_fields(scheduled, profile.zone, number),
-                      warnings=",".join(when.warnings))
-
-        claim = self._lifecycle.claim(number, token, ctx.deadline)
-        if claim.existing is not None:
-            return self._duplicate(claim.existing, common)
-        if claim.over_daily_limit:
-            return answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER", **common,
-                          message=_DAILY_LIMIT_MESSAGE)
-        if not claim.claimed:
-            return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE",
-                          message="Another request for this number is being created right "
-                          "now; retry shortly to receive it.", **common)
-
-        try:
-            decision = self._owner.resolve(
-                agent_id, str(fields["queueId"]), scheduled, ctx.deadline,
-                allow_reassignment=fields.get("allowReassignment", True) is not False)
-        except (UpstreamUnavailable, UpstreamRejected) as exc:
-            self._lifecycle.release(number, token)
-            return self._upstream_failure(exc, common, reading=True)
-        except BaseException:
-            self._lifecycle.release(number, token)
-            raise
-        if decision.outcome in ("UNKNOWN_AGENT", "NONE"):
-            self._lifecycle.release(number, token)
-            if decision.outcome == "UNKNOWN_AGENT":
-                return answer(outcome="REJECTED", reason="UNKNOWN_AGENT", **common,
-                              message=f"The agent id {agent_id} is not a Genesys user.")
-            return answer(outcome="REJECTED", reason="NO_AVAILABLE_OWNER", **common,
-                          reassignReason=decision.reassign_reason,
-                          message=f"The agent is unavailable ({decision.reassign_reason}) and "
-                          "no one else may own the callback.")
-        assigned = decision.assigned
-        if decision.reassigned:
-            zone = decision.profile.zone if decision.profile is not None else ""
-            common.update(_time_fields(scheduled, zone, number), reassigned=True,
-                          reassignReason=decision.reassign_reason)
-
-        try:
-            consent_id = verdict.consent_id or self._consents.record(
-                number, fields, verdict.captured or now, via="create-callback")
-            command = self._command(fields, number, assigned, timing.format_utc(scheduled),
-                                    token, consent_id)
-            # Journal first: from here on the request is never lost, and a crash before the
-            # outcome is recorded is resolved by the worker without a second callback.
-            journaled = self._lifecycle.journal(number, token, LedgerRecord(
-                callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
-                agent_id=assigned, queue_id=str(fields["queueId"]), state="CREATING",
-                acd_id="", request_token=token, created_ms=epoch_ms(now),
-                consent_id=consent_id, e164=number.e164), payload={
-                    "command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
-                    "mayHaveRun": True, "acceptedMs": epoch_ms(now)},
-                resolve_after_ms=epoch_ms(now) + self._journal_lease_ms, epoch=verdict.epoch)
-        except BaseException:
-            self._lifecycle.release(number, token)
-            raise
-        common["consentId"] = consent_id
-        if journaled is None:
-            self._lifecycle.release(number, token)
-            return answer(outcome="REJECTED", reason="CONSENT_REVOKED", **common,
-                          message="Consent was withdrawn while the callback was being "
-                          "checked; nothing was created.")
-
-        try:
-            created = self._genesys.create_callback(command, ctx.deadline)
-        except UpstreamUnavailable as exc:
-            self._lifecycle.defer(journaled, {
-                "command": command, "ledgerId": journaled.callback_id, "e164": number.e164,
-                "mayHaveRun": exc.may_have_run, "acceptedMs": epoch_ms(now)},
-                epoch_ms(now) + int(1000 * max(exc.retry_after_s or 1, self._settle_s
-                                               if exc.may_have_run else 0)))
-            log.warning("genesys unavailable: callback queued", extra={
-                "error": exc.message, "number": number.masked, "mayHaveRun": exc.may_have_run})
-            return answer(outcome="QUEUED", reason="UPSTREAM_UNAVAILABLE", **common,
-                          assignedAgentId=assigned,
-                          message="Accepted: Genesys Cloud is unreachable right now, so the "
-                          "callback will be created shortly. Do not retry.") | {
-                              "retryable": False}
-        except UpstreamRejected as exc:
-            self._lifecycle.abandon(journaled)
-            return self._upstream_failure(exc, common)
-
-        acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
-        if self._lifecycle.deliver(number, journaled, created.conversation_id, acd,
-                                epoch_ms(scheduled)) is None:
-            self.undo_create(number, journaled, created.conversation_id, acd, ctx.deadline)
-            return answer(outcome="REJECTED", reason="CONSENT_REVOKED", **common,
-                          message="Consent was withdrawn while the callback was being created; "
-                          "it was cancelled.")
-        log.info("callback created", extra={"callbackId": created.conversation_id,
-                                            "number": number.masked, "agentId": assigned})
-        return answer(outcome="CREATED", reason="OK", callbackId=created.conversation_id,
-                      assignedAgentId=assigned,
-                      message=f"Callback scheduled for {timing.format_utc(scheduled)}.", **common)
-
-    def _duplicate(self, existing: LedgerRecord, common: dict[str, Any]) -> Answer:
-        instant = from_ms(existing.scheduled_ms)
-        when = timing.format_utc(instant)
-        # A queued callback has no Genesys id yet; flows see it as pending all the same.
-        shown_id = existing.callback_id if existing.in_genesys else ""
-        log.info("duplicate found", extra={"callbackId": existing.callback_id})
-        return self._create_out.answer(**{
-            **common,
-            "outcome": "DUPLICATE", "reason": "DUPLICATE_PENDING",
-            "message": f"A callback for this number is already scheduled for {when}; "
-                       "no new one was created.",
-            "callbackId": shown_id, "scheduledTimeUtc": when,
-            "assignedAgentId": existing.agent_id, "existingCallbackId": shown_id,
-            "existingScheduledTimeUtc": when, "existingAgentId": existing.agent_id,
-            **_time_fields(instant, "", None, str(common["customerTimeZone"])),
-            "agentTimeZone": "", "agentLocalTime": "",
-        })
-
-    def _upstream_failure(self, exc: UpstreamUnavailable | UpstreamRejected,
-                          common: dict[str, Any], *, reading: bool = False,
-                          contract: Contract | None = None) -> Answer:
-        out = contract or self._create_out
-        if isinstance(exc, UpstreamUnavailable):
-            log.warning("genesys unavailable", extra={"error": exc.message, "reading": reading})
-            return out.answer(
-                outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
-                message="Genesys Cloud could not be reached in time; nothing was changed. "
-                "Retry the same request.")
-        log.warning("genesys refused", extra={"status": exc.status, "code": exc.code,
-                                              "error": exc.message})
-        return out.answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
-                          message=f"Genesys Cloud refused the request: {exc.message}")
-
-    @staticmethod
-    def _command(fields: dict[str, Any], number: CustomerNumber, agent_id: str,
-                 scheduled_utc: str, token: str, consent_id: str) -> dict[str, Any]:
-        """The agent-owned ``CreateCallbackCommand`` exactly as SPEC §4 describes it; with no
-        agent (the queue fallback) it carries no owner fields."""
-        routing: dict[str, Any] = {"queueId": fields["queueId"]}
-        if agent_id:
-            routing["scoredAgents"] = [{"agent": {"id": agent_id}, "score": 100}]
-            routing["routingFlags"] = [AGENT_OWNED]
-        if "priority" in fields:
-            routing["priority"] = fields["priority"]
-        data = {"requestToken": token, "consentId": consent_id}
-        for key in ("reference", "notes"):
-            if fields.get(key):
-                data[key] = str(fields[key])
-        command: dict[str, Any] = {
-            "routingData": routing,
-            "callbackNumbers": [number.e164],
-            "callbackScheduledTime": scheduled_utc,
-            "validateCallbackNumbers": True,
-            "data": data,
-        }
-        if fields.get("customerName"):
-            command["callbackUserName"] = str(fields["customerName"])
-        return command
 
     # -- find-pending-callbacks ---------------------------------------------------------
 
@@ -462,7 +152,7 @@ class CallbackService:
             profile = self._times.profile(record.agent_id, now, ctx.deadline)
             queue = self._genesys.queue(record.queue_id, ctx.deadline)
         except (UpstreamUnavailable, UpstreamRejected) as exc:
-            return self._upstream_failure(exc, common, reading=True, contract=out)
+            return upstream_failure(out, exc, common, reading=True)
         when = self._times.check(self._times.parse(fields, profile),
                                  self._times.context(now, profile, number, queue))
         if not when.ok or when.instant is None:
@@ -470,7 +160,7 @@ class CallbackService:
                               agentTimeZone=profile.zone,
                               suggestedTimeUtc=timing.format_utc(when.suggested)
                               if when.suggested else "", **common)
-        common.update(_time_fields(when.instant, profile.zone, number),
+        common.update(time_fields(when.instant, profile.zone, number),
                       warnings=",".join(when.warnings))
         return self._reschedule_commit(record, when.instant, number, ctx, common)
 
@@ -518,7 +208,7 @@ class CallbackService:
                 new_id = self.replace_owner(record, decision.assigned, scheduled,
                                             ctx.deadline, decision.reassign_reason)
                 zone = decision.profile.zone if decision.profile is not None else ""
-                common.update(_time_fields(scheduled, zone, number))
+                common.update(time_fields(scheduled, zone, number))
                 return out.answer(outcome="RESCHEDULED", reason="OK", **{
                     **common, "callbackId": new_id, "previousCallbackId": callback_id,
                     "assignedAgentId": decision.assigned, "reassigned": True,
@@ -538,9 +228,9 @@ class CallbackService:
                 self._lifecycle.close(record, "DISCONNECTED")
                 return out.answer(outcome="REJECTED", reason="NOT_FOUND", **common,
                                   message="Genesys Cloud no longer holds this callback.")
-            return self._upstream_failure(exc, common, contract=out)
+            return upstream_failure(out, exc, common)
         except UpstreamUnavailable as exc:
-            return self._upstream_failure(exc, common, contract=out)
+            return upstream_failure(out, exc, common)
         if not self._lifecycle.reschedule(record, epoch_ms(scheduled)):
             return None
         log.info("callback rescheduled", extra={"callbackId": callback_id})
@@ -577,7 +267,7 @@ class CallbackService:
         now = self._clock.now()
         fields = {"queueId": record.queue_id, "customerName": customer.get("callbackUserName"),
                   "reference": attributes.get("reference"), "notes": attributes.get("notes")}
-        command = self._command(fields, number, new_agent, timing.format_utc(scheduled), token,
+        command = create_command(fields, number, new_agent, timing.format_utc(scheduled), token,
                                 record.consent_id)
         payload = {"command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
                    "mayHaveRun": True, "acceptedMs": epoch_ms(now)}
@@ -609,7 +299,7 @@ class CallbackService:
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
         if self._lifecycle.deliver(number, journaled, created.conversation_id, acd,
                                 epoch_ms(scheduled)) is None:
-            self.undo_create(number, journaled, created.conversation_id, acd, deadline)
+            self._undo(number, journaled, created.conversation_id, acd, deadline)
             self._lifecycle.unlink(record.callback_id, journaled.callback_id)
             return ""
         log.info("callback reassigned", extra={
@@ -618,20 +308,6 @@ class CallbackService:
             "reason": reason})
         self.finish_replacement(record, deadline)
         return created.conversation_id
-
-    def undo_create(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,
-                    acd_id: str, deadline: Deadline) -> None:
-        """Disconnect a callback Genesys created after its request was cancelled; if that
-        fails, keep it in the ledger (pending) so the next cancel or revoke finds it."""
-        try:
-            self._genesys.disconnect_callback(callback_id, acd_id, deadline)
-            log.info("callback cancelled during creation", extra={"callbackId": callback_id})
-        except UpstreamError as exc:
-            log.error("callback created after its cancellation is still scheduled", extra={
-                "callbackId": callback_id, "error": exc.message})
-            self._lifecycle.keep(number, journaled.request_token, replace(
-                journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
-                number_key=""))
 
     def finish_replacement(self, record: LedgerRecord, deadline: Deadline) -> bool:
         """Disconnect a replaced callback; false (retried later) if Genesys cannot now."""

@@ -1,0 +1,373 @@
+"""create-callback, one visible step per rule of SPEC §4::
+
+    number → idempotency key → daily cap → consent → time → claim (duplicate) → owner →
+    journal → create in Genesys → deliver (or QUEUED for the outbox worker)
+
+Each step either answers (the first failing check gives the answer) or fills in the draft
+for the next. Nothing reaches Genesys unless every check passed, and a REJECTED answer
+leaves nothing behind: the number's claim is released by the one ``with`` around the steps
+that hold it, and no idempotent answer is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Final
+
+from middleware.actions.answers import (
+    Answer,
+    create_command,
+    from_ms,
+    queue_refusal,
+    time_fields,
+    upstream_failure,
+)
+from middleware.clock import Clock
+from middleware.consent import ConsentLedger
+from middleware.context import RequestContext
+from middleware.contracts import Contract
+from middleware.deadline import Deadline
+from middleware.errors import StoreUnavailable, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from middleware.genesys.client import GenesysClient, callback_end_state
+from middleware.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
+from middleware.ledger.lifecycle import Hold, Lifecycle, epoch_ms
+from middleware.ledger.records import LedgerRecord
+from middleware.owner import OwnerRule
+from middleware.rules import time as timing
+from middleware.rules.number import CustomerNumber, invalid_number_message, number_of
+from middleware.scheduling import TimeService
+
+log = logging.getLogger(__name__)
+
+_DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allowed in 24 "
+                               "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
+
+
+@dataclass
+class Draft:
+    """What the steps of one create have found so far."""
+
+    fields: dict[str, Any]
+    number: CustomerNumber
+    agent_id: str
+    token: str
+    ctx: RequestContext
+    now: datetime
+    common: dict[str, Any]
+    consent_id: str = ""
+    consent_epoch: int = -1
+    captured: datetime | None = None
+    scheduled: datetime | None = None
+    assigned: str = ""
+    command: dict[str, Any] = field(default_factory=dict)
+    journaled: LedgerRecord | None = None
+
+    @property
+    def queue_id(self) -> str:
+        """The queue asked for."""
+        return str(self.fields["queueId"])
+
+    @property
+    def at(self) -> datetime:
+        """The accepted time (set by the time step)."""
+        if self.scheduled is None:
+            raise RuntimeError("the time step has not run")
+        return self.scheduled
+
+
+class CreateCallback:
+    """The ``create-callback`` action."""
+
+    def __init__(self, default_country: str, contract: Contract, genesys: GenesysClient,
+                 lifecycle: Lifecycle, idempotency: IdempotencyGate, consents: ConsentLedger,
+                 times: TimeService, owner: OwnerRule, clock: Clock,
+                 journal_lease_ms: int = 10_000, settle_s: float = 6.0) -> None:
+        self._country = default_country
+        self._out = contract
+        self._genesys = genesys
+        self._lifecycle = lifecycle
+        self._idempotency = idempotency
+        self._consents = consents
+        self._times = times
+        self._owner = owner
+        self._clock = clock
+        self._journal_lease_ms = journal_lease_ms
+        # Before the worker looks for a create that may have reached Genesys, it must land.
+        self._settle_s = settle_s
+
+    def create(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
+        """Run every check in order, create the callback if all pass, and return the answer."""
+        agent_id = str(fields["agentId"])
+        number = number_of(fields, self._country)
+        if number is None:
+            return self._out.answer(
+                outcome="REJECTED", reason="INVALID_NUMBER", requestId=ctx.request_id,
+                ownerAgentId=agent_id, message=invalid_number_message(fields, self._country))
+        key = key_for(fields, ctx.idempotency_key, ctx.credential, number.e164)
+        token = uuid.uuid4().hex
+        leased = time.monotonic()
+        if key is not None:
+            replay, leased = self._begin(key, token, ctx.deadline)
+            if replay is not None:
+                log.info("idempotent replay", extra={"number": number.masked})
+                return {**replay, "replayed": True, "requestId": ctx.request_id}
+        answer: Answer = {"outcome": "REJECTED"}
+        try:
+            answer = self._checked(Draft(fields, number, agent_id, token, ctx,
+                                         self._clock.now(), {
+                "requestId": ctx.request_id, "ownerAgentId": agent_id,
+                "customerNumberE164": number.e164, "customerTimeZone": ",".join(number.zones),
+            }))
+        except StoreUnavailable as exc:
+            if key is not None and not self._finish(key, token, answer):
+                # The key stays in flight until its lease ends: the 503 says when a retry
+                # will be served rather than refused with 409.
+                exc.retry_after_s = self._idempotency.lease_left_s(leased)
+            raise
+        except BaseException:
+            if key is not None:
+                self._finish(key, token, answer)
+            raise
+        if key is not None:
+            self._finish(key, token, answer)
+        return answer
+
+    # -- the idempotency key --------------------------------------------------------------
+
+    def _begin(self, key: IdempotencyKey, token: str, deadline: Deadline
+               ) -> tuple[Answer | None, float]:
+        """Take the key for this request (the answer to replay, if one is stored) and when
+        its lease started. A derived key never replays a callback that has since ended."""
+        started = self._idempotency.begin(key, token)
+        leased = time.monotonic()
+        if started.replay is not None and key.derived and self._ended(started.replay, deadline) \
+                and self._idempotency.take_over(key, token, started.replay):
+            leased, started = time.monotonic(), Started()
+        return started.replay, leased
+
+    def _finish(self, key: IdempotencyKey, token: str, answer: Answer) -> bool:
+        """Store the idempotent answer (or release the key); false if Redis could not."""
+        try:
+            self._idempotency.finish(key, token, answer)
+        except StoreUnavailable:
+            # The in-flight lease expires on its own; the caller gets our answer.
+            log.warning("could not store the idempotent answer")
+            return False
+        return True
+
+    def _ended(self, replay: Answer, deadline: Deadline) -> bool:
+        """Whether the callback a stored answer names has ended (a derived key must not
+        replay it: the conversation is asking for a new one). Genesys is asked too: a
+        callback completed there may not have been reconciled yet (SPEC §4 Lifecycle 6)."""
+        callback_id = str(replay.get("callbackId") or replay.get("existingCallbackId") or "")
+        if not callback_id:
+            return False
+        record = self._lifecycle.record(callback_id)
+        if record is None or not record.pending:
+            return record is not None
+        if not record.in_genesys:
+            return False
+        try:
+            ended = callback_end_state(self._genesys.get_callback(callback_id, deadline))
+        except UpstreamError:
+            # Unknown: the ledger's view stands, as before reconciliation would correct it.
+            return False
+        if ended is None:
+            return False
+        self._lifecycle.close(record, ended)
+        return True
+
+    # -- the steps ------------------------------------------------------------------------
+
+    def _checked(self, d: Draft) -> Answer:
+        """The checks that need no claim, then the steps that hold it."""
+        return self._daily_cap(d) or self._consent(d) or self._time(d) or self._claimed(d)
+
+    def _daily_cap(self, d: Draft) -> Answer | None:
+        """The number's cap, read first so a capped number answers in the number step (the
+        claim checks it again, atomically)."""
+        if not self._lifecycle.over_daily_limit(d.number):
+            return None
+        return self._out.answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER",
+                                **d.common, message=_DAILY_LIMIT_MESSAGE)
+
+    def _consent(self, d: Draft) -> Answer | None:
+        """Recorded consent (or one given with the request), not revoked since."""
+        verdict = self._consents.check(d.fields, d.number)
+        if verdict.reason != "OK":
+            return self._out.answer(outcome="REJECTED", reason=verdict.reason,
+                                    message=verdict.message,
+                                    consentId=str(d.fields.get("consentId") or ""), **d.common)
+        d.consent_id, d.consent_epoch = verdict.consent_id, verdict.epoch
+        d.captured = verdict.captured
+        return None
+
+    def _time(self, d: Draft) -> Answer | None:
+        """The owner's zone and hours, the customer's calling hours, and the queue."""
+        try:
+            profile = self._times.profile(d.agent_id, d.now, d.ctx.deadline)
+            queue = self._genesys.queue(d.queue_id, d.ctx.deadline)
+        except (UpstreamUnavailable, UpstreamRejected) as exc:
+            return upstream_failure(self._out, exc, d.common, reading=True)
+        refusal = queue_refusal(d.queue_id, queue)
+        if refusal:
+            # Genesys would refuse the create: say why now, before anything is written.
+            return self._out.answer(outcome="REJECTED", reason="UPSTREAM_REJECTED",
+                                    message=refusal, **d.common)
+        when = self._times.check(self._times.parse(d.fields, profile),
+                                 self._times.context(d.now, profile, d.number, queue))
+        d.common["agentTimeZone"] = profile.zone
+        if not when.ok or when.instant is None:
+            return self._out.answer(
+                outcome="REJECTED", reason=when.reason, message=when.message, **d.common,
+                suggestedTimeUtc=timing.format_utc(when.suggested) if when.suggested else "")
+        d.scheduled = when.instant
+        d.common.update(time_fields(when.instant, profile.zone, d.number),
+                        warnings=",".join(when.warnings))
+        return None
+
+    def _claimed(self, d: Draft) -> Answer:
+        """Claim the number (or answer its pending callback); owner and journal hold the
+        claim, which the ``with`` releases unless the journal took its place."""
+        claim = self._lifecycle.claim(d.number, d.token, d.ctx.deadline)
+        if claim.existing is not None:
+            return self._duplicate(claim.existing, d.common)
+        if claim.over_daily_limit:
+            return self._out.answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER",
+                                    **d.common, message=_DAILY_LIMIT_MESSAGE)
+        if not claim.claimed:
+            return self._out.answer(
+                outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **d.common,
+                message="Another request for this number is being created right now; retry "
+                "shortly to receive it.")
+        with self._lifecycle.claimed(d.number, d.token) as hold:
+            answer = self._owner_step(d) or self._journal(d, hold)
+        return answer or self._send(d)
+
+    def _owner_step(self, d: Draft) -> Answer | None:
+        """The owner, or who takes over when the owner is unavailable then (SPEC §4 Owner)."""
+        try:
+            decision = self._owner.resolve(
+                d.agent_id, d.queue_id, d.at, d.ctx.deadline,
+                allow_reassignment=d.fields.get("allowReassignment", True) is not False)
+        except (UpstreamUnavailable, UpstreamRejected) as exc:
+            return upstream_failure(self._out, exc, d.common, reading=True)
+        if decision.outcome == "UNKNOWN_AGENT":
+            return self._out.answer(outcome="REJECTED", reason="UNKNOWN_AGENT", **d.common,
+                                    message=f"The agent id {d.agent_id} is not a Genesys user.")
+        if decision.outcome == "NONE":
+            return self._out.answer(
+                outcome="REJECTED", reason="NO_AVAILABLE_OWNER", **d.common,
+                reassignReason=decision.reassign_reason,
+                message=f"The agent is unavailable ({decision.reassign_reason}) and no one "
+                "else may own the callback.")
+        d.assigned = decision.assigned
+        if decision.reassigned:
+            zone = decision.profile.zone if decision.profile is not None else ""
+            d.common.update(time_fields(d.at, zone, d.number), reassigned=True,
+                            reassignReason=decision.reassign_reason)
+        return None
+
+    def _journal(self, d: Draft, hold: Hold) -> Answer | None:
+        """Write the request before Genesys sees it: from here on it is never lost, and a
+        crash before the outcome is recorded is resolved by the worker without a second
+        callback. The journal re-checks that no revocation was stored since the consent step
+        and that the claim is still ours."""
+        d.consent_id = d.consent_id or self._consents.record(
+            d.number, d.fields, d.captured or d.now, via="create-callback")
+        d.command = create_command(d.fields, d.number, d.assigned, timing.format_utc(d.at),
+                                   d.token, d.consent_id)
+        d.common["consentId"] = d.consent_id
+        d.journaled = self._lifecycle.journal(d.number, d.token, LedgerRecord(
+            callback_id=f"queued-{d.token}", number_key="", scheduled_ms=epoch_ms(d.at),
+            agent_id=d.assigned, queue_id=d.queue_id, state="CREATING", acd_id="",
+            request_token=d.token, created_ms=epoch_ms(d.now), consent_id=d.consent_id,
+            e164=d.number.e164), payload=self._payload(d, may_have_run=True),
+            resolve_after_ms=epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch)
+        if d.journaled is None:
+            return self._out.answer(outcome="REJECTED", reason="CONSENT_REVOKED", **d.common,
+                                    message="Consent was withdrawn while the callback was "
+                                    "being checked; nothing was created.")
+        hold.journaled()
+        return None
+
+    def _payload(self, d: Draft, *, may_have_run: bool) -> dict[str, Any]:
+        ledger_id = d.journaled.callback_id if d.journaled else f"queued-{d.token}"
+        return {"command": d.command, "ledgerId": ledger_id, "e164": d.number.e164,
+                "mayHaveRun": may_have_run, "acceptedMs": epoch_ms(d.now)}
+
+    def _send(self, d: Draft) -> Answer:
+        """Create it in Genesys, then deliver it (or QUEUE it, or take it back)."""
+        journaled = d.journaled
+        if journaled is None:
+            raise RuntimeError("the journal step has not run")
+        try:
+            created = self._genesys.create_callback(d.command, d.ctx.deadline)
+        except UpstreamUnavailable as exc:
+            return self._queued(d, journaled, exc)
+        except UpstreamRejected as exc:
+            self._lifecycle.abandon(journaled)
+            return upstream_failure(self._out, exc, d.common)
+        acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
+        if self._lifecycle.deliver(d.number, journaled, created.conversation_id, acd,
+                                   epoch_ms(d.at)) is None:
+            self.undo(d.number, journaled, created.conversation_id, acd, d.ctx.deadline)
+            return self._out.answer(outcome="REJECTED", reason="CONSENT_REVOKED", **d.common,
+                                    message="Consent was withdrawn while the callback was "
+                                    "being created; it was cancelled.")
+        log.info("callback created", extra={"callbackId": created.conversation_id,
+                                            "number": d.number.masked, "agentId": d.assigned})
+        return self._out.answer(outcome="CREATED", reason="OK",
+                                callbackId=created.conversation_id, assignedAgentId=d.assigned,
+                                message=f"Callback scheduled for {timing.format_utc(d.at)}.",
+                                **d.common)
+
+    def _queued(self, d: Draft, journaled: LedgerRecord, exc: UpstreamUnavailable) -> Answer:
+        """Genesys could not take it now: the outbox will, and the caller must not retry."""
+        wait_s = max(exc.retry_after_s or 1, self._settle_s if exc.may_have_run else 0)
+        self._lifecycle.defer(journaled, self._payload(d, may_have_run=exc.may_have_run),
+                              epoch_ms(d.now) + int(1000 * wait_s))
+        log.warning("genesys unavailable: callback queued", extra={
+            "error": exc.message, "number": d.number.masked, "mayHaveRun": exc.may_have_run})
+        return self._out.answer(
+            outcome="QUEUED", reason="UPSTREAM_UNAVAILABLE", **d.common,
+            assignedAgentId=d.assigned,
+            message="Accepted: Genesys Cloud is unreachable right now, so the callback will "
+            "be created shortly. Do not retry.") | {"retryable": False}
+
+    def _duplicate(self, existing: LedgerRecord, common: dict[str, Any]) -> Answer:
+        """The number's pending callback, answered instead of a second one."""
+        instant = from_ms(existing.scheduled_ms)
+        when = timing.format_utc(instant)
+        # A queued callback has no Genesys id yet; flows see it as pending all the same.
+        shown_id = existing.callback_id if existing.in_genesys else ""
+        log.info("duplicate found", extra={"callbackId": existing.callback_id})
+        return self._out.answer(**{
+            **common,
+            "outcome": "DUPLICATE", "reason": "DUPLICATE_PENDING",
+            "message": f"A callback for this number is already scheduled for {when}; "
+                       "no new one was created.",
+            "callbackId": shown_id, "scheduledTimeUtc": when,
+            "assignedAgentId": existing.agent_id, "existingCallbackId": shown_id,
+            "existingScheduledTimeUtc": when, "existingAgentId": existing.agent_id,
+            **time_fields(instant, "", None, str(common["customerTimeZone"])),
+            "agentTimeZone": "", "agentLocalTime": "",
+        })
+
+    def undo(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,
+             acd_id: str, deadline: Deadline) -> None:
+        """Disconnect a callback Genesys created after its request was cancelled; if that
+        fails, keep it in the ledger (pending) so the next cancel or revoke finds it."""
+        try:
+            self._genesys.disconnect_callback(callback_id, acd_id, deadline)
+            log.info("callback cancelled during creation", extra={"callbackId": callback_id})
+        except UpstreamError as exc:
+            log.error("callback created after its cancellation is still scheduled", extra={
+                "callbackId": callback_id, "error": exc.message})
+            self._lifecycle.keep(number, journaled.request_token, replace(
+                journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
+                number_key=""))
