@@ -640,6 +640,11 @@ def _instant(text: str | None) -> datetime | None:
     return parse_instant(text) if text else None
 
 
+def _in_doubt(call: Call) -> bool:
+    """A change Genesys did not confirm in time, answered as possibly made."""
+    return call.get("reason") == "UPSTREAM_UNAVAILABLE" and "did not confirm" in call.get("message")
+
+
 class Checker:
     """Invariants 1-7 of SPEC §4 Lifecycle, as far as each is visible from outside."""
 
@@ -738,9 +743,12 @@ class Checker:
 
     # (3) accepted answers end as exactly one live callback at the answered time.
     def _ends(self, e164: str) -> list[Call]:
+        # A cancel Genesys did not confirm may have landed (the answer says so): like any
+        # operation of unknown outcome, it may or may not have taken effect.
         return [c for c in self.calls if c.e164 == e164 and (
             (c.action == "revoke-consent" and c.outcome == "REVOKED")
             or (c.action == "cancel-callback" and c.outcome == "CANCELLED")
+            or (c.action == "cancel-callback" and _in_doubt(c))
             or (c.action == "complete" and c.body.get("callbackId")))]
 
     def accepted_end_live(self, e164: str) -> None:
@@ -762,7 +770,12 @@ class Checker:
                       + " but no live callback", focus=tuple(latest))
         elif latest and len(live) == 1:
             at = _instant(live[0]["callbackScheduledTime"])
-            if not any(_instant(a.get("scheduledTimeUtc")) == at for a in latest):
+            # A reschedule Genesys did not confirm may have moved it (the answer says so).
+            doubted = [_instant(r.body.get("requestedTime")) for r in self.of(
+                e164, "reschedule-callback") if _in_doubt(r)
+                and r.ended > min(a.started for a in latest)]
+            if at not in doubted and not any(
+                    _instant(a.get("scheduledTimeUtc")) == at for a in latest):
                 self.flag("3", e164, f"live callback at {live[0]['callbackScheduledTime']}, "
                           "answered " + ", ".join(f"#{a.seq} {a.get('scheduledTimeUtc')}"
                                                   for a in latest),

@@ -59,6 +59,11 @@ def upstream_failure(out: Contract, exc: UpstreamUnavailable | UpstreamRejected,
     """The REJECTED answer for a Genesys call that failed, with nothing changed."""
     if isinstance(exc, UpstreamUnavailable):
         log.warning("genesys unavailable", extra={"error": exc.message, "reading": reading})
+        if exc.may_have_run and not reading:
+            return out.answer(
+                outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
+                message="Genesys Cloud did not confirm the change in time: it may have been "
+                "made. Retry the same request to find out.")
         return out.answer(
             outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
             message="Genesys Cloud could not be reached in time; nothing was changed. "

@@ -45,6 +45,16 @@ _CALLBACK_ID: Final = re.compile(r"^[0-9A-Za-z-]{8,64}$")
 Undo = Callable[[CustomerNumber, LedgerRecord, str, str, Deadline], None]
 
 
+def _cancel_unavailable(exc: UpstreamUnavailable) -> str:
+    """What a cancel Genesys did not confirm tells the caller: unchanged only when no
+    disconnect can have reached Genesys."""
+    if exc.may_have_run:
+        return ("Genesys Cloud did not confirm the cancel in time: the callback may already be "
+                "cancelled. Retry the same request to find out.")
+    return ("Genesys Cloud could not be reached; the callback is unchanged. Retry the same "
+            "request.")
+
+
 class ManageCallbacks:
     """Finds, reschedules and cancels callbacks created here, and moves them to new owners."""
 
@@ -343,10 +353,9 @@ class ManageCallbacks:
         if len(chain) > 1 and live:
             try:
                 ends = [self.cancel_record(r, ctx) for r in live]
-            except UpstreamUnavailable:
+            except UpstreamUnavailable as exc:
                 return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
-                              message="Genesys Cloud could not be reached; retry the same "
-                              "request.")
+                              message=_cancel_unavailable(exc))
             except UpstreamRejected as exc:
                 return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
                               message=f"Genesys Cloud refused the cancel: {exc.message}")
@@ -366,10 +375,9 @@ class ManageCallbacks:
                           message=f"The callback is no longer pending ({record.state.lower()}).")
         try:
             ended = self.cancel_record(record, ctx)
-        except UpstreamUnavailable:
+        except UpstreamUnavailable as exc:
             return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
-                          message="Genesys Cloud could not be reached; the callback is "
-                          "unchanged. Retry the same request.")
+                          message=_cancel_unavailable(exc))
         except UpstreamRejected as exc:
             return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
                           message=f"Genesys Cloud refused the cancel: {exc.message}")

@@ -599,6 +599,19 @@ def callback_end_state(conversation: dict[str, Any] | None) -> str | None:
     return None
 
 
+def callback_scheduled_ms(conversation: dict[str, Any] | None) -> int | None:
+    """The time Genesys holds the callback at (epoch ms), from its participants, or ``None``."""
+    for participant in (conversation or {}).get("participants", []):
+        text = participant.get("callbackScheduledTime")
+        if isinstance(text, str) and text:
+            try:
+                instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            return int(instant.timestamp() * 1000)
+    return None
+
+
 def _query_value(uri: str, name: str) -> str:
     values = parse_qs(urlsplit(uri).query).get(name, [])
     return values[0] if values else ""

@@ -8,12 +8,13 @@ most a quarter of ``GENESYS_RATE_LIMIT_PER_MIN``, leaving the rest to live reque
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final
 
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
-from middleware.genesys.client import GenesysClient, callback_end_state
+from middleware.genesys.client import GenesysClient, callback_end_state, callback_scheduled_ms
 from middleware.ledger.lifecycle import Lifecycle
+from middleware.ledger.records import LedgerRecord
 from middleware.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Reconciler:
                 else:
                     failures = 0
                     ended = callback_end_state(conversation)
+                    self._adopt_time(record, conversation, ended)
                     if ended is not None:
                         # A cancel whose disconnect landed unanswered: it was cancelled.
                         ended = "CANCELLED" if record.cancel_asked else ended
@@ -82,3 +84,16 @@ class Reconciler:
             cursor = (scheduled_ms, callback_id)
         self._store.save_reconcile_cursor(cursor)
         return closed
+
+    def _adopt_time(self, record: LedgerRecord, conversation: dict[str, Any] | None,
+                    ended: str | None) -> None:
+        """Genesys holds the callback at another time than the ledger (a PATCH that landed
+        unanswered): the ledger takes Genesys' time, so duplicates and find-pending show the
+        time the customer will be called. Guarded by the record's version, so a reschedule
+        committing meanwhile wins."""
+        held = callback_scheduled_ms(conversation)
+        if ended is not None or held is None or abs(held - record.scheduled_ms) < 1000:
+            return
+        if self._lifecycle.reschedule(record, held):
+            log.info("callback time taken from Genesys", extra={
+                "callbackId": record.callback_id, "fromMs": record.scheduled_ms, "toMs": held})
