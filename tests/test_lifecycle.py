@@ -462,3 +462,39 @@ def test_idempotency_key_is_not_left_in_flight_after_a_redis_stall(
     assert again.status_code == 200, again.text
     assert again.json["outcome"] == "CREATED"
 
+
+
+def test_an_end_seen_late_never_rewrites_the_first(service: Service, sim: Simulator,
+                                                   redis_server: RedisServer) -> None:
+    """A close of a callback that already ended (reconciliation reading a callback just
+    cancelled) keeps the first end: a retried cancel still answers CANCELLED."""
+    lifecycle = worker(service, redis_server).lifecycle
+    created = service.action("create-callback", create_body()).json
+    assert created["outcome"] == "CREATED"
+    record = lifecycle.record(created["callbackId"])
+    assert record is not None
+    cancel = {"callbackId": created["callbackId"]}
+    assert service.action("cancel-callback", cancel).json["outcome"] == "CANCELLED"
+    lifecycle.close(record, "DISCONNECTED")
+    again = lifecycle.record(created["callbackId"])
+    assert again is not None and again.state == "CANCELLED"
+    assert service.action("cancel-callback", cancel).json["outcome"] == "CANCELLED"
+
+
+def test_a_create_cancelled_while_queued_is_not_kept_as_a_dead_letter(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """The outbox giving up on a create cancelled meanwhile drops it: no dead letter is
+    kept, so no replay can bring back a callback the caller cancelled."""
+    services = worker(service, redis_server, OUTBOX_MAX_ATTEMPTS="1")
+    sim.control("PUT", "faults", {"status": 503, "count": 1, "pathPrefix": CALLBACKS})
+    queued = service.action("create-callback", create_body()).json
+    assert queued["outcome"] == "QUEUED"
+    [entry] = services.store.lease_outbox(2**62, 1, 10)
+    record = services.lifecycle.record(str(entry.payload["ledgerId"]))
+    assert record is not None
+    services.lifecycle.cancel(record)
+    assert not services.lifecycle.dead_letter(entry, record, "refused")
+    assert services.store.dead_letters() == []
+    replay_all(service, redis_server)
+    duty(services, "outbox")()
+    assert live(sim) == [] and pending_count(service) == 0

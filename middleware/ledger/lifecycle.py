@@ -234,12 +234,13 @@ class Lifecycle:
         self._store.watch_orphan(token, e164, since_ms, epoch_ms(
             self._clock.now() + LATE_CREATE_WATCH))
 
-    def defer(self, record: LedgerRecord, payload: dict[str, Any], next_ms: int) -> None:
-        """Genesys could not take the journaled create now: it stays in the window, QUEUED."""
+    def defer(self, record: LedgerRecord, payload: dict[str, Any], next_ms: int) -> bool:
+        """Genesys could not take the journaled create now: it stays in the window, QUEUED
+        (false, nothing written, when it was cancelled meanwhile)."""
         if payload.get("mayHaveRun"):
             self.watch_late_create(record.request_token, record.e164,
                                    int(payload.get("acceptedMs") or record.created_ms))
-        self._store.defer_journaled(record, payload, next_ms, self._event(
+        return self._store.defer_journaled(record, payload, next_ms, self._event(
             "callback-queued", replace(record, state="QUEUED")), self._evidence_ttl_s)
 
     def deliver(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,
@@ -335,15 +336,16 @@ class Lifecycle:
         """Drop index entries whose records expired long after their time."""
         self._store.forget_pending(callback_ids)
 
-    def dead_letter(self, entry: OutboxEntry, record: LedgerRecord | None, error: str) -> None:
+    def dead_letter(self, entry: OutboxEntry, record: LedgerRecord | None, error: str) -> bool:
         """The outbox gave up on a create: kept as a dead letter for a replay, out of the
-        window; an owner move it was leaves the old callback the customer's."""
-        self._store.dead_letter(entry, error, epoch_ms(self._clock.now()))
-        if record is None:
-            return
-        self.close(record, State.DEAD_LETTER)
-        if record.replaces:
-            self.unlink(record.replaces, record.callback_id)
+        window; an owner move it was leaves the old callback the customer's. False when it
+        was cancelled meanwhile (nothing kept: a replay must not bring it back)."""
+        now = self._clock.now()
+        event = {"event": "callback-closed", "callbackId": record.callback_id if record else "",
+                 "state": State.DEAD_LETTER, "at": now.isoformat(timespec="milliseconds")}
+        return self._store.dead_letter_callback(entry.token, entry.attempts + 1, error,
+                                                epoch_ms(now), record, event,
+                                                self._evidence_ttl_s)
 
     def release(self, number: CustomerNumber, token: str) -> None:
         """Free the number after a refusal, so it never blocks a later valid request."""

@@ -25,10 +25,15 @@ return 1
 """
 
 
-# Take a callback out of the window for good.
+# Take a callback out of the window for good, only while it is still pending: an end seen
+# late (reconciliation reading a callback just cancelled) never rewrites the first one.
 # KEYS: record, global set, owner's pending set, then the number's pending set per digest.
 _CLOSE_CALLBACK: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local st = redis.call('HGET', KEYS[1], 'st')
+if st ~= 'PENDING' and st ~= 'QUEUED' and st ~= 'CREATING' then
+  for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
+  return 0
+end
 redis.call('HSET', KEYS[1], 'st', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
@@ -98,16 +103,57 @@ return 1
 """
 
 
-# Move a record from one of two states to a third, atomically; 0 when it was in neither
-# (cancelled meanwhile). KEYS[1] the record. ARGV: from, other from, to.
-_FLIP_STATE: Final = """
+# A journaled create Genesys could not take now becomes QUEUED with its next attempt, in
+# one step, only while it is still CREATING or QUEUED: 0, nothing written, when it was
+# cancelled meanwhile (the worker then finds the outbox entry unwanted and drops it).
+# KEYS: record, outbox entry, outbox, history. ARGV: token, payload, next ms, history ttl s,
+# then the history event's items.
+_DEFER: Final = """
 local st = redis.call('HGET', KEYS[1], 'st')
-if st == ARGV[1] or st == ARGV[2] then
-  redis.call('HSET', KEYS[1], 'st', ARGV[3])
-  redis.call('HINCRBY', KEYS[1], 'v', 1)
-  return 1
+if st ~= 'CREATING' and st ~= 'QUEUED' then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'QUEUED')
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[2], 'payload', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('XADD', KEYS[4], '*', unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return 1
+"""
+
+
+# The outbox gives up on a create, in one step: the entry becomes a dead letter (kept for a
+# replay) and its record leaves the window as DEAD_LETTER; an owner move it was unlinks
+# from the callback it was to replace, which stays the customer's. Only while the entry
+# exists and the record is still CREATING or QUEUED (or gone): one cancelled meanwhile is
+# dropped, never kept for a replay that would bring it back.
+# KEYS: outbox, entry, dead letters, record, global pending, owner's pending, history,
+#       replaced record (else the record again), replacing set, then the number's pending
+#       set per digest.
+# ARGV: token, attempts, error, at ms, record id, history ttl s, then the event's items.
+_DEAD_LETTER: Final = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local st = redis.call('HGET', KEYS[4], 'st')
+redis.call('ZREM', KEYS[1], ARGV[1])
+if st and st ~= 'CREATING' and st ~= 'QUEUED' then
+  redis.call('DEL', KEYS[2])
+  return 0
 end
-return 0
+redis.call('HSET', KEYS[2], 'attempts', ARGV[2], 'error', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+if not st then return 1 end
+redis.call('HSET', KEYS[4], 'st', 'DEAD_LETTER')
+redis.call('HINCRBY', KEYS[4], 'v', 1)
+redis.call('ZREM', KEYS[5], ARGV[5])
+redis.call('ZREM', KEYS[6], ARGV[5])
+for i = 10, #KEYS do redis.call('ZREM', KEYS[i], ARGV[5]) end
+redis.call('XADD', KEYS[7], '*', unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[7], ARGV[6])
+if KEYS[8] ~= KEYS[4] and redis.call('HGET', KEYS[8], 'r') == ARGV[5] then
+  redis.call('HSET', KEYS[8], 'r', '')
+  redis.call('HINCRBY', KEYS[8], 'v', 1)
+  redis.call('SREM', KEYS[9], redis.call('HGET', KEYS[8], 'id'))
+end
+return 1
 """
 
 
@@ -228,7 +274,8 @@ class LedgerStore(StoreBase):
     SCRIPTS: ClassVar[dict[str, str]] = {
         "_journal": _JOURNAL,
         "_deliver": _DELIVER,
-        "_flip_state": _FLIP_STATE,
+        "_defer": _DEFER,
+        "_dead_letter": _DEAD_LETTER,
         "_relink": _RELINK,
         "_move": _MOVE,
         "_mark_cancel": _MARK_CANCEL,
@@ -300,21 +347,32 @@ class LedgerStore(StoreBase):
             1 if counts else 0, record.created_ms, json.dumps(payload), first_attempt_ms,
             1 if claimed else 0, history_ttl_s, len(fields), *fields, *history])))
 
-    def flip_state(self, record: LedgerRecord, from_states: tuple[str, str], to: str) -> bool:
-        """Change a record's state only if it is still one of ``from_states``."""
-        return bool(self._call(lambda: self._script('_flip_state')(
-            keys=[keys.record(record.callback_id)], args=[*from_states, to])))
-
     def defer_journaled(self, record: LedgerRecord, payload: dict[str, Any],
-                        next_ms: int, event: dict[str, str], history_ttl_s: int) -> None:
-        """A journaled create Genesys could not take now: QUEUED (unless cancelled meanwhile,
-        when the worker only cleans up), next attempt at ``next_ms``."""
-        self.flip_state(record, ("CREATING", "QUEUED"), "QUEUED")
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keys.outbox_entry(record.request_token), "payload", json.dumps(payload))
-        pipe.zadd(keys.OUTBOX, {record.request_token: next_ms})
-        self._append_history(pipe, record.number_key, event, history_ttl_s)
-        self._call(pipe.execute)
+                        next_ms: int, event: dict[str, str], history_ttl_s: int) -> bool:
+        """A journaled create Genesys could not take now: QUEUED, next attempt at
+        ``next_ms``, in one step; false (nothing written) when it was cancelled meanwhile."""
+        names = [keys.record(record.callback_id), keys.outbox_entry(record.request_token),
+                 keys.OUTBOX, keys.history(record.number_key)]
+        history = [item for pair in event.items() for item in pair]
+        return bool(self._call(lambda: self._script("_defer")(keys=names, args=[
+            record.request_token, json.dumps(payload), next_ms, history_ttl_s, *history])))
+
+    def dead_letter_callback(self, token: str, attempts: int, error: str, at_ms: int,
+                             record: LedgerRecord | None, event: dict[str, str],
+                             history_ttl_s: int) -> bool:
+        """Keep an outbox entry as a dead letter and take its record out of the window, in
+        one step; false (the entry dropped, nothing kept) when the record was cancelled or
+        delivered meanwhile."""
+        record_key = keys.record(record.callback_id) if record else keys.record(f"queued-{token}")
+        names = [keys.OUTBOX, keys.outbox_entry(token), keys.DEAD, record_key,
+                 keys.PENDING, keys.owned(record.agent_id if record else ""),
+                 keys.history(record.number_key if record else ""),
+                 keys.record(record.replaces) if record and record.replaces else record_key,
+                 keys.REPLACING, *(keys.pending(d) for d in (record.digests if record else ()))]
+        history = [item for pair in event.items() for item in pair]
+        return bool(self._call(lambda: self._script("_dead_letter")(keys=names, args=[
+            token, attempts, error, at_ms, record.callback_id if record else "",
+            history_ttl_s, *history])))
 
     def move_callback(self, record: LedgerRecord, scheduled_ms: int, ttl_s: int,
                       event: dict[str, str], history_ttl_s: int) -> bool:
@@ -366,8 +424,9 @@ class LedgerStore(StoreBase):
 
     def close_callback(self, record: LedgerRecord, state: str, at: str,
                        history_ttl_s: int | None) -> None:
-        """Mark a callback terminal, take it out of the window and note it in the history
-        (``history_ttl_s`` None: a bookkeeping step with nothing to show as evidence)."""
+        """Mark a pending callback terminal, take it out of the window and note it in the
+        history (``history_ttl_s`` None: a bookkeeping step with nothing to show as
+        evidence); one that already ended keeps its first end."""
         names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
                  *(keys.pending(d) for d in record.digests)]
         pipe = self._r.pipeline(transaction=True)

@@ -108,30 +108,10 @@ class OutboxStore(StoreBase):
         self._call(lambda: self._r.hset(keys.outbox_entry(token), "payload",
                                         json.dumps(payload)))
 
-    def dead_letter(self, entry: OutboxEntry, error: str, at_ms: int) -> None:
-        """Move an entry that will not succeed by retrying to the dead letters (kept)."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.zrem(keys.OUTBOX, entry.token)
-        pipe.hset(keys.outbox_entry(entry.token), mapping={
-            "attempts": entry.attempts + 1, "error": error})
-        pipe.zadd(keys.DEAD, {entry.token: at_ms})
-        self._call(pipe.execute)
-
     def dead_letters(self) -> list[OutboxEntry]:
         """Every dead letter, oldest first."""
         tokens = cast(list[str], self._call(lambda: self._r.zrange(keys.DEAD, 0, -1)))
         return [e for e in (self.outbox_entry(t) for t in tokens) if e is not None]
-
-    def revive_dead_letter(self, token: str, now_ms: int) -> bool:
-        """Put a dead letter back in the outbox with a fresh attempt count."""
-        if not self._call(lambda: self._r.zscore(keys.DEAD, token)):
-            return False
-        pipe = self._r.pipeline(transaction=True)
-        pipe.zrem(keys.DEAD, token)
-        pipe.hset(keys.outbox_entry(token), "attempts", 0)
-        pipe.zadd(keys.OUTBOX, {token: now_ms})
-        self._call(pipe.execute)
-        return True
 
     def replay_dead_letter(self, token: str, digests: tuple[str, ...], record_id: str,
                            agent_id: str, scheduled_ms: int, ttl_s: int, epoch: int,

@@ -195,8 +195,11 @@ class OutboxDelivery:
                 "token": entry.token, "attempt": entry.attempts + 1, "error": error,
                 "retryInS": round(delay.total_seconds(), 1)})
             return
-        self._lifecycle.dead_letter(entry, self._lifecycle.record(str(payload["ledgerId"])),
-                                    error)
+        if not self._lifecycle.dead_letter(
+                entry, self._lifecycle.record(str(payload["ledgerId"])), error):
+            log.info("outbox entry dropped: cancelled before it was given up on",
+                     extra={"token": entry.token})
+            return
         log.error("queued callback dead-lettered", extra={
             "token": entry.token, "attempts": entry.attempts + 1, "error": error})
 
