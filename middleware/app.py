@@ -14,10 +14,10 @@ from pathlib import Path
 import falcon
 
 from middleware import __version__
+from middleware.actions.consent import ConsentLedger, ConsentService
 from middleware.callbacks import CallbackService
 from middleware.clock import Clock
 from middleware.config import Config, ReadConfig
-from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
 from middleware.deadline import Deadline
 from middleware.duplicates import DuplicateWindow, epoch_ms

@@ -20,8 +20,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from middleware.actions.consent import ConsentLedger
 from middleware.clock import Clock
-from middleware.consent import ConsentLedger
 from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
