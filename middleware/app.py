@@ -14,6 +14,7 @@ from pathlib import Path
 import falcon
 
 from middleware import __version__
+from middleware.actions.checks import TimeService
 from middleware.actions.consent import ConsentLedger, ConsentService
 from middleware.callbacks import CallbackService
 from middleware.clock import Clock
@@ -32,8 +33,8 @@ from middleware.reassign import Reassigner
 from middleware.reconcile import Reconciler, page_size
 from middleware.rules.calling_hours import load_rules
 from middleware.rules.number import NumberKeys
+from middleware.rules.profiles import load_profiles
 from middleware.rules.time import TimePolicy
-from middleware.scheduling import TimeService, load_profiles
 from middleware.store import RedisClient, Store
 from middleware.web.health import Readiness
 from middleware.web.resources import (

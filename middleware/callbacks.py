@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from middleware.actions.checks import TimeService
 from middleware.actions.consent import ConsentLedger
 from middleware.clock import Clock
 from middleware.context import RequestContext
@@ -37,7 +38,6 @@ from middleware.idempotency import IdempotencyGate, IdempotencyKey, Started, key
 from middleware.owner import OwnerDecision, OwnerRule
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, normalise, number_of
-from middleware.scheduling import TimeService
 from middleware.store import LedgerRecord, Store
 
 log = logging.getLogger(__name__)

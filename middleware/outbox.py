@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from middleware.actions.checks import TimeService
 from middleware.callbacks import from_ms
 from middleware.clock import Clock
 from middleware.deadline import Deadline
@@ -31,8 +32,8 @@ from middleware.duplicates import DuplicateWindow, epoch_ms
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient
 from middleware.rules.number import CustomerNumber, normalise
+from middleware.rules.profiles import AgentProfile
 from middleware.rules.time import format_utc, parse_instant
-from middleware.scheduling import AgentProfile, TimeService
 from middleware.store import LedgerRecord, OutboxEntry, Store
 
 log = logging.getLogger(__name__)

@@ -27,14 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from middleware.actions.checks import TimeService
 from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamError, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient
+from middleware.rules.profiles import AgentProfile
 from middleware.rules.time import format_utc, parse_request, zone_info
-from middleware.scheduling import AgentProfile, TimeService
 from middleware.store import Store
 
 log = logging.getLogger(__name__)
