@@ -14,7 +14,7 @@ from pathlib import Path
 import falcon
 
 from middleware import __version__
-from middleware.actions.checks import TimeService
+from middleware.actions.checks import OwnerRule, OwnerService, TimeService
 from middleware.actions.consent import ConsentLedger, ConsentService
 from middleware.callbacks import CallbackService
 from middleware.clock import Clock
@@ -28,7 +28,6 @@ from middleware.idempotency import IdempotencyGate
 from middleware.metrics import Metrics, OutboxStats
 from middleware.orphans import OrphanSweep
 from middleware.outbox import OutboxDelivery, RetryPolicy
-from middleware.owner import OwnerRule, OwnerService
 from middleware.reassign import Reassigner
 from middleware.reconcile import Reconciler, page_size
 from middleware.rules.calling_hours import load_rules

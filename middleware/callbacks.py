@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from middleware.actions.checks import TimeService
+from middleware.actions.checks import OwnerRule, TimeService
 from middleware.actions.consent import ConsentLedger
 from middleware.clock import Clock
 from middleware.context import RequestContext
@@ -35,9 +35,9 @@ from middleware.errors import (
 )
 from middleware.genesys.client import GenesysClient, callback_end_state
 from middleware.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
-from middleware.owner import OwnerDecision, OwnerRule
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, normalise, number_of
+from middleware.rules.owner import OwnerDecision
 from middleware.store import LedgerRecord, Store
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from middleware.actions.checks import OwnerRule
 from middleware.callbacks import CallbackService, Superseded, from_ms
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.duplicates import epoch_ms
 from middleware.errors import UpstreamError
-from middleware.owner import OwnerRule
 from middleware.store import Store
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,9 @@ Genesys reads are cached by the Genesys client.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from typing import Any, Final
 
 from middleware.clock import Clock
 from middleware.context import RequestContext
@@ -18,6 +19,7 @@ from middleware.errors import UpstreamError, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient
 from middleware.rules.calling_hours import Rule
 from middleware.rules.number import CustomerNumber, invalid_number_message, number_of
+from middleware.rules.owner import Availability, OwnerDecision, availability, new_owner
 from middleware.rules.profiles import (
     UNKNOWN_PROFILE,
     AgentProfile,
@@ -36,7 +38,12 @@ from middleware.rules.time import (
     check_requested,
     format_local,
     format_utc,
+    parse_request,
 )
+from middleware.store import Store
+
+_PAST_TOLERANCE: Final = timedelta(minutes=1)
+_MAX_AHEAD: Final = timedelta(days=366)
 
 
 class TimeService:
@@ -125,3 +132,168 @@ class TimeService:
     def check(requested: Requested, ctx: TimeContext) -> TimeCheck:
         """Run the rules on the request (``as soon as possible`` when no time was given)."""
         return check_requested(requested, ctx)
+
+
+class _Agent:
+    """The availability rule's view of one agent, read from Genesys when asked."""
+
+    def __init__(self, genesys: GenesysClient, times: TimeService, agent_id: str,
+                 queue_id: str, now: datetime, deadline: Deadline) -> None:
+        self._genesys = genesys
+        self._times = times
+        self._agent = agent_id
+        self._queue = queue_id
+        self._now = now
+        self._deadline = deadline
+
+    def in_queue(self) -> bool:
+        """Whether the agent is a member of the queue."""
+        return self._queue in self._genesys.user_queue_ids(self._agent, self._deadline)
+
+    def profile(self) -> AgentProfile:
+        """The agent's zone, hours and management unit."""
+        return self._times.profile(self._agent, self._now, self._deadline)
+
+    def on_time_off(self, profile: AgentProfile, local_day: date) -> bool:
+        """Whether approved WFM time off covers the local date."""
+        return local_day in self._genesys.approved_time_off_days(
+            profile.management_unit, self._agent, local_day, local_day, profile.zone,
+            self._deadline)
+
+
+class _StandIns:
+    """The reassignment rule's candidates for one agent, read when asked."""
+
+    def __init__(self, owners: OwnerRule, genesys: GenesysClient, agent_id: str,
+                 queue_id: str, instant: datetime, deadline: Deadline) -> None:
+        self._owners = owners
+        self._genesys = genesys
+        self._agent = agent_id
+        self._queue = queue_id
+        self._instant = instant
+        self._deadline = deadline
+
+    def _user(self) -> dict[str, Any]:
+        return self._genesys.user(self._agent, self._deadline) or {}
+
+    def teammates(self) -> list[tuple[str, Availability]]:
+        """Available teammates who work at the instant."""
+        team_id = str((self._user().get("team") or {}).get("id") or "")
+        mates = [m for m in self._genesys.team_member_ids(team_id, self._deadline)
+                 if m != self._agent] if team_id else []
+        found = []
+        for mate in mates:
+            seen = self._owners.availability(mate, self._queue, self._instant, self._deadline,
+                                             must_work_at=True)
+            if seen is not None and seen.available:
+                found.append((mate, seen))
+        return found
+
+    def pending_owned(self, agent_ids: list[str]) -> Mapping[str, int]:
+        """Pending owned callbacks per agent, in this service's ledger."""
+        return self._owners.pending_owned(agent_ids)
+
+    def manager(self) -> tuple[str, Availability] | None:
+        """The manager and their availability at the instant."""
+        manager_id = str((self._user().get("manager") or {}).get("id") or "")
+        if not manager_id or manager_id == self._agent:
+            return None
+        seen = self._owners.availability(manager_id, self._queue, self._instant,
+                                         self._deadline, must_work_at=True)
+        return None if seen is None else (manager_id, seen)
+
+
+class OwnerRule:
+    """The owner rule (``rules/owner.py``) over Genesys reads and the store's counts."""
+
+    def __init__(self, genesys: GenesysClient, times: TimeService, store: Store,
+                 immediate_window: timedelta, fallback: str, clock: Clock) -> None:
+        self._genesys = genesys
+        self._times = times
+        self._store = store
+        self._immediate = immediate_window
+        self._fallback = fallback
+        self._clock = clock
+
+    def availability(self, agent_id: str, queue_id: str, instant: datetime,
+                     deadline: Deadline, *, must_work_at: bool = False) -> Availability | None:
+        """Why the agent cannot own a callback at ``instant`` (``None``: no such user)."""
+        user = self._genesys.user(agent_id, deadline)
+        if user is None:
+            return None
+        now = self._clock.now()
+        facts = _Agent(self._genesys, self._times, agent_id, queue_id, now, deadline)
+        return availability(user, facts, instant, now, self._immediate,
+                            must_work_at=must_work_at)
+
+    def pending_owned(self, agent_ids: list[str]) -> Mapping[str, int]:
+        """Pending owned callbacks per agent, in this service's ledger."""
+        return self._store.pending_owned_counts(agent_ids,
+                                                int(self._clock.now().timestamp() * 1000))
+
+    def resolve(self, agent_id: str, queue_id: str, instant: datetime, deadline: Deadline,
+                *, allow_reassignment: bool = True) -> OwnerDecision:
+        """Keep the owner if available, else apply the reassignment rule."""
+        own = self.availability(agent_id, queue_id, instant, deadline)
+        return new_owner(agent_id, own, _StandIns(self, self._genesys, agent_id, queue_id,
+                                                   instant, deadline),
+                         self._fallback, allow_reassignment=allow_reassignment)
+
+
+class OwnerService:
+    """The ``resolve-callback-owner`` action: the owner rule alone; writes nothing."""
+
+    def __init__(self, rule: OwnerRule, contract: Contract, clock: Clock) -> None:
+        self._rule = rule
+        self._contract = contract
+        self._clock = clock
+
+    def resolve_owner(self, fields: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """Who would own a callback for this agent and queue at the requested time."""
+        answer = self._contract.answer
+        common = {"requestId": ctx.request_id}
+        now = self._clock.now()
+        text = str(fields.get("requestedTime") or "")
+        instant = now
+        if text:
+            requested = parse_request(text, None, None)
+            if requested.failure is not None or requested.instant is None:
+                failure = requested.failure
+                return answer(outcome="REJECTED", **common,
+                              reason=failure.reason if failure else "INVALID_TIME",
+                              message=failure.message if failure else
+                              "requestedTime must be an ISO-8601 instant with offset.")
+            instant = requested.instant
+        if instant < now - _PAST_TOLERANCE or instant > now + _MAX_AHEAD:
+            reason = "TIME_IN_PAST" if instant < now else "TIME_TOO_FAR"
+            return answer(outcome="REJECTED", reason=reason, **common,
+                          message="requestedTime must lie between now and a year ahead.")
+        try:
+            decision = self._rule.resolve(str(fields["agentId"]), str(fields["queueId"]),
+                                          instant, ctx.deadline,
+                                          allow_reassignment=fields.get("allowReassignment",
+                                                                        True) is not False)
+        except UpstreamError as exc:
+            reason = "UPSTREAM_UNAVAILABLE" if isinstance(exc, UpstreamUnavailable) \
+                else "UPSTREAM_REJECTED"
+            return answer(outcome="REJECTED", reason=reason, **common,
+                          message="Genesys Cloud could not answer who is available; retry.")
+        when = format_utc(instant)
+        if decision.outcome == "UNKNOWN_AGENT":
+            return answer(outcome="REJECTED", reason="UNKNOWN_AGENT", **common,
+                          message=f"The agent id {fields['agentId']} is not a Genesys user.")
+        fields_out = {"assignedAgentId": decision.assigned, "reassigned": decision.reassigned,
+                      "reassignReason": decision.reassign_reason, **common}
+        if decision.outcome == "AVAILABLE":
+            return answer(outcome="AVAILABLE", reason="OK", available=True, **fields_out,
+                          message=f"The agent can own a callback at {when}.")
+        if decision.outcome == "REASSIGNED":
+            return answer(outcome="REASSIGNED", reason="OK", **fields_out,
+                          message=f"The agent is unavailable ({decision.reassign_reason}); "
+                          "another agent would own it.")
+        if decision.outcome == "QUEUE":
+            return answer(outcome="NO_OWNER", reason="OK", **fields_out,
+                          message=f"No agent can own it ({decision.reassign_reason}); it would "
+                          "go to the queue without an owner.")
+        return answer(outcome="NO_OWNER", reason="NO_AVAILABLE_OWNER", **fields_out,
+                      message=f"No agent can own it ({decision.reassign_reason}).")
