@@ -35,16 +35,14 @@ from middleware.rules.number import NumberKeys
 from middleware.rules.profiles import load_profiles
 from middleware.rules.time import TimePolicy
 from middleware.store import RedisClient, Store
+from middleware.web.guard import OPEN_ROUTES, Authenticator, RequestGuard
 from middleware.web.health import Readiness
 from middleware.web.resources import (
-    OPEN_ROUTES,
     ActionResource,
-    Authenticator,
     HealthResource,
     MetricsResource,
     OpenApiResource,
     ReadyResource,
-    RequestGuard,
     install_error_handlers,
     unknown_route,
 )
