@@ -14,34 +14,32 @@ from pathlib import Path
 import falcon
 
 from middleware import __version__
+from middleware.actions.checks import OwnerRule, OwnerService, TimeService
+from middleware.actions.consent import ConsentLedger, ConsentService
 from middleware.actions.create import CreateCallback
+from middleware.actions.idempotency import IdempotencyGate
 from middleware.actions.manage import ManageCallbacks
 from middleware.clock import Clock
 from middleware.config import Config, ReadConfig
-from middleware.consent import ConsentLedger, ConsentService
 from middleware.contracts import Contract, load_contracts, openapi_document
 from middleware.deadline import Deadline
 from middleware.errors import StoreUnavailable
 from middleware.genesys.client import GenesysClient, GenesysSettings, HttpSession
-from middleware.idempotency import IdempotencyGate
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.metrics import Metrics, OutboxStats
-from middleware.owner import OwnerRule, OwnerService
 from middleware.rules.calling_hours import load_rules
 from middleware.rules.number import NumberKeys
+from middleware.rules.profiles import load_profiles
 from middleware.rules.time import TimePolicy
-from middleware.scheduling import TimeService, load_profiles
 from middleware.store import RedisClient, Store
+from middleware.web.guard import OPEN_ROUTES, Authenticator, RequestGuard
 from middleware.web.health import Readiness
 from middleware.web.resources import (
-    OPEN_ROUTES,
     ActionResource,
-    Authenticator,
     HealthResource,
     MetricsResource,
     OpenApiResource,
     ReadyResource,
-    RequestGuard,
     install_error_handlers,
     unknown_route,
 )

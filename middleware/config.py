@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import phonenumbers
 
 from middleware.rules.calling_hours import load_rules
-from middleware.scheduling import load_profiles
+from middleware.rules.profiles import load_profiles
 
 T = TypeVar("T")
 

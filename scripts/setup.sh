@@ -8,7 +8,7 @@ ensure_packages() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
-  # nginx for the front door (scripts/run --proxy, tests/test_proxy.py); promtool (Debian's
+  # nginx for the front door (scripts/run --proxy, tests/system/test_proxy.py); promtool (Debian's
   # prometheus package) for the deploy/ checks; openssl for the throwaway certificates.
   # The plain demo needs none of them, so it does not wait for them (SETUP_FRONT_DOOR=1:
   # nginx and openssl for scripts/run --proxy; SETUP_EXTRAS=dev: all three for the suite).

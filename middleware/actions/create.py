@@ -26,20 +26,19 @@ from middleware.actions.answers import (
     time_fields,
     upstream_failure,
 )
+from middleware.actions.checks import OwnerRule, TimeService
+from middleware.actions.consent import ConsentLedger
+from middleware.actions.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
 from middleware.clock import Clock
-from middleware.consent import ConsentLedger
 from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.errors import StoreUnavailable, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient, callback_end_state
-from middleware.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
 from middleware.ledger.lifecycle import Hold, Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
-from middleware.owner import OwnerRule
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, number_of
-from middleware.scheduling import TimeService
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from middleware.actions.answers import (
     time_fields,
     upstream_failure,
 )
+from middleware.actions.checks import OwnerRule, TimeService
 from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
@@ -32,10 +33,9 @@ from middleware.errors import UpstreamError, UpstreamRejected, UpstreamUnavailab
 from middleware.genesys.client import GenesysClient, callback_end_state
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
-from middleware.owner import OwnerDecision, OwnerRule
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, normalise, number_of
-from middleware.scheduling import TimeService
+from middleware.rules.owner import OwnerDecision
 
 log = logging.getLogger(__name__)
 

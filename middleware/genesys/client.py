@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -35,7 +36,6 @@ from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.logs import redact
 from middleware.metrics import Metrics
-from middleware.store import Store, client_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,10 +165,37 @@ def new_session(pool_size: int = 10) -> requests.Session:
     return session
 
 
+class SharedState(Protocol):
+    """The token and call budget every worker and instance shares (the store provides it)."""
+
+    def cached_token(self, client: str) -> tuple[str, float] | None:
+        """The shared access token and its refresh-by epoch second, if one is cached."""
+
+    def save_token(self, client: str, token: str, refresh_at: float, ttl_s: int) -> None:
+        """Share a fresh token until it should be refreshed."""
+
+    def forget_token(self, client: str, token: str) -> None:
+        """Drop the shared token if it is the one Genesys just refused."""
+
+    def acquire_token_lock(self, client: str, holder: str, ttl_ms: int) -> bool:
+        """Become the one fetching a token; the lock expires if its holder dies."""
+
+    def release_token_lock(self, client: str, holder: str) -> None:
+        """Release the fetch lock if still held."""
+
+    def take_rate_token(self, client: str, capacity: int, per_ms: float) -> int:
+        """Take one call from the shared budget; 0, or ms until one is free."""
+
+
+def client_key(client_id: str) -> str:
+    """Stable, non-reversible name for an OAuth client in the shared state's keys."""
+    return hashlib.sha256(client_id.encode()).hexdigest()[:16]
+
+
 class GenesysClient:
     """Calls to Genesys Cloud on behalf of one OAuth client."""
 
-    def __init__(self, settings: GenesysSettings, store: Store, session: requests.Session,
+    def __init__(self, settings: GenesysSettings, store: SharedState, session: requests.Session,
                  clock: Clock, cache_ttl_s: float = 60.0, metrics: Metrics | None = None
                  ) -> None:
         self._s = settings

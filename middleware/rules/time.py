@@ -508,3 +508,12 @@ def as_soon_as_possible(ctx: TimeContext) -> TimeCheck:
     warnings = check.warnings + (("ASAP_DEFERRED",) if first > ceil_minute(ctx.earliest)
                                  else ())
     return TimeCheck(first, warnings=warnings)
+
+
+def check_requested(requested: Requested, ctx: TimeContext) -> TimeCheck:
+    """Run the rules on a request (``as soon as possible`` when no time was given)."""
+    if requested.failure is not None:
+        return requested.failure
+    if requested.instant is None:
+        return as_soon_as_possible(ctx)
+    return evaluate(requested.instant, ctx, requested.offset)

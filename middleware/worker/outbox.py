@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from middleware.actions.answers import from_ms
+from middleware.actions.checks import TimeService
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
@@ -32,8 +33,8 @@ from middleware.genesys.client import GenesysClient
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
 from middleware.rules.number import CustomerNumber, normalise
+from middleware.rules.profiles import AgentProfile
 from middleware.rules.time import format_utc, parse_instant
-from middleware.scheduling import AgentProfile, TimeService
 from middleware.store import OutboxEntry, Store
 
 log = logging.getLogger(__name__)

@@ -14,12 +14,12 @@ import logging
 from datetime import timedelta
 
 from middleware.actions.answers import Superseded, from_ms
+from middleware.actions.checks import OwnerRule
 from middleware.actions.manage import ManageCallbacks
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamError
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
-from middleware.owner import OwnerRule
 from middleware.store import Store
 
 log = logging.getLogger(__name__)

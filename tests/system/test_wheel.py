@@ -23,7 +23,7 @@ from tests.conftest import (
     service_env,
     wait_for,
 )
-from tests.test_contracts import COMMITTED
+from tests.system.test_contracts import COMMITTED
 
 pytestmark = pytest.mark.wheel
 

@@ -1,4 +1,4 @@
-"""Consent you can prove: the consent ledger, the consent rule of create, revocation, evidence.
+"""Consent you can prove: the consent ledger, record-consent and revoke-consent.
 
 Every consent and every revocation is a record, kept ``CONSENT_RETENTION_DAYS``: the
 number (keyed by HMAC; the number itself is kept inside the record, as evidence must
@@ -6,22 +6,16 @@ name it), name, source, capture time, wording, conversation and agent. Records a
 append-only: a revocation is a new record, never an edit. Each number also has an
 evidence history (consents, revocations, callbacks made and closed) in time order.
 
-The rule of ``create-callback``, first failure wins (SPEC §3.8):
-``CONSENT_MISSING`` (``consentGiven`` not true) > ``CONSENT_NOT_FOUND`` (unknown
-``consentId`` or another number's) > ``CONSENT_REVOKED`` (revoked, and no consent
-recorded with ``record-consent`` captured after the revocation; consent fields inside a
-create never lift it) > ``CONSENT_STALE`` (captured more than 5 minutes in the future or
-more than ``CONSENT_MAX_AGE_HOURS`` ago).
+The consent rule of a create is ``rules/consent.py``; this module reads what it needs.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 from middleware.clock import Clock
 from middleware.context import RequestContext
@@ -29,27 +23,32 @@ from middleware.contracts import Contract
 from middleware.errors import UpstreamError
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
+from middleware.rules.consent import ConsentDecision, decide, in_future
 from middleware.rules.number import CustomerNumber, NumberKeys, invalid_number_message, number_of
 from middleware.rules.time import format_utc, parse_instant
 from middleware.store import Store
 
 log = logging.getLogger(__name__)
 
-CLOCK_SKEW: Final = timedelta(minutes=5)
-_ID_CHARS: Final = frozenset("0123456789abcdef-")
+class _NumberConsents:
+    """The consent rule's view of one number's records in the store."""
 
+    def __init__(self, store: Store, keys: NumberKeys, number: CustomerNumber) -> None:
+        self._store = store
+        self._keys = keys
+        self._number = number
 
-@dataclass(frozen=True)
-class ConsentDecision:
-    """``reason`` is ``OK`` when the create may proceed; ``consent_id`` names the record
-    relied on (empty for consent given inside the create: recorded when it is used)."""
+    def consent(self, consent_id: str) -> Mapping[str, str] | None:
+        """The stored record with this id, if any."""
+        return self._store.consent(consent_id)
 
-    reason: str
-    message: str
-    consent_id: str = ""
-    captured: datetime | None = None
-    #: The number's revocation epoch when checked: a revocation stored later changes it.
-    epoch: int = 0
+    def number_keys(self) -> tuple[str, ...]:
+        """Every key the number's records may carry."""
+        return self._keys.all(self._number.e164)
+
+    def revocation(self) -> tuple[int, int]:
+        """The epochs of the number's latest revocation and latest lifting consent."""
+        return self._store.consent_state(self._keys.all(self._number.e164))
 
 
 class ConsentLedger:
@@ -65,46 +64,8 @@ class ConsentLedger:
 
     def check(self, fields: dict[str, Any], number: CustomerNumber) -> ConsentDecision:
         """Apply the consent rule for a create; nothing is written."""
-        if fields.get("consentGiven") is not True:
-            return ConsentDecision("CONSENT_MISSING", "The customer has not consented to a "
-                                   "callback (consentGiven must be true); nothing was created.")
-        now = self._clock.now()
-        consent_id = str(fields.get("consentId") or "")
-        captured: datetime | None
-        if consent_id:
-            record = self._record_for(consent_id, number)
-            if record is None:
-                return ConsentDecision("CONSENT_NOT_FOUND", "No consent with this consentId "
-                                       "was recorded for this number.")
-            captured = parse_instant(record["capturedAt"])
-        else:
-            text = str(fields.get("consentCapturedAt") or "")
-            captured = parse_instant(text) if text else now
-            if captured is None:
-                return ConsentDecision("INVALID_TIME", "consentCapturedAt is not an ISO-8601 "
-                                       "instant with offset, so the consent cannot be dated.")
-        revoked, lifted = self._store.consent_state(self._keys.all(number.e164))
-        if revoked > lifted:
-            return ConsentDecision("CONSENT_REVOKED", "The customer withdrew consent for "
-                                   "callbacks; record new consent with record-consent first.")
-        if captured is None or captured > now + CLOCK_SKEW:
-            return ConsentDecision("CONSENT_STALE", "The consent's capture time lies in the "
-                                   "future.")
-        if captured < now - self._max_age:
-            hours = int(self._max_age.total_seconds() // 3600)
-            return ConsentDecision("CONSENT_STALE", f"The consent was captured more than "
-                                   f"{hours} hours ago; capture it again.")
-        return ConsentDecision("OK", "", consent_id, captured, revoked)
-
-    def _record_for(self, consent_id: str, number: CustomerNumber) -> dict[str, str] | None:
-        if len(consent_id) > 64 or not set(consent_id.lower()) <= _ID_CHARS:
-            return None
-        record = self._store.consent(consent_id)
-        if record is None or record.get("kind") != "CONSENT":
-            return None
-        if record.get("numberKey") not in self._keys.all(number.e164):
-            return None
-        return record
+        return decide(fields, _NumberConsents(self._store, self._keys, number),
+                      self._clock.now(), self._max_age)
 
     def record(self, number: CustomerNumber, fields: dict[str, Any], captured: datetime,
                via: str, kind: str = "CONSENT") -> str:
@@ -163,7 +124,7 @@ class ConsentService:
         if captured is None:
             return answer(outcome="REJECTED", reason="INVALID_TIME", requestId=ctx.request_id,
                           message="consentCapturedAt must be an ISO-8601 instant with offset.")
-        if captured > now + CLOCK_SKEW:
+        if in_future(captured, now):
             return answer(outcome="REJECTED", reason="CONSENT_STALE", requestId=ctx.request_id,
                           message="consentCapturedAt lies in the future.")
         consent_id = self._ledger.record(number, fields, captured, via="record-consent")

@@ -13,7 +13,7 @@ from middleware.config import SetupConfig
 from middleware.contracts import load_contracts
 from middleware.web.terraform import hcl_string, terraform_files
 from tests.conftest import ROOT
-from tests.test_contracts import COMMITTED
+from tests.system.test_contracts import COMMITTED
 
 TERRAFORM = ROOT / "terraform"
 

@@ -196,7 +196,7 @@ def test_queue_horizon_shortens_the_window(service: Service, redis_server: Any) 
     """A queue allowing owned callbacks only 24 h ahead caps the horizon below 30 days."""
     from middleware.app import build_services
     from middleware.genesys.client import new_session
-    from middleware.scheduling import AgentProfile
+    from middleware.rules.profiles import AgentProfile
     from middleware.store import connect
     times = build_services(service.config, redis_client=connect(redis_server.url, 1.0),
                            http=new_session(), clock=service.clock).times

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from middleware.store import Store
 
-MIDDLEWARE = Path(__file__).resolve().parent.parent / "middleware"
+MIDDLEWARE = Path(__file__).resolve().parents[2] / "middleware"
 LIFECYCLE = MIDDLEWARE / "ledger" / "lifecycle.py"
 
 #: The store's methods that write a ledger record, the duplicate window or an index of them.

@@ -42,7 +42,7 @@ from tests.conftest import (
     service_env,
     when,
 )
-from tests.test_install import _writes, installer  # noqa: F401 (fixture)
+from tests.system.test_install import _writes, installer  # noqa: F401 (fixture)
 
 BOB = "a1000000-0000-4000-8000-000000000002"
 LONDON_NUMBER = "+442079460958"

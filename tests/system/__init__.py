@@ -1,0 +1,1 @@
+"""The service against a real Redis, the simulator, gunicorn and faults."""

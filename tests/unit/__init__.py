@@ -1,0 +1,1 @@
+"""Pure code: rules, contracts, config parsing; no sockets."""
