@@ -98,14 +98,19 @@ class ConsentLedger:
 Canceller = Callable[[LedgerRecord, RequestContext], str]
 
 
+Disconnector = Callable[[LedgerRecord, RequestContext], bool]
+
+
 class ConsentService:
     """The ``record-consent`` and ``revoke-consent`` actions."""
 
     def __init__(self, ledger: ConsentLedger, lifecycle: Lifecycle, cancel: Canceller,
-                 contracts: dict[str, Contract], default_country: str, clock: Clock) -> None:
+                 disconnect: Disconnector, contracts: dict[str, Contract],
+                 default_country: str, clock: Clock) -> None:
         self._ledger = ledger
         self._lifecycle = lifecycle
         self._cancel = cancel
+        self._disconnect = disconnect
         self._record_out = contracts["record-consent"]
         self._revoke_out = contracts["revoke-consent"]
         self._country = default_country
@@ -157,10 +162,15 @@ class ConsentService:
                 self._lifecycle.cancel_later(record)
                 log.warning("revoke could not cancel a callback",
                             extra={"callbackId": record.callback_id, "error": exc.message})
+        # Cancelled earlier but still held by Genesys: this revoke tries their disconnect too.
+        for record in self._lifecycle.disconnecting(number):
+            if not self._disconnect(record, ctx):
+                failed += 1
         if failed:
             return answer(outcome="REVOKED", reason="UPSTREAM_UNAVAILABLE", **common,
                           cancelledCount=cancelled,
-                          message=f"Consent withdrawn; {failed} of {len(pending)} pending "
-                          "callback(s) could not be cancelled yet. Retry to cancel them.")
+                          message=f"Consent withdrawn; {failed} callback(s) are cancelled "
+                          "here but Genesys Cloud has not taken the disconnect yet: it is "
+                          "retried until it does. Retrying this request tries again now.")
         return answer(outcome="REVOKED", reason="OK", **common, cancelledCount=cancelled,
                       message=f"Consent withdrawn; {cancelled} pending callback(s) cancelled.")

@@ -238,6 +238,11 @@ class CreateCallback:
         if claim.over_daily_limit:
             return self._out.answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER",
                                     **d.common, message=_DAILY_LIMIT_MESSAGE)
+        if claim.disconnecting:
+            return self._out.answer(
+                outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **d.common,
+                message="This number's last callback was cancelled, and Genesys Cloud has not "
+                "taken its disconnect yet; retry shortly.")
         if not claim.claimed:
             return self._out.answer(
                 outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **d.common,
@@ -360,13 +365,14 @@ class CreateCallback:
     def undo(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,
              acd_id: str, deadline: Deadline) -> None:
         """Disconnect a callback Genesys created after its request was cancelled; if that
-        fails, keep it in the ledger (pending) so the next cancel or revoke finds it."""
+        fails, record it cancelled with its disconnect pending: the worker retries it, and the
+        number gets no second callback beside it meanwhile."""
         try:
             self._genesys.disconnect_callback(callback_id, acd_id, deadline)
             log.info("callback cancelled during creation", extra={"callbackId": callback_id})
         except UpstreamError as exc:
             log.error("callback created after its cancellation is still scheduled", extra={
                 "callbackId": callback_id, "error": exc.message})
-            self._lifecycle.keep(number, journaled.request_token, replace(
-                journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
-                number_key=""))
+            self._lifecycle.keep_cancelled(number, replace(
+                journaled, callback_id=callback_id, acd_id=acd_id, number_key="",
+                replaced_by=""))

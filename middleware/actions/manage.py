@@ -367,6 +367,12 @@ class ManageCallbacks:
                           message="Genesys Cloud no longer holds this callback; it was "
                           "removed from the window.")
         record = chain[-1]
+        if record.disconnecting:
+            done = self.finish_disconnect(record, ctx)
+            return answer(outcome="CANCELLED", reason="OK", **common, message=(
+                "The callback was already cancelled; Genesys Cloud has now disconnected it."
+                if done else "The callback was already cancelled; Genesys Cloud has not "
+                "taken its disconnect yet, which is retried until it does."))
         if record.state == "CANCELLED":
             return answer(outcome="CANCELLED", reason="OK", **common,
                           message="The callback was already cancelled.")
@@ -424,6 +430,20 @@ class ManageCallbacks:
         self._lifecycle.close(record, "CANCELLED")
         log.info("callback cancelled", extra={"callbackId": record.callback_id})
         return "CANCELLED"
+
+    def finish_disconnect(self, record: LedgerRecord, ctx: RequestContext) -> bool:
+        """Send the pending disconnect of a callback cancelled here; false (still pending,
+        the worker retries) when Genesys does not take it now."""
+        try:
+            self._genesys.disconnect_callback(record.callback_id, record.acd_id, ctx.deadline)
+        except UpstreamRejected as exc:
+            if exc.status != 404:
+                return False
+        except UpstreamUnavailable:
+            return False
+        self._lifecycle.disconnected(record)
+        log.info("cancelled callback disconnected", extra={"callbackId": record.callback_id})
+        return True
 
     def _disconnected(self, record: LedgerRecord, deadline: Deadline) -> bool:
         """Whether Genesys now shows the callback disconnected (``False`` if unknown)."""

@@ -65,6 +65,8 @@ class Claim:
     existing: LedgerRecord | None = None
     busy: bool = False
     over_daily_limit: bool = False
+    #: The number's callback was cancelled here and Genesys has not let it go yet.
+    disconnecting: bool = False
 
 
 class Hold:
@@ -123,6 +125,9 @@ class Lifecycle:
                     continue
                 if record is not None and record.pending:
                     return Claim(claimed=False, existing=record)
+                if record is not None and record.disconnecting:
+                    # Cancelled, but Genesys still holds it: no second one beside it.
+                    return Claim(claimed=False, busy=True, disconnecting=True)
                 # The index outlived its record (or its end): drop it, then look again.
                 self._store.unindex(result.callback_id, digests)
                 continue
@@ -223,10 +228,31 @@ class Lifecycle:
                                             payload, resolve_after_ms, counts, epoch=epoch)
         return stored if status == "OK" else None
 
-    def cancel_later(self, record: LedgerRecord) -> None:
-        """A revocation could not disconnect this callback now: the worker finishes it, so
-        the revoked number keeps no live callback (SPEC §4 Lifecycle 2)."""
-        self._store.cancel_later(record.callback_id)
+    def cancel_later(self, record: LedgerRecord) -> bool:
+        """A revocation (or a cancel) could not disconnect this callback now: it is cancelled
+        here at once, the worker finishes the disconnect, and until then the number's window
+        stays blocked, so the revoked number keeps no live callback and never gets a second
+        one beside it (SPEC §4 Lifecycle 1, 2). False when it had ended meanwhile."""
+        return self._store.disconnect_later(record, self._ttl_s(record), self._event(
+            "callback-closed", replace(record, state=State.CANCELLED)), self._evidence_ttl_s)
+
+    def keep_cancelled(self, number: CustomerNumber, record: LedgerRecord) -> None:
+        """A create that landed after its request was cancelled, and could not be undone:
+        recorded cancelled with its disconnect pending, blocking the window as above."""
+        stored = replace(record, number_key=self._keys.current(number.e164),
+                         number_keys=self._keys.all(number.e164), state=State.PENDING)
+        self._store.disconnect_later(stored, self._ttl_s(stored), self._event(
+            "callback-closed", replace(stored, state=State.CANCELLED)), self._evidence_ttl_s,
+            write=True)
+
+    def disconnected(self, record: LedgerRecord) -> None:
+        """The pending disconnect of a cancelled callback landed: the window is free."""
+        self._store.disconnected(record)
+
+    def disconnecting(self, number: CustomerNumber) -> list[LedgerRecord]:
+        """The number's cancelled callbacks whose disconnect is still to land."""
+        found = self._store.pending_in_window(self._keys.all(number.e164), 2**62)
+        return [r for r in self.records([cid for cid, _ in found]) if r.disconnecting]
 
     def watch_late_create(self, token: str, e164: str, since_ms: int) -> None:
         """A create sent with ``token`` may land after we stop waiting for it: the orphan

@@ -57,6 +57,10 @@ class LedgerRecord:
     number_keys: tuple[str, ...] = field(default=())
     #: A cancel was sent for it: if it ends in Genesys unanswered, it ended cancelled.
     cancel_asked: bool = False
+    #: Cancelled here (by a revocation, or a cancel that met its create) while Genesys did
+    #: not take the disconnect yet: the worker retries it, and until then the number's
+    #: window stays blocked, so no second callback can be live beside it.
+    disconnecting: bool = False
 
     # Short field names: a pending callback must stay well under 512 bytes of Redis.
     _FIELDS: ClassVar[dict[str, str]] = {
@@ -85,6 +89,7 @@ class LedgerRecord:
             else values["state"]
         values["version"] = int(raw.get("v") or 0)
         values["cancel_asked"] = bool(raw.get("cx"))
+        values["disconnecting"] = bool(raw.get("dx"))
         values["number_keys"] = tuple(d for d in raw.get("ns", "").split(",") if d)
         return cls(**values)
 

@@ -232,6 +232,52 @@ return 'OK'
 """
 
 
+# A pending callback is cancelled here but Genesys did not take its disconnect: CANCELLED at
+# once (no action finds it pending any more), marked for the worker's retried disconnect, and
+# kept in the number's pending sets, so the window stays blocked until Genesys lets it go.
+# With field/value items in ARGV (a create that landed after its cancel and could not be
+# undone), the record is written first. KEYS: record, global pending, owner's pending, the
+# set of disconnects to finish, history, then the number's pending set per digest.
+# ARGV: id, scheduled ms, ttl s, history ttl s, count of record items, those items, then the
+# history event's items.
+_DISCONNECT_LATER: Final = """
+local n = tonumber(ARGV[5])
+if n > 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + n))
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  for i = 6, #KEYS do
+    redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
+    if redis.call('TTL', KEYS[i]) < tonumber(ARGV[3]) then
+      redis.call('EXPIRE', KEYS[i], ARGV[3])
+    end
+  end
+elseif redis.call('HGET', KEYS[1], 'st') ~= 'PENDING' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'st', 'CANCELLED', 'dx', '1', 'cx', '1')
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('XADD', KEYS[5], '*', unpack(ARGV, 6 + n))
+redis.call('EXPIRE', KEYS[5], ARGV[4])
+return 1
+"""
+
+
+# Genesys let go of a callback whose disconnect was pending: the number's window is free.
+# KEYS: record, the set of disconnects to finish, then the number's pending set per digest.
+_DISCONNECTED: Final = """
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], 'dx') then
+  redis.call('HDEL', KEYS[1], 'dx')
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
+end
+for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return 1
+"""
+
+
 # A cancel is being sent: noted on the record, never creating one. KEYS[1] the record.
 _MARK_CANCEL: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'cx', '1') end
@@ -279,6 +325,8 @@ class LedgerStore(StoreBase):
         "_relink": _RELINK,
         "_move": _MOVE,
         "_mark_cancel": _MARK_CANCEL,
+        "_disconnect_later": _DISCONNECT_LATER,
+        "_disconnected": _DISCONNECTED,
     }
 
     def _commit_in(self, pipe: Any, digest: str, token: str, record: LedgerRecord,
@@ -395,6 +443,27 @@ class LedgerStore(StoreBase):
         return bool(self._call(lambda: self._script("_relink")(
             keys=[keys.record(callback_id), keys.REPLACING],
             args=[expected, replacement_id, callback_id, version])))
+
+    def disconnect_later(self, record: LedgerRecord, ttl_s: int, event: dict[str, str],
+                         history_ttl_s: int, write: bool = False) -> bool:
+        """Cancel a pending callback here whose disconnect Genesys did not take, keeping the
+        number's window blocked until the worker's retry lands (``write``: the record did not
+        exist yet, a create that landed after its cancel). False when it was no longer
+        pending (nothing written)."""
+        fields = [item for pair in record.to_fields().items() for item in pair] if write else []
+        names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
+                 keys.REVOKING, keys.history(record.number_key),
+                 *(keys.pending(d) for d in record.digests)]
+        history = [item for pair in event.items() for item in pair]
+        return bool(self._call(lambda: self._script("_disconnect_later")(keys=names, args=[
+            record.callback_id, record.scheduled_ms, ttl_s, history_ttl_s, len(fields),
+            *fields, *history])))
+
+    def disconnected(self, record: LedgerRecord) -> None:
+        """The pending disconnect landed (or Genesys no longer knows the callback)."""
+        names = [keys.record(record.callback_id), keys.REVOKING,
+                 *(keys.pending(d) for d in record.digests)]
+        self._call(lambda: self._script("_disconnected")(keys=names, args=[record.callback_id]))
 
     def mark_cancel_asked(self, callback_id: str) -> None:
         """Note that a cancel is being sent for this callback (only while it exists)."""

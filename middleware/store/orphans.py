@@ -45,10 +45,6 @@ class OrphanStore(StoreBase):
                 found.append((token, str(raw["e"]), int(raw["s"])))
         return found
 
-    def cancel_later(self, callback_id: str) -> None:
-        """A revocation could not disconnect this callback now: the worker will."""
-        self._call(lambda: self._r.sadd(keys.REVOKING, callback_id))
-
     def cancels_to_finish(self, limit: int) -> list[str]:
         """Callbacks a revocation left for the worker to disconnect."""
         return [str(m) for m in cast(list[str], self._call(

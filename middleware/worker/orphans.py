@@ -48,6 +48,19 @@ class OrphanSweep:
         done = 0
         for callback_id in self._store.cancels_to_finish(self._batch):
             record = self._lifecycle.record(callback_id)
+            if record is not None and record.disconnecting:
+                try:
+                    self._genesys.disconnect_callback(callback_id, record.acd_id, deadline)
+                except UpstreamRejected as exc:
+                    if exc.status != 404:
+                        continue
+                except UpstreamUnavailable:
+                    break
+                self._lifecycle.disconnected(record)
+                done += 1
+                log.info("cancelled callback disconnected", extra={"callbackId": callback_id})
+                continue
+            # Entries written before cancelled callbacks were marked: still pending here.
             if record is not None and record.pending:
                 if not record.in_genesys:
                     self._lifecycle.close(record, "CANCELLED")

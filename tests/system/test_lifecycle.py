@@ -109,6 +109,37 @@ def test_revoke_that_could_not_disconnect_is_finished_by_the_worker(
     assert pending_count(service) == 0
 
 
+def test_a_revoked_callback_genesys_still_holds_is_not_rescheduled_nor_doubled(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """Invariants 1-3: Genesys is down when the revocation answers. The callback it could
+    not disconnect is cancelled here at once: a reschedule by its id answers NOT_FOUND
+    (never RESCHEDULED for a callback the worker will disconnect), find-pending shows none,
+    and after a new consent no second callback is created beside it until the worker's
+    disconnect lands; then a create works, and the number has one live callback."""
+    created = service.action("create-callback", create_body()).json
+    assert created["outcome"] == "CREATED"
+    sim.control("PUT", "faults", {"status": 503, "count": 1000,
+                                  "pathPrefix": f"{CALLBACKS}/bulk/disconnect"})
+    answer = revoke(service)
+    assert (answer["outcome"], answer["reason"]) == ("REVOKED", "UPSTREAM_UNAVAILABLE"), answer
+    moved = service.action("reschedule-callback", {
+        "callbackId": created["callbackId"], "requestedTime": when("2026-11-23T20:00:00Z")}).json
+    assert (moved["outcome"], moved["reason"]) == ("REJECTED", "NOT_FOUND"), moved
+    assert pending_count(service) == 0
+    service.clock.advance(timedelta(seconds=1))
+    assert service.action("record-consent", {
+        "customerNumber": NUMBER, "consentSource": "IVR_KEYPRESS"}).json["outcome"] == "RECORDED"
+    blocked = service.action("create-callback", create_body()).json
+    assert (blocked["outcome"], blocked["reason"]) == ("REJECTED", "UPSTREAM_UNAVAILABLE")
+    assert len(live(sim)) == 1
+    sim.control("DELETE", "faults")
+    duty(worker(service, redis_server), "reconcile")()
+    assert live(sim) == []
+    again = service.action("create-callback", create_body()).json
+    assert again["outcome"] == "CREATED", again
+    assert [c["conversationId"] for c in live(sim)] == [again["callbackId"]]
+
+
 def test_consent_stored_before_a_revocation_never_lifts_it(service: Service,
                                                            sim: Simulator) -> None:
     """#2 A consent stating a capture time a little ahead, then a revocation: a create is

@@ -17,8 +17,8 @@ RECORD_WRITERS = frozenset({
     "commit_callback", "deliver_journaled", "queue_callback", "defer_journaled",
     "dead_letter_callback", "move_callback", "relink_replacement", "mark_cancel_asked",
     "forget_replacement", "close_callback", "replay_dead_letter", "claim_window",
-    "release_claim", "uncount_creation", "unindex", "forget_pending", "cancel_later",
-    "watch_orphan",
+    "release_claim", "uncount_creation", "unindex", "forget_pending", "disconnect_later",
+    "disconnected", "watch_orphan",
 })
 
 
