@@ -57,6 +57,8 @@ class LedgerRecord:
     number_keys: tuple[str, ...] = field(default=())
     #: A cancel was sent for it: if it ends in Genesys unanswered, it ended cancelled.
     cancel_asked: bool = False
+    #: When a reschedule's PATCH was sent unconfirmed (ms; 0: none in doubt).
+    reschedule_asked_ms: int = 0
 
     # Short field names: a pending callback must stay well under 512 bytes of Redis.
     _FIELDS: ClassVar[dict[str, str]] = {
@@ -67,8 +69,8 @@ class LedgerRecord:
     }
 
     def to_fields(self) -> dict[str, str | int]:
-        """The Redis hash of this record (``v`` and ``cx`` are kept by the store's steps
-        alone)."""
+        """The Redis hash of this record (``v``, ``cx`` and ``rx`` are kept by the store's
+        steps alone)."""
         fields: dict[str, str | int] = {
             short: str(getattr(self, name)) if name == "state" else getattr(self, name)
             for name, short in self._FIELDS.items()}
@@ -85,6 +87,7 @@ class LedgerRecord:
             else values["state"]
         values["version"] = int(raw.get("v") or 0)
         values["cancel_asked"] = bool(raw.get("cx"))
+        values["reschedule_asked_ms"] = int(raw.get("rx") or 0)
         values["number_keys"] = tuple(d for d in raw.get("ns", "").split(",") if d)
         return cls(**values)
 
