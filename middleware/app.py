@@ -157,7 +157,8 @@ def build_duties(services: Services) -> list[Duty]:
     config = services.config
     reconciler = Reconciler(services.store, services.genesys, services.lifecycle, page_size(
         config.reconcile_batch_size, config.reconcile_interval_s,
-        config.genesys_rate_limit_per_min))
+        config.genesys_rate_limit_per_min), services.clock,
+        timedelta(days=config.max_schedule_days))
     reassigner = Reassigner(services.store, services.lifecycle, services.owner,
                             services.callbacks,
                             timedelta(minutes=config.reassign_lookahead_minutes),

@@ -227,6 +227,9 @@ class ManageCallbacks:
                                f"owner ({decision.reassign_reason})" + (
                                    "." if new_id else "; Genesys is unreachable, so the new "
                                    "callback is queued and its id follows.")})
+            # If the PATCH lands unanswered and this request gives up, the worker reads the
+            # callback back and takes the time Genesys holds (the commit clears the flag).
+            self._lifecycle.ask_reschedule(record)
             if not self._patch_until_sure(record, scheduled, ctx.deadline):
                 return None
         except Superseded:

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, quote, urlsplit
@@ -425,6 +425,40 @@ class GenesysClient:
                     break
         return ids
 
+    def ended_callbacks(self, queue_ids: list[str], start: datetime, end: datetime,
+                        page: int, page_size: int, deadline: Deadline
+                        ) -> list[tuple[str, datetime]]:
+        """One page of the callbacks on these queues that have ended, latest end first:
+        ``(conversation id, conversationEnd)``, through the analytics details query.
+
+        ``interval`` selects conversations by their start (documented: the days it
+        touches), not by their end: the caller spans every start a pending callback can
+        have and reads pages until the ends fall before its cursor.
+        """
+        body = {
+            "interval": f"{_utc(start)}/{_utc(end)}",
+            "order": "desc", "orderBy": "conversationEnd",
+            "paging": {"pageSize": page_size, "pageNumber": page},
+            "conversationFilters": [{"type": "and", "predicates": [
+                {"type": "dimension", "dimension": "conversationEnd", "operator": "exists"}]}],
+            "segmentFilters": [{"type": "and", "predicates": [
+                {"type": "dimension", "dimension": "mediaType", "value": "callback"}],
+                "clauses": [{"type": "or", "predicates": [
+                    {"type": "dimension", "dimension": "queueId", "value": queue_id}
+                    for queue_id in queue_ids]}]}],
+        }
+        answer = self.call("POST", "/api/v2/analytics/conversations/details/query", deadline,
+                           body=body)
+        found: list[tuple[str, datetime]] = []
+        for conversation in (answer or {}).get("conversations", []):
+            text = str(conversation.get("conversationEnd") or "")
+            try:
+                ended = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            found.append((str(conversation["conversationId"]), ended))
+        return found
+
     # -- cached reads -------------------------------------------------------------------
 
     def _cached_get(self, key: tuple[str, ...], path: str, deadline: Deadline,
@@ -610,6 +644,12 @@ class GenesysClient:
 
 #: Participant states after which a callback will never ring again (CallbackMediaParticipant).
 ENDED_STATES: Final = frozenset({"disconnected", "terminated"})
+
+
+def _utc(instant: datetime) -> str:
+    """An instant as the analytics API writes it (``2025-07-01T14:30:00.000Z``)."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
+        f"{instant.microsecond // 1000:03d}Z"
 
 
 def callback_end_state(conversation: dict[str, Any] | None) -> str | None:

@@ -12,6 +12,7 @@ version unchanged); a transition whose guard no longer holds writes nothing and 
     abandon            Genesys refused it: gone, as if never asked for
     keep               created after it was cancelled and could not be undone: PENDING again
     ask_cancel         a disconnect is being sent (so a reply lost on the way still counts)
+    ask_reschedule     a PATCH is being sent (the worker reads the callback if it never commits)
     cancel / close     out of the window for good (CANCELLED, COMPLETED, DISCONNECTED...)
     reschedule         a new time, only on the version read
     move / unlink      an owner move starts (the old callback links its replacement) or fails
@@ -50,6 +51,12 @@ _ANSWER_MARGIN_S: Final = 0.3
 
 #: How long after the last attempt that may have run a create it is still looked for.
 LATE_CREATE_WATCH: Final = timedelta(minutes=15)
+#: A change in doubt is read back by the worker no sooner than this after it was asked
+#: (the request itself is still making sure within its deadline until then).
+DOUBT_AFTER: Final = timedelta(seconds=10)
+#: How often one process notes again a queue it wrote a callback on (the worker keeps
+#: the queues seen recently).
+_QUEUE_NOTE_S: Final = 600.0
 
 
 def epoch_ms(instant: datetime) -> int:
@@ -92,6 +99,7 @@ class Lifecycle:
         self._window = window
         self._claim_ttl_ms = int(claim_ttl.total_seconds() * 1000)
         self._clock = clock
+        self._queues_noted: dict[str, float] = {}
 
     @property
     def window_hours(self) -> int:
@@ -196,6 +204,7 @@ class Lifecycle:
         """Record a created callback in the window and the number's evidence history, and
         release the claim (a create that landed after its cancel and could not be undone)."""
         digest = self._keys.current(number.e164)
+        self._note_queue(record.queue_id)
         self._store.commit_callback(digest, token, replace(
             record, number_key=digest, number_keys=self._keys.all(number.e164)),
                                     self._ttl_s(record), self._event(event, record, replaces),
@@ -279,11 +288,24 @@ class Lifecycle:
         real = replace(journaled, callback_id=callback_id, acd_id=acd_id, state="PENDING",
                        scheduled_ms=scheduled_ms, number_key=self._keys.current(number.e164),
                        replaced_by="")
+        self._note_queue(real.queue_id)
         if not self._store.deliver_journaled(journaled, real, self._ttl_s(real),
                                              self._event("callback", real),
                                              self._evidence_ttl_s):
             return None
         return real
+
+    def _note_queue(self, queue_id: str) -> None:
+        """Tell the worker's reconciliation which queue to query, once every few minutes
+        per process (not a Redis round trip per create)."""
+        now = time.monotonic()
+        if queue_id and now - self._queues_noted.get(queue_id, -_QUEUE_NOTE_S) >= _QUEUE_NOTE_S:
+            self._store.note_queues([queue_id], epoch_ms(self._clock.now()))
+            self._queues_noted[queue_id] = now
+
+    def note_queues(self, queue_ids: list[str]) -> None:
+        """Queues the worker found pending callbacks on (records written elsewhere)."""
+        self._store.note_queues(queue_ids, epoch_ms(self._clock.now()))
 
     def replay(self, number: CustomerNumber, token: str, record: LedgerRecord,
                deadline: Deadline) -> str:
@@ -335,7 +357,36 @@ class Lifecycle:
     def ask_cancel(self, record: LedgerRecord) -> None:
         """A disconnect is being sent: if the callback is later seen ended unanswered, it
         ended cancelled."""
-        self._store.mark_cancel_asked(record.callback_id)
+        self._store.mark_cancel_asked(record.callback_id, epoch_ms(
+            self._clock.now() + DOUBT_AFTER))
+
+    def ask_reschedule(self, record: LedgerRecord) -> None:
+        """A PATCH with a new time is being sent: until the reschedule commits, the worker
+        reads the callback back and takes the time Genesys holds."""
+        now = self._clock.now()
+        self._store.mark_reschedule_asked(record.callback_id, epoch_ms(now),
+                                          epoch_ms(now + DOUBT_AFTER))
+
+    def settle(self, record: LedgerRecord, *, still_in_doubt: bool = False) -> None:
+        """Genesys was read for this in-doubt callback: its reschedule (as read) is no
+        longer in doubt; it leaves the worker's reads unless ``still_in_doubt``."""
+        again = epoch_ms(self._clock.now() + DOUBT_AFTER)
+        if still_in_doubt:
+            self._store.doubt([record.callback_id], again)
+            return
+        # Out of the reads first: a reschedule asking meanwhile leaves its flag, seen below.
+        self._store.settle_doubt([record.callback_id])
+        if record.reschedule_asked_ms and not self._store.clear_reschedule_asked(
+                record.callback_id, record.reschedule_asked_ms):
+            self._store.doubt([record.callback_id], again)
+
+    def forget_doubt(self, callback_ids: list[str]) -> None:
+        """These callbacks ended or are gone: no longer read as in doubt."""
+        self._store.settle_doubt(callback_ids)
+
+    def doubt(self, callback_ids: list[str]) -> None:
+        """Read these callbacks one by one (the interval query cannot reach them)."""
+        self._store.doubt(callback_ids, epoch_ms(self._clock.now()))
 
     def move(self, record: LedgerRecord, replacement: LedgerRecord) -> bool:
         """An owner move starts: the callback links its journaled replacement, only while it

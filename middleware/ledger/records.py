@@ -61,6 +61,8 @@ class LedgerRecord:
     #: not take the disconnect yet: the worker retries it, and until then the number's
     #: window stays blocked, so no second callback can be live beside it.
     disconnecting: bool = False
+    #: When a reschedule's PATCH was sent unconfirmed (ms; 0: none in doubt).
+    reschedule_asked_ms: int = 0
 
     # Short field names: a pending callback must stay well under 512 bytes of Redis.
     _FIELDS: ClassVar[dict[str, str]] = {
@@ -71,8 +73,8 @@ class LedgerRecord:
     }
 
     def to_fields(self) -> dict[str, str | int]:
-        """The Redis hash of this record (``v`` and ``cx`` are kept by the store's steps
-        alone)."""
+        """The Redis hash of this record (``v``, ``cx`` and ``rx`` are kept by the store's
+        steps alone)."""
         fields: dict[str, str | int] = {
             short: str(getattr(self, name)) if name == "state" else getattr(self, name)
             for name, short in self._FIELDS.items()}
@@ -90,6 +92,7 @@ class LedgerRecord:
         values["version"] = int(raw.get("v") or 0)
         values["cancel_asked"] = bool(raw.get("cx"))
         values["disconnecting"] = bool(raw.get("dx"))
+        values["reschedule_asked_ms"] = int(raw.get("rx") or 0)
         values["number_keys"] = tuple(d for d in raw.get("ns", "").split(",") if d)
         return cls(**values)
 

@@ -1,8 +1,14 @@
 """Conversation detail queries over the simulator's callbacks.
 
-``POST /api/v2/analytics/conversations/details/query`` keeps the callbacks whose
-``conversationStart`` (creation) lies in ``interval`` (``start/end``, end exclusive) and
-that pass every filter. A filter (or clause) of ``type`` ``and``/``or`` combines its
+``POST /api/v2/analytics/conversations/details/query`` keeps the callbacks that pass every
+filter and whose ``conversationStart`` (creation) falls on a UTC day that ``interval``
+(``start/end``) touches: the platform's documentation says detail queries select
+conversations by their start, searching the daily indexes of every day the interval
+touches, so the start need not lie inside the interval itself. An interval is at most 31
+days long when a filter is given, 7 days without (also documented); longer is refused with
+400. When a conversation ended has no bearing on the interval: ``conversationEnd`` is
+a dimension like any other (``exists``/``notExists``), and ``orderBy: conversationEnd``
+sorts by it. A filter (or clause) of ``type`` ``and``/``or`` combines its
 predicates and clauses; several filters are all required. Predicates are ``dimension``
 predicates with operator ``matches`` (exact string, the default), ``exists`` or
 ``notExists``. Supported dimensions:
@@ -22,7 +28,7 @@ platform, an empty result carries ``totalHits`` only, without ``conversations``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from middleware.sim.callbacks import Callback
@@ -30,6 +36,10 @@ from middleware.sim.org import Org
 from middleware.sim.wire import BodyError, Detail, Json, bad_field, iso, parse_instant
 
 Dimension = Callable[[Callback], list[str]]
+
+#: The documented longest interval: 7 days without a filter, 31 days with one.
+MAX_INTERVAL_UNFILTERED: Final = timedelta(days=7)
+MAX_INTERVAL_FILTERED: Final = timedelta(days=31)
 
 
 def _end(cb: Callback) -> list[str]:
@@ -111,6 +121,14 @@ def _interval(text: str) -> tuple[datetime, datetime]:
     return start, end
 
 
+def _days_touched(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The UTC days an interval touches, as ``[first midnight, midnight after the last)``."""
+    first = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    last = (end - timedelta(microseconds=1)).astimezone(UTC).replace(
+        hour=0, minute=0, second=0, microsecond=0)
+    return first, last + timedelta(days=1)
+
+
 def _render(org: Org, cb: Callback) -> Json:
     segment: Json = {
         "segmentStart": iso(cb.created_at),
@@ -168,6 +186,12 @@ def query(org: Org, callbacks: list[Callback], body: Mapping[str, Any]) -> Json:
     start, end = _interval(body["interval"])
     conversation_filters = body.get("conversationFilters") or []
     segment_filters = body.get("segmentFilters") or []
+    longest = MAX_INTERVAL_FILTERED if conversation_filters or segment_filters \
+        else MAX_INTERVAL_UNFILTERED
+    if end - start > longest:
+        raise bad_field("interval", "invalid.value",
+                        f"interval may span at most {longest.days} days")
+    start, end = _days_touched(start, end)
     details: list[Detail] = []
     _check_filters(conversation_filters, "conversationFilters", CONVERSATION_DIMENSIONS, details)
     _check_filters(segment_filters, "segmentFilters", SEGMENT_DIMENSIONS, details)
@@ -185,9 +209,10 @@ def query(org: Org, callbacks: list[Callback], body: Mapping[str, Any]) -> Json:
         and all(_filter(f, cb, SEGMENT_DIMENSIONS) for f in segment_filters)
     ]
     if body.get("orderBy") == "conversationEnd":
-        hits.sort(key=lambda cb: (cb.ended_at is None, cb.ended_at or cb.created_at))
+        hits.sort(key=lambda cb: (cb.ended_at is None, cb.ended_at or cb.created_at,
+                                  cb.conversation_id))
     else:
-        hits.sort(key=lambda cb: cb.created_at)
+        hits.sort(key=lambda cb: (cb.created_at, cb.conversation_id))
     if body.get("order") == "desc":
         hits.reverse()
     first = (paging["pageNumber"] - 1) * paging["pageSize"]

@@ -19,7 +19,8 @@ apply to it):
   ownerAgentId, queueId, callbackNumbers, callbackScheduledTime, callbackUserName, data,
   request (the raw create body), createdAt, endedAt, history}]}``.
 - ``PATCH /sim/callbacks/{conversationId}`` ``{"state": "scheduled"|"connected"|
-  "disconnected"|"completed"}``: as if the callback moved on elsewhere; answers the callback.
+  "disconnected"|"completed", "at"?}``: as if the callback moved on elsewhere (at ``at``, an
+  ISO-8601 instant, or now); answers the callback.
 - ``GET /sim/stats``: ``{"requests": {"POST /api/v2/conversations/callbacks": n, ...},
   "tokenFetches", "rateLimited", "rejectedBodies", "faultsInjected"}``.
 - ``POST /sim/reset``: no callbacks, tokens, counters or faults; the org rebuilt from its

@@ -13,7 +13,7 @@ from middleware.sim.org import Org, User, add_time_off, update_user
 from middleware.sim.state import Simulator
 from middleware.sim.traffic import parse_fault
 from middleware.sim.wfm import render_time_off
-from middleware.sim.wire import ApiError, Json, iso, parse_date
+from middleware.sim.wire import ApiError, Json, iso, parse_date, parse_instant
 
 SEARCH_STATUSES: Final = ("Complete", "Processing", "Canceled", "Error")
 
@@ -71,11 +71,15 @@ class Control:
     def on_patch_callback(
         self, req: falcon.Request, resp: falcon.Response, conversationId: str
     ) -> None:
-        """Move a callback to another state, as if it was handled elsewhere."""
-        body = _object(req, frozenset({"state"}))
+        """Move a callback to another state, as if it was handled elsewhere (``at``: when
+        that happened, an ISO-8601 instant; now by default)."""
+        body = _object(req, frozenset({"state", "at"}))
+        at = parse_instant(str(body["at"])) if body.get("at") is not None else None
+        if body.get("at") is not None and at is None:
+            raise ApiError(400, "bad.request", "at must be an ISO-8601 instant")
         with self._sim.lock:
             callback = self._sim.callbacks.set_state(
-                conversationId, str(body.get("state")), self._sim.clock.now()
+                conversationId, str(body.get("state")), at or self._sim.clock.now()
             )
             resp.media = render_control(callback)
 

@@ -22,6 +22,13 @@ DEAD: Final = f"{PREFIX}dead"
 #: Callbacks with a live replacement whose own disconnect is still to do.
 REPLACING: Final = f"{PREFIX}replacing"
 RECONCILE_CURSOR: Final = f"{PREFIX}reconcile-cursor"
+#: The interval reconciliation's progress (JSON): the end-time floor and the pass under way.
+RECONCILE_PASS: Final = f"{PREFIX}reconcile-pass"
+#: The queues pending callbacks were written on, scored by when one last was (ms).
+RECONCILE_QUEUES: Final = f"{PREFIX}reconcile-queues"
+#: Callbacks whose last change is in doubt (a cancel or a PATCH unanswered), scored by when
+#: the worker reads them next (ms).
+IN_DOUBT: Final = f"{PREFIX}in-doubt"
 REASSIGN_CURSOR: Final = f"{PREFIX}reassign-cursor"
 ORPHAN_CURSOR: Final = f"{PREFIX}orphan-cursor"
 METRICS: Final = f"{PREFIX}metrics"

@@ -168,6 +168,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then return 0 end
 if (redis.call('HGET', KEYS[1], 'r') or '') ~= '' then return 0 end
 redis.call('HSET', KEYS[1], 's', ARGV[3])
+redis.call('HDEL', KEYS[1], 'rx')
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
@@ -284,6 +285,22 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'cx', '1'
 return 1
 """
 
+# A reschedule's PATCH is being sent: noted on the record (``rx``, the ask's ms), never
+# creating one; a committed reschedule clears it. KEYS[1] the record. ARGV[1] the ms.
+_MARK_RESCHEDULE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'rx', ARGV[1]) end
+return 1
+"""
+
+# Genesys was read and holds the ledger's time: the reschedule is no longer in doubt,
+# unless another reschedule asked since (``rx`` changed). KEYS[1] the record. ARGV[1] the ms.
+_CLEAR_RESCHEDULE: Final = """
+local rx = redis.call('HGET', KEYS[1], 'rx')
+if not rx then return 1 end
+if rx == ARGV[1] then redis.call('HDEL', KEYS[1], 'rx'); return 1 end
+return 0
+"""
+
 
 class StoredRecord(Protocol):
     """What the store needs of a ledger record (``ledger.records.LedgerRecord``): the store
@@ -324,6 +341,7 @@ class LedgerStore(StoreBase):
         "_dead_letter": _DEAD_LETTER,
         "_relink": _RELINK,
         "_move": _MOVE,
+        "_clear_reschedule": _CLEAR_RESCHEDULE,
         "_mark_cancel": _MARK_CANCEL,
         "_disconnect_later": _DISCONNECT_LATER,
         "_disconnected": _DISCONNECTED,
@@ -465,9 +483,27 @@ class LedgerStore(StoreBase):
                  *(keys.pending(d) for d in record.digests)]
         self._call(lambda: self._script("_disconnected")(keys=names, args=[record.callback_id]))
 
-    def mark_cancel_asked(self, callback_id: str) -> None:
-        """Note that a cancel is being sent for this callback (only while it exists)."""
-        self._call(lambda: self._script("_mark_cancel")(keys=[keys.record(callback_id)]))
+    def mark_cancel_asked(self, callback_id: str, check_ms: int = 0) -> None:
+        """Note that a cancel is being sent for this callback (only while it exists); the
+        worker reads it from ``check_ms`` on."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.eval(_MARK_CANCEL, 1, keys.record(callback_id))
+        pipe.zadd(keys.IN_DOUBT, {callback_id: check_ms})
+        self._call(pipe.execute)
+
+    def mark_reschedule_asked(self, callback_id: str, asked_ms: int, check_ms: int) -> None:
+        """Note that a reschedule's PATCH is being sent (only while the record exists); the
+        worker reads the callback from ``check_ms`` on unless the reschedule commits."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.eval(_MARK_RESCHEDULE, 1, keys.record(callback_id), asked_ms)
+        pipe.zadd(keys.IN_DOUBT, {callback_id: check_ms})
+        self._call(pipe.execute)
+
+    def clear_reschedule_asked(self, callback_id: str, asked_ms: int) -> bool:
+        """The reschedule asked at ``asked_ms`` is no longer in doubt; false (the flag kept)
+        when another reschedule asked since."""
+        return bool(self._call(lambda: self._script("_clear_reschedule")(
+            keys=[keys.record(callback_id)], args=[asked_ms])))
 
     def replaced_awaiting_disconnect(self, limit: int) -> list[str]:
         """Callbacks with a replacement whose own disconnect has not succeeded yet."""

@@ -3,8 +3,9 @@ worker walks."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import ClassVar, Final, cast
+from typing import Any, ClassVar, Final, cast
 
 from middleware.store import keys
 from middleware.store.client import StoreBase
@@ -176,6 +177,54 @@ class WindowStore(StoreBase):
     def save_reconcile_cursor(self, after: tuple[int, str]) -> None:
         """Remember where the next reconciliation page starts (``(-1, "")``: the beginning)."""
         self._call(lambda: self._r.set(keys.RECONCILE_CURSOR, f"{after[0]} {after[1]}"))
+
+    def reconcile_pass(self) -> dict[str, Any] | None:
+        """The interval reconciliation's saved progress, or ``None`` before its first pass."""
+        raw = self._call(lambda: self._r.get(keys.RECONCILE_PASS))
+        return cast(dict[str, Any], json.loads(cast(str, raw))) if raw else None
+
+    def save_reconcile_pass(self, progress: dict[str, Any]) -> None:
+        """Keep the interval reconciliation's progress, so a restart resumes it."""
+        self._call(lambda: self._r.set(keys.RECONCILE_PASS, json.dumps(progress)))
+
+    def note_queues(self, queue_ids: list[str], now_ms: int) -> None:
+        """Remember that pending callbacks were seen on these queues at ``now_ms``."""
+        if queue_ids:
+            self._call(lambda: self._r.zadd(keys.RECONCILE_QUEUES,
+                                            {q: now_ms for q in set(queue_ids)}))
+
+    def reconcile_queues(self, since_ms: int) -> list[str]:
+        """The queues a pending callback was seen on since ``since_ms``, sorted; older ones
+        are dropped (their callbacks have left the ledger)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zremrangebyscore(keys.RECONCILE_QUEUES, "-inf", f"({since_ms}")
+        pipe.zrange(keys.RECONCILE_QUEUES, 0, -1)
+        return sorted(str(q) for q in self._call(pipe.execute)[1])
+
+    def pending_facts(self, callback_ids: list[str]) -> list[tuple[str, str, int] | None]:
+        """``(queue id, state, created ms)`` of each record in one round trip (``None``:
+        gone)."""
+        pipe = self._r.pipeline(transaction=False)
+        for callback_id in callback_ids:
+            pipe.hmget(keys.record(callback_id), "q", "st", "c")
+        rows = cast(list[list[str | None]], self._call(pipe.execute))
+        return [(row[0] or "", row[1] or "", int(row[2] or 0)) if row[1] else None
+                for row in rows]
+
+    def doubt(self, callback_ids: list[str], check_ms: int) -> None:
+        """Read these callbacks one by one from ``check_ms`` on (their change is in doubt)."""
+        if callback_ids:
+            self._call(lambda: self._r.zadd(keys.IN_DOUBT, {c: check_ms for c in callback_ids}))
+
+    def in_doubt_due(self, now_ms: int, limit: int) -> list[str]:
+        """The in-doubt callbacks due for a read by ``now_ms``, oldest first."""
+        return [str(c) for c in cast(list[str], self._call(lambda: self._r.zrangebyscore(
+            keys.IN_DOUBT, "-inf", now_ms, start=0, num=limit)))]
+
+    def settle_doubt(self, callback_ids: list[str]) -> None:
+        """These callbacks are no longer in doubt."""
+        if callback_ids:
+            self._call(lambda: self._r.zrem(keys.IN_DOUBT, *callback_ids))
 
 
 @dataclass(frozen=True)

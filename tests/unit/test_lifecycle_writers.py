@@ -18,7 +18,8 @@ RECORD_WRITERS = frozenset({
     "dead_letter_callback", "move_callback", "relink_replacement", "mark_cancel_asked",
     "forget_replacement", "close_callback", "replay_dead_letter", "claim_window",
     "release_claim", "uncount_creation", "unindex", "forget_pending", "disconnect_later",
-    "disconnected", "watch_orphan",
+    "disconnected", "watch_orphan", "mark_reschedule_asked", "clear_reschedule_asked",
+    "note_queues", "doubt", "settle_doubt",
 })
 
 
@@ -55,5 +56,5 @@ def test_the_lifecycle_names_every_transition() -> None:
 
     names = ("claim", "release", "claimed", "journal", "deliver", "defer", "abandon", "keep",
              "ask_cancel", "cancel", "close", "reschedule", "move", "unlink", "replace",
-             "dead_letter", "replay")
+             "dead_letter", "replay", "ask_reschedule")
     assert [n for n in names if not callable(getattr(Lifecycle, n, None))] == []
