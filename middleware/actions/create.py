@@ -173,8 +173,9 @@ class CreateCallback:
         try:
             ended = callback_end_state(self._genesys.get_callback(callback_id, deadline))
         except UpstreamError:
-            # Unknown: the ledger's view stands, as before reconciliation would correct it.
-            return False
+            # Unknown: it may have ended, so the request runs afresh rather than replaying.
+            # That cannot double it: a callback still pending answers DUPLICATE in the window.
+            return True
         if ended is None:
             return False
         self._lifecycle.close(record, ended)

@@ -31,7 +31,7 @@ from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient, callback_end_state
-from middleware.ledger.lifecycle import Lifecycle, epoch_ms
+from middleware.ledger.lifecycle import Change, Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, normalise, number_of
@@ -122,8 +122,9 @@ class ManageCallbacks:
             if ctx.deadline.remaining() < 1.5:
                 return self._reschedule_out.answer(
                     outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", retryable=True,
-                    **common, message="The callback is being moved to a new owner right "
-                    "now; retry the same request.")
+                    **common, message="The callback changed while this request was being "
+                    "made (a move to a new owner, or a cancel): it did not confirm the new "
+                    "time. Retry the same request to find out.")
             time.sleep(0.2)
 
     def _reschedule_target(self, callback_id: str) -> tuple[LedgerRecord | None, bool]:
@@ -199,8 +200,22 @@ class ManageCallbacks:
     def _reschedule_commit(self, record: LedgerRecord, scheduled: datetime,
                            number: CustomerNumber | None, ctx: RequestContext,
                            common: dict[str, Any]) -> Answer | None:
-        """Give the callback its new time in Genesys (a new owner if needed), then commit it
-        at the version read; ``None`` when the record changed meanwhile."""
+        """Under the callback's change lock, give it its new time in Genesys (a new owner if
+        needed), then commit it at the version read; ``None`` when the record changed
+        meanwhile."""
+        with self._lifecycle.changing(record, ctx.deadline, self._settle_s) as change:
+            if change is None:
+                return self._reschedule_out.answer(
+                    outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", retryable=True,
+                    **common, message="Another change to this callback is being made right "
+                    "now; nothing was changed. Retry the same request.")
+            if self._changed(record):
+                return None
+            return self._reschedule_locked(record, scheduled, number, ctx, common, change)
+
+    def _reschedule_locked(self, record: LedgerRecord, scheduled: datetime,
+                           number: CustomerNumber | None, ctx: RequestContext,
+                           common: dict[str, Any], change: Change) -> Answer | None:
         out = self._reschedule_out
         callback_id = record.callback_id
         try:
@@ -243,8 +258,11 @@ class ManageCallbacks:
                                   message="Genesys Cloud no longer holds this callback.")
             return upstream_failure(out, exc, common)
         except UpstreamUnavailable as exc:
+            change.in_doubt = exc.may_have_run
             return upstream_failure(out, exc, common)
         if not self._lifecycle.reschedule(record, epoch_ms(scheduled)):
+            # Genesys took the new time, yet the record changed under the lock (a cancel or
+            # a revocation ended it): the next read tells what stands.
             return None
         log.info("callback rescheduled", extra={"callbackId": callback_id})
         return out.answer(outcome="RESCHEDULED", reason="OK", **common,

@@ -30,6 +30,7 @@ creates, the others wait for its result and answer DUPLICATE with it).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -85,6 +86,13 @@ class Hold:
     def journaled(self) -> None:
         """The journal dropped the claim itself: nothing is left to release."""
         self.kept = True
+
+
+class Change:
+    """A change held by ``Lifecycle.changing``: one sent and not confirmed is in doubt."""
+
+    def __init__(self) -> None:
+        self.in_doubt = False
 
 
 class Lifecycle:
@@ -173,6 +181,29 @@ class Lifecycle:
         finally:
             if not hold.kept:
                 self.release(number, token)
+
+    @contextmanager
+    def changing(self, record: LedgerRecord, deadline: Deadline, settle_s: float
+                 ) -> Iterator[Change | None]:
+        """Hold the callback's change lock while a change is sent to Genesys and committed
+        (``None``: another change holds it past the deadline), so two reschedules or a
+        reschedule and an owner move never land in Genesys in one order and commit here in
+        the other. A change left in doubt (``Change.in_doubt``) keeps the lock until it
+        expires ``settle_s`` after the deadline: the next change cannot overtake a PATCH that
+        may still land."""
+        holder = uuid.uuid4().hex
+        ttl_ms = int(1000 * (max(deadline.remaining(), 0.0) + settle_s))
+        while not self._store.lock_change(record.callback_id, holder, ttl_ms):
+            if deadline.remaining() <= _ANSWER_MARGIN_S + _POLL_S:
+                yield None
+                return
+            time.sleep(_POLL_S)
+        change = Change()
+        try:
+            yield change
+        finally:
+            if not change.in_doubt:
+                self._store.unlock_change(record.callback_id, holder)
 
     # -- reads ---------------------------------------------------------------------------
 

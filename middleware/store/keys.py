@@ -82,6 +82,11 @@ def owned(agent_id: str) -> str:
     return f"{PREFIX}agent:{agent_id or '-'}:pending"
 
 
+def change_lock(callback_id: str) -> str:
+    """Who is changing a callback in Genesys right now (a reschedule, an owner move)."""
+    return f"{PREFIX}cb:{callback_id}:lock"
+
+
 def outbox_entry(token: str) -> str:
     """One outbox (or dead-letter) entry."""
     return f"{PREFIX}outbox:{token}"

@@ -505,6 +505,15 @@ class LedgerStore(StoreBase):
         return bool(self._call(lambda: self._script("_clear_reschedule")(
             keys=[keys.record(callback_id)], args=[asked_ms])))
 
+    def lock_change(self, callback_id: str, holder: str, ttl_ms: int) -> bool:
+        """Take the callback's change lock for ``holder`` (false while another holds it)."""
+        return bool(self._call(lambda: self._r.set(keys.change_lock(callback_id), holder,
+                                                   nx=True, px=ttl_ms)))
+
+    def unlock_change(self, callback_id: str, holder: str) -> None:
+        """Give the change lock back, only if ``holder`` still has it."""
+        self._release(keys.change_lock(callback_id), holder)
+
     def replaced_awaiting_disconnect(self, limit: int) -> list[str]:
         """Callbacks with a replacement whose own disconnect has not succeeded yet."""
         return [str(m) for m in cast(list[str], self._call(

@@ -76,8 +76,12 @@ class Reassigner:
                         "callbackId": record.callback_id, "agentId": record.agent_id,
                         "reason": decision.reassign_reason or decision.outcome})
                     continue
-                self._callbacks.replace_owner(record, decision.assigned, at, deadline,
-                                              decision.reassign_reason)
+                # Under the change lock: a reschedule of it in flight finishes first.
+                with self._lifecycle.changing(record, deadline, 0.0) as change:
+                    if change is None:
+                        continue
+                    self._callbacks.replace_owner(record, decision.assigned, at, deadline,
+                                                  decision.reassign_reason)
                 moved += 1
             except Superseded:
                 # Rescheduled or cancelled meanwhile: the next round sees it as it now is.

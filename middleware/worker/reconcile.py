@@ -243,6 +243,8 @@ class Reconciler:
         held = callback_scheduled_ms(conversation)
         if held is None or abs(held - record.scheduled_ms) < 1000:
             return
-        if self._lifecycle.reschedule(record, held):
-            log.info("callback time taken from Genesys", extra={
-                "callbackId": record.callback_id, "fromMs": record.scheduled_ms, "toMs": held})
+        # A reschedule committing meanwhile wins; one that loses to this answers in doubt.
+        if not self._lifecycle.reschedule(record, held):
+            return
+        log.info("callback time taken from Genesys", extra={
+            "callbackId": record.callback_id, "fromMs": record.scheduled_ms, "toMs": held})

@@ -397,6 +397,22 @@ def test_derived_key_does_not_replay_a_callback_completed_before_reconciliation(
     assert [c["conversationId"] for c in live(sim)] == [again["callbackId"]]
 
 
+def test_derived_key_does_not_replay_when_genesys_cannot_say_whether_it_ended(
+        service: Service, sim: Simulator) -> None:
+    """Invariant 6: the callback was completed in Genesys, and Genesys cannot be read when
+    the same conversation asks again: the answer is not a replay of the ended callback (the
+    request runs afresh, and the window still guards against a second callback)."""
+    body = create_body(conversationId="c0ffee00-0000-4000-8000-000000000003")
+    first = service.action("create-callback", body).json
+    assert first["outcome"] == "CREATED"
+    sim.control("PATCH", f"callbacks/{first['callbackId']}", {"state": "completed"})
+    sim.control("PUT", "faults", {"status": 503, "count": 1, "method": "GET",
+                                  "pathPrefix": f"{CALLBACKS}/{first['callbackId']}"})
+    again = service.action("create-callback", body).json
+    assert not again.get("replayed"), again
+    assert len(live(sim)) <= 1
+
+
 def test_slow_create_that_lands_late_is_not_a_second_callback(
         make_service: Callable[..., Service], sim: Simulator,
         redis_server: RedisServer) -> None:

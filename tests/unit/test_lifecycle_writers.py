@@ -19,7 +19,7 @@ RECORD_WRITERS = frozenset({
     "forget_replacement", "close_callback", "replay_dead_letter", "claim_window",
     "release_claim", "uncount_creation", "unindex", "forget_pending", "disconnect_later",
     "disconnected", "watch_orphan", "mark_reschedule_asked", "clear_reschedule_asked",
-    "note_queues", "doubt", "settle_doubt",
+    "note_queues", "doubt", "settle_doubt", "lock_change", "unlock_change",
 })
 
 
