@@ -33,7 +33,8 @@ def _all_duties(service: Service, redis_server: RedisServer) -> None:
             duty(services, name)()
 
 
-@pytest.mark.xfail(strict=True, reason="undo keeps a revoked number's callback live")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="undo keeps a revoked number's callback live")
 def test_revoke_during_create_whose_undo_cannot_disconnect(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Invariant 2 (and the answer lies): the create is journaled (CREATING) and its POST is
@@ -67,7 +68,8 @@ def test_revoke_during_create_whose_undo_cannot_disconnect(
     assert live(sim) == [], "a revoked number keeps a live callback"
 
 
-@pytest.mark.xfail(strict=True, reason="a move started during a cancel leaves the replacement live")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="a move started during a cancel leaves the replacement live")
 @pytest.mark.parametrize("ender", ["cancel", "revoke"])
 def test_cancel_whose_disconnect_is_slow_meets_an_owner_move(
         ender: str, service: Service, sim: Simulator, redis_server: RedisServer) -> None:
@@ -110,7 +112,8 @@ def test_cancel_whose_disconnect_is_slow_meets_an_owner_move(
     assert live(sim) == [], f"after {ender}, the callback's replacement is live"
 
 
-@pytest.mark.xfail(strict=True, reason="a derived key replays a QUEUED answer whose callback ended")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="a derived key replays a QUEUED answer whose callback ended")
 def test_derived_key_replays_a_queued_answer_whose_callback_has_ended(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Invariant 6 (and 3: a QUEUED answer that ends as no callback): a create with a
