@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 import requests  # noqa: E402
 
+from bench import roundtrips  # noqa: E402
 from middleware.app import build_services  # noqa: E402
 from middleware.clock import SystemClock  # noqa: E402
 from middleware.config import Config  # noqa: E402
@@ -861,7 +862,8 @@ def _answers(result: WrkResult) -> str:
     return ", ".join(parts) or "-"
 
 
-def report(results: dict[str, WrkResult], ledger: Ledger | None, args: argparse.Namespace,
+def report(results: dict[str, WrkResult], ledger: Ledger | None,
+           trips: dict[str, roundtrips.Row] | None, args: argparse.Namespace,
            started: datetime, elapsed_s: float) -> str:
     """The Markdown report."""
     ceiling = results["bare (ceiling) c" + str(args.connections)]
@@ -935,6 +937,12 @@ def report(results: dict[str, WrkResult], ledger: Ledger | None, args: argparse.
         f"({create.genesys_calls} calls / {creates_made} Genesys creates, "
         f"c{args.connections} row) | {_met(abs(calls_per_create - 1) < 0.0005)} |",
     ]
+    if trips is not None:
+        warm = trips["create-callback CREATED"].round_trips or [0]
+        lines.append(
+            f"| Redis round trips per warm create ≤ {roundtrips.CREATE_TARGET} | "
+            f"{sum(warm) / len(warm):.2f} (max {max(warm)}, over {len(warm)} creates, "
+            f"in-process) | {_met(max(warm) <= roundtrips.CREATE_TARGET)} |")
     routes = "; ".join(f"{route} {n}" for route, n in sorted(
         create.genesys_routes.items(), key=lambda item: -item[1]))
     if ledger is not None:
@@ -997,6 +1005,8 @@ def report(results: dict[str, WrkResult], ledger: Ledger | None, args: argparse.
               f"Redis commands per create (c{args.connections} row, commands inside scripts "
               f"included; multi/exec = transactions): {per_create}.", "",
               f"Redis commands per reference-path request: {per_reference}."]
+    if trips is not None:
+        lines += ["", roundtrips.section(trips).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -1015,6 +1025,8 @@ def main() -> int:
                         help="fresh numbers generated for the create rows")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--no-ledger", action="store_true", help="skip the 1k/1M lookups")
+    parser.add_argument("--round-trips", type=int, default=200,
+                        help="fresh numbers per action for the round-trip counts (0: skip)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "last-run.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -1033,6 +1045,12 @@ def main() -> int:
         results = http_scenarios(stack, numbers, args, redis_client)
         for proc in (stack.service, stack.reference, stack.sim):
             rig.stop(proc)
+        trips = None
+        if args.round_trips > 0:
+            print(f"bench: Redis round trips, {args.round_trips} requests per action",
+                  file=sys.stderr, flush=True)
+            trips = roundtrips.measure(args.round_trips, directory=args.work / "roundtrips",
+                                       pids=args.work / "pids")
         ledger = None
         if not args.no_ledger:
             print(f"bench: duplicate window with 1,000 and {args.ledger:,} pending callbacks",
@@ -1040,10 +1058,11 @@ def main() -> int:
             ledger = ledger_phase(stack.redis_port, args)
     finally:
         rig.stop_all()
-    text = report(results, ledger, args, started, time.monotonic() - t0)
+    text = report(results, ledger, trips, args, started, time.monotonic() - t0)
     print(text)
     args.out.write_text(text)
-    print(f"bench: report written to {args.out.relative_to(ROOT)}", file=sys.stderr)
+    shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
+    print(f"bench: report written to {shown}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""The benchmark (``bench/run``) and its measurements, run from the repository root."""
