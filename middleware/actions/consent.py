@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from middleware.actions.answers import Superseded
 from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
@@ -151,17 +152,24 @@ class ConsentService:
         if fields.get("cancelPending", True) is False:
             return answer(outcome="REVOKED", reason="OK", **common,
                           message="Consent withdrawn; pending callbacks were left as they are.")
-        pending = self._lifecycle.pending(number, window_only=False)
         cancelled, failed = 0, 0
-        for record in pending:
-            try:
-                self._cancel(record, ctx)
-                cancelled += 1
-            except UpstreamError as exc:
-                failed += 1
-                self._lifecycle.cancel_later(record)
-                log.warning("revoke could not cancel a callback",
-                            extra={"callbackId": record.callback_id, "error": exc.message})
+        # A callback that changed while read (an owner move) is read again: its replacement
+        # is then pending too, and goes the same way.
+        for _ in range(3):
+            changed = False
+            for record in self._lifecycle.pending(number, window_only=False):
+                try:
+                    self._cancel(record, ctx)
+                    cancelled += 1
+                except Superseded:
+                    changed = True
+                except UpstreamError as exc:
+                    failed += 1
+                    self._lifecycle.cancel_later(record)
+                    log.warning("revoke could not cancel a callback",
+                                extra={"callbackId": record.callback_id, "error": exc.message})
+            if not changed:
+                break
         # Cancelled earlier but still held by Genesys: this revoke tries their disconnect too.
         for record in self._lifecycle.disconnecting(number):
             if not self._disconnect(record, ctx):

@@ -164,7 +164,9 @@ class CreateCallback:
         callback completed there may not have been reconciled yet (SPEC §4 Lifecycle 6)."""
         callback_id = str(replay.get("callbackId") or replay.get("existingCallbackId") or "")
         if not callback_id:
-            return False
+            # A QUEUED answer names no callback yet, so whether it has ended is unknown here:
+            # the request runs afresh (the window answers DUPLICATE while it is pending).
+            return str(replay.get("outcome")) in ("QUEUED", "DUPLICATE")
         record = self._lifecycle.record(callback_id)
         if record is None or not record.pending:
             return record is not None

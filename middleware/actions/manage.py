@@ -359,7 +359,20 @@ class ManageCallbacks:
     # -- cancel-callback ----------------------------------------------------------------
 
     def cancel(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
-        """Disconnect a callback created here and take it out of the window."""
+        """Disconnect a callback created here and take it out of the window; one that
+        changed while it was read (an owner move) is read again."""
+        while True:
+            try:
+                return self._cancel_once(fields, ctx)
+            except Superseded:
+                if ctx.deadline.remaining() < 1.0:
+                    return self._cancel_out.answer(
+                        outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE",
+                        requestId=ctx.request_id, callbackId=str(fields["callbackId"]),
+                        message="The callback was being moved to a new owner; nothing was "
+                        "sent. Retry the same request.")
+
+    def _cancel_once(self, fields: dict[str, Any], ctx: RequestContext) -> Answer:
         answer = self._cancel_out.answer
         callback_id = str(fields["callbackId"])
         common = {"requestId": ctx.request_id, "callbackId": callback_id}
@@ -425,6 +438,21 @@ class ManageCallbacks:
             # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
             self._lifecycle.close(record, "CANCELLED")
             return "CANCELLED"
+        # Under the change lock, so an owner move cannot start while the disconnect is in
+        # flight (its replacement would outlive the cancel), nor this start mid-move.
+        with self._lifecycle.changing(record, ctx.deadline, self._settle_s) as change:
+            if change is None:
+                raise UpstreamUnavailable("Another change to this callback is being made")
+            now = self._lifecycle.record(record.callback_id)
+            if now is None or now.version != record.version:
+                raise Superseded(record.callback_id)
+            try:
+                return self._disconnect_and_close(now, ctx)
+            except UpstreamUnavailable as exc:
+                change.in_doubt = exc.may_have_run
+                raise
+
+    def _disconnect_and_close(self, record: LedgerRecord, ctx: RequestContext) -> str:
         # If the disconnect lands unanswered, whoever sees the callback end later (the worker,
         # a retried cancel) knows it was this cancel.
         self._lifecycle.ask_cancel(record)

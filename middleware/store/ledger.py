@@ -57,6 +57,17 @@ local st = redis.call('HGET', KEYS[1], 'st')
 redis.call('ZREM', KEYS[8], ARGV[6])
 redis.call('DEL', KEYS[9])
 if st ~= 'CREATING' and st ~= 'QUEUED' then return 0 end
+-- The replacement of an owner move whose old callback ended meanwhile (cancelled, revoked,
+-- completed) has nothing to replace: it ends too, and the caller disconnects it.
+if KEYS[10] ~= KEYS[1] and redis.call('HGET', KEYS[10], 'st') ~= 'PENDING' then
+  redis.call('HSET', KEYS[1], 'st', 'CANCELLED')
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('ZREM', KEYS[6], ARGV[1])
+  for i = 12, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+  return 0
+end
 local n = tonumber(ARGV[7])
 redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + n))
 redis.call('EXPIRE', KEYS[2], ARGV[4])

@@ -1,6 +1,5 @@
-"""Interleavings that break SPEC §4 Lifecycle today. Each test is marked xfail(strict): it
-passes (as an expected failure) while the break stands, and turns the suite red once a fix
-makes the invariant hold, so the mark must then be removed."""
+"""Interleavings an adversarial review found breaking SPEC §4 Lifecycle, each forced
+deterministically (simulator latency and faults, threads); they hold now."""
 
 from __future__ import annotations
 
@@ -33,9 +32,7 @@ def _all_duties(service: Service, redis_server: RedisServer) -> None:
             duty(services, name)()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="undo keeps a revoked number's callback live")
-def test_revoke_during_create_whose_undo_cannot_disconnect(
+def test_revoke_during_create_whose_undo_cannot_disconnect_leaves_none_live(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Invariant 2 (and the answer lies): the create is journaled (CREATING) and its POST is
     at Genesys; revoke-consent answers (it closes the CREATING record, cancelledCount=1);
@@ -68,10 +65,8 @@ def test_revoke_during_create_whose_undo_cannot_disconnect(
     assert live(sim) == [], "a revoked number keeps a live callback"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="a move started during a cancel leaves the replacement live")
 @pytest.mark.parametrize("ender", ["cancel", "revoke"])
-def test_cancel_whose_disconnect_is_slow_meets_an_owner_move(
+def test_cancel_whose_disconnect_is_slow_is_not_outlived_by_an_owner_move(
         ender: str, service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Invariants 3 and 4 (the answer lies) and, for ``revoke``, invariant 2 (the move's
     journal is written unguarded, ``epoch=-1``): cancel-callback (or revoke-consent's
@@ -112,9 +107,7 @@ def test_cancel_whose_disconnect_is_slow_meets_an_owner_move(
     assert live(sim) == [], f"after {ender}, the callback's replacement is live"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="a derived key replays a QUEUED answer whose callback ended")
-def test_derived_key_replays_a_queued_answer_whose_callback_has_ended(
+def test_derived_key_does_not_replay_a_queued_answer_whose_callback_ended(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Invariant 6 (and 3: a QUEUED answer that ends as no callback): a create with a
     ``conversationId`` and no key is answered QUEUED (Genesys down); the stored answer has
