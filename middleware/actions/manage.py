@@ -385,14 +385,9 @@ class ManageCallbacks:
         # the chain goes (an old one still live while its replacement is queued, too).
         live = [r for r in chain if r.pending]
         if len(chain) > 1 and live:
-            try:
-                ends = [self.cancel_record(r, ctx) for r in live]
-            except UpstreamUnavailable as exc:
-                return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
-                              message=_cancel_unavailable(exc))
-            except UpstreamRejected as exc:
-                return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
-                              message=f"Genesys Cloud refused the cancel: {exc.message}")
+            ends = self._cancel_all(live, ctx, common)
+            if isinstance(ends, dict):
+                return ends
             if "CANCELLED" in ends:
                 return answer(outcome="CANCELLED", reason="OK", **common,
                               message="The callback (moved to a new owner by the service) "
@@ -413,20 +408,28 @@ class ManageCallbacks:
         if not record.pending:
             return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
                           message=f"The callback is no longer pending ({record.state.lower()}).")
+        ends = self._cancel_all([record], ctx, common)
+        if isinstance(ends, dict):
+            return ends
+        if ends == ["DISCONNECTED"]:
+            return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
+                          message="Genesys Cloud no longer holds this callback; it was "
+                          "removed from the window.")
+        return answer(outcome="CANCELLED", reason="OK", **common,
+                      message="The callback was disconnected in Genesys Cloud.")
+
+    def _cancel_all(self, records: list[LedgerRecord], ctx: RequestContext,
+                    common: dict[str, Any]) -> list[str] | Answer:
+        """Cancel each record (their ends), or the REJECTED answer of the first that failed."""
+        answer = self._cancel_out.answer
         try:
-            ended = self.cancel_record(record, ctx)
+            return [self.cancel_record(r, ctx) for r in records]
         except UpstreamUnavailable as exc:
             return answer(outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **common,
                           message=_cancel_unavailable(exc))
         except UpstreamRejected as exc:
             return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
                           message=f"Genesys Cloud refused the cancel: {exc.message}")
-        if ended == "DISCONNECTED":
-            return answer(outcome="NOT_FOUND", reason="NOT_FOUND", **common,
-                          message="Genesys Cloud no longer holds this callback; it was "
-                          "removed from the window.")
-        return answer(outcome="CANCELLED", reason="OK", **common,
-                      message="The callback was disconnected in Genesys Cloud.")
 
     def cancel_record(self, record: LedgerRecord, ctx: RequestContext) -> str:
         """Disconnect a pending callback in Genesys and close it in the ledger.

@@ -22,6 +22,7 @@ from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
+from middleware.ledger.records import LedgerRecord
 from middleware.store import Store
 
 log = logging.getLogger(__name__)
@@ -48,35 +49,34 @@ class OrphanSweep:
         done = 0
         for callback_id in self._store.cancels_to_finish(self._batch):
             record = self._lifecycle.record(callback_id)
-            if record is not None and record.disconnecting:
-                try:
-                    self._genesys.disconnect_callback(callback_id, record.acd_id, deadline)
-                except UpstreamRejected as exc:
-                    if exc.status != 404:
-                        continue
-                except UpstreamUnavailable:
+            # Entries written before cancelled callbacks were marked are still pending here.
+            if record is not None and record.pending and not record.in_genesys:
+                self._lifecycle.close(record, "CANCELLED")
+            elif record is not None and (record.disconnecting or record.pending):
+                sent = self._send_disconnect(record, deadline)
+                if sent is None:
                     break
-                self._lifecycle.disconnected(record)
+                if not sent:
+                    continue
                 done += 1
                 log.info("cancelled callback disconnected", extra={"callbackId": callback_id})
-                continue
-            # Entries written before cancelled callbacks were marked: still pending here.
-            if record is not None and record.pending:
-                if not record.in_genesys:
-                    self._lifecycle.close(record, "CANCELLED")
-                else:
-                    try:
-                        self._genesys.disconnect_callback(callback_id, record.acd_id, deadline)
-                    except UpstreamRejected as exc:
-                        if exc.status != 404:
-                            continue
-                    except UpstreamUnavailable:
-                        break
-                    self._lifecycle.close(record, "CANCELLED")
-                    done += 1
-                    log.info("revoked callback disconnected", extra={"callbackId": callback_id})
+                if record.disconnecting:
+                    self._lifecycle.disconnected(record)
+                    continue
+                self._lifecycle.close(record, "CANCELLED")
             self._store.cancel_finished(callback_id)
         return done
+
+    def _send_disconnect(self, record: LedgerRecord, deadline: Deadline) -> bool | None:
+        """Disconnect in Genesys: true when done (or Genesys no longer knows it), false when
+        refused (tried again next round), ``None`` when Genesys is unavailable (stop)."""
+        try:
+            self._genesys.disconnect_callback(record.callback_id, record.acd_id, deadline)
+        except UpstreamRejected as exc:
+            return exc.status == 404
+        except UpstreamUnavailable:
+            return None
+        return True
 
     def _sweep(self, deadline: Deadline) -> int:
         now = self._clock.now()
