@@ -339,6 +339,26 @@ class Lifecycle:
         """Drop index entries whose records expired long after their time."""
         self._store.forget_pending(callback_ids)
 
+    def trim(self, limit: int) -> int:
+        """One bounded round of keeping the shared indexes small: entries scheduled before
+        the window and a week ago, the next page of the worker's index whose records are
+        gone, one SCAN page of the owners' sets, and ended callbacks in the disconnect
+        sets. Returns how many entries went."""
+        before_ms = epoch_ms(self._clock.now() - self._window - FORGET_AFTER)
+        gone = self._store.trim_stale_pending(before_ms, limit)
+        after, scan_cursor = self._store.trim_cursor()
+        page = self._store.pending_page(after, limit)
+        missing = self._store.missing_records([cid for cid, _ in page]) if page else []
+        if missing:
+            self._store.forget_pending(missing)
+        gone += len(missing)
+        scan_cursor = self._store.trim_owned(scan_cursor, before_ms, limit)
+        gone += self._store.trim_ended_sets(limit)
+        # A short page means the walk reached the end: the next round starts over.
+        next_after = (page[-1][1], page[-1][0]) if len(page) == limit else (-1, "")
+        self._store.save_trim_cursor(next_after, scan_cursor)
+        return gone
+
     def dead_letter(self, entry: OutboxEntry, record: LedgerRecord | None, error: str) -> bool:
         """The outbox gave up on a create: kept as a dead letter for a replay, out of the
         window; an owner move it was leaves the old callback the customer's. False when it

@@ -21,6 +21,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[5]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[5], ARGV[4]) end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
@@ -65,6 +66,7 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[5]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[5], ARGV[4]) end
 redis.call('ZREM', KEYS[6], ARGV[1])
 for i = 12, #KEYS do
   redis.call('ZREM', KEYS[i], ARGV[1])
@@ -173,6 +175,7 @@ redis.call('HSET', KEYS[1], 's', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+if redis.call('TTL', KEYS[4]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
 for i = 2, #KEYS do
   if i ~= 5 and redis.call('ZSCORE', KEYS[i], ARGV[2]) then
     redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
@@ -212,6 +215,7 @@ redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
 redis.call('HSET', KEYS[5], 'payload', ARGV[8], 'attempts', 0, 'error', '')
 redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1])
 for i = 0, nd - 1 do

@@ -49,6 +49,7 @@ redis.call('HINCRBY', KEYS[4], 'v', 1)
 redis.call('EXPIRE', KEYS[4], ARGV[6])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
 redis.call('ZADD', KEYS[6], ARGV[5], ARGV[4])
+if redis.call('TTL', KEYS[6]) < tonumber(ARGV[6]) then redis.call('EXPIRE', KEYS[6], ARGV[6]) end
 for i = 0, nd - 1 do
   local base = 8 + 3 * i
   redis.call('ZADD', KEYS[base + 1], ARGV[5], ARGV[4])

@@ -18,7 +18,7 @@ RECORD_WRITERS = frozenset({
     "dead_letter_callback", "move_callback", "relink_replacement", "mark_cancel_asked",
     "forget_replacement", "close_callback", "replay_dead_letter", "claim_window",
     "release_claim", "uncount_creation", "unindex", "forget_pending", "cancel_later",
-    "watch_orphan",
+    "watch_orphan", "trim_stale_pending", "trim_owned", "trim_ended_sets",
 })
 
 

@@ -1,0 +1,80 @@
+"""Redis stays small and bounded (README "Capacity"): after a realistic workload, every key
+that grows with traffic has a TTL or is trimmed by a bounded duty, and a callback costs
+what the README's capacity table says."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import redis
+
+from middleware.clock import FixedClock
+from tests.conftest import RedisServer, Service, Simulator
+from tests.memory import Rig, build_rig, expire_after, measure, run_workload
+
+#: Keys allowed to live without a TTL, each with what bounds it.
+BOUNDED_WITHOUT_TTL: dict[str, str] = {
+    # The worker's walk of pending callbacks: the trim duty drops entries scheduled before
+    # the window and a week ago and entries whose records are gone, a page per round.
+    r"cbm:pending": "pending callbacks (trimmed by the trim duty)",
+    # Outbox schedule and entries: each leaves when delivered, abandoned or dead-lettered.
+    r"cbm:outbox": "creates waiting for Genesys",
+    r"cbm:outbox:.+": "creates waiting for Genesys, and dead letters",
+    # Dead letters are never dropped (SPEC §4 Worker): one per create Genesys refused, gone
+    # when replayed; counted in metrics.
+    r"cbm:dead": "dead letters until replayed",
+    # Callbacks awaiting a disconnect: removed when done; the trim duty drops those whose
+    # records are gone.
+    r"cbm:replacing": "owner moves awaiting a disconnect (trimmed)",
+    r"cbm:revoking": "revocations awaiting a disconnect (trimmed)",
+    # Watched creates: a watch ends LATE_CREATE_WATCH (15 min) after its last attempt and
+    # watched_orphans drops it then.
+    r"cbm:orphan-watch": "creates that may still land, for 15 minutes",
+    r"cbm:orphan-watch-info": "the same tokens' numbers",
+    # One counter and fixed cursors: constant size.
+    r"cbm:consent-seq": "one integer",
+    r"cbm:(reconcile|reassign|orphan|trim)-cursor": "one cursor each",
+}
+
+
+def unbounded(client: redis.Redis) -> list[str]:
+    """Keys with no TTL that the allow-list does not name."""
+    return sorted(key for key in client.scan_iter(count=1000)
+                  if int(client.ttl(key)) < 0
+                  and not any(re.fullmatch(p, key) for p in BOUNDED_WITHOUT_TTL))
+
+
+def _rig(service: Service, redis_server: RedisServer, sim: Simulator) -> Rig:
+    # The simulator keeps its own clock: moving the service's days ahead is what matters.
+    return build_rig(redis_server.url, sim.url, service.clock, sim.control)
+
+
+def test_every_growing_key_has_a_ttl_or_is_trimmed(
+        service: Service, redis_server: RedisServer, sim: Simulator) -> None:
+    """A workload, then ten days on (TTLs passed, the worker run): no key lives without a
+    TTL unless the allow-list says what bounds it, and the shared indexes hold nothing that
+    ended long ago."""
+    rig = _rig(service, redis_server, sim)
+    run_workload(rig, 40)
+    assert unbounded(service.redis) == []
+    assert service.redis.zcard("cbm:pending") > 0
+    rig.clock.advance(timedelta(days=10))
+    expire_after(service.redis, timedelta(days=10))
+    rig.worker_round()
+    assert unbounded(service.redis) == []
+    assert service.redis.zcard("cbm:pending") == 0
+    owners = list(service.redis.scan_iter(match="cbm:agent:*:pending"))
+    assert [k for k in owners if service.redis.zcard(k)] == []
+
+
+def test_a_callback_costs_what_the_capacity_table_says(
+        service: Service, redis_server: RedisServer, sim: Simulator) -> None:
+    """Bytes per pending callback (its record and every index entry) and per callback kept
+    past the window (evidence and consent, CONSENT_RETENTION_DAYS) stay within the figures
+    README "Capacity" is derived from."""
+    assert isinstance(service.clock, FixedClock)
+    report = measure(_rig(service, redis_server, sim), 120)
+    assert report.pending > 60
+    assert report.per_kept <= 1536, report.kept_bytes
+    assert report.per_pending <= 1000, report.pending_bytes
