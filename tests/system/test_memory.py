@@ -4,9 +4,11 @@ what the README's capacity table says."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
+import pytest
 import redis
 
 from middleware.clock import FixedClock
@@ -78,3 +80,39 @@ def test_a_callback_costs_what_the_capacity_table_says(
     assert report.pending > 60
     assert report.per_kept <= 1536, report.kept_bytes
     assert report.per_pending <= 1000, report.pending_bytes
+
+
+def test_evidence_written_in_the_old_long_form_still_reads(
+        service: Service, redis_server: RedisServer, sim: Simulator,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A history stream and a consent record stored before events were compact are shown
+    by consent-evidence in order, before the compact events written since, with the same
+    names."""
+    from middleware.__main__ import run
+    from middleware.rules.number import NumberKeys
+    from middleware.store import keys
+    from tests.conftest import create_body, service_env
+
+    digest = NumberKeys(service.config.pii_keys).current("+14155552671")
+    old_consent = {"consentId": "0ld00000-0000-4000-8000-000000000001", "kind": "CONSENT",
+                   "numberKey": digest, "number": "+14155552671", "customerName": "Old",
+                   "consentSource": "SMS", "capturedAt": "2020-01-01T00:00:00.000+00:00",
+                   "consentText": "YES", "conversationId": "", "agentId": "",
+                   "recordedAt": "2020-01-01T00:00:00.000+00:00", "via": "record-consent"}
+    service.redis.xadd(keys.history(digest), {"event": "consent", **old_consent})
+    service.redis.xadd(keys.history(digest), {
+        "event": "callback-closed", "callbackId": "old-callback", "state": "COMPLETED",
+        "at": "2020-01-02T00:00:00.000+00:00"})
+    service.redis.hset(keys.consent(old_consent["consentId"]), mapping=old_consent)
+    assert service.action("create-callback", create_body()).json["outcome"] == "CREATED"
+    env = service_env(redis_server.url, sim.url)
+    assert run(["consent-evidence", "--number", "+14155552671", "--format", "json"], env,
+               service.clock, own_logging=False) == 0
+    events = json.loads(capsys.readouterr().out)["events"]
+    assert [e["event"] for e in events] == ["consent", "callback-closed", "consent",
+                                            "callback"]
+    assert events[0] == {"event": "consent", **old_consent}
+    assert events[1]["state"] == "COMPLETED"
+    assert events[2]["customerName"] == "Grace Customer" and events[2]["recordedAt"]
+    assert events[3]["state"] == "PENDING" and events[3]["consentId"] == \
+        events[2]["consentId"]
