@@ -48,6 +48,7 @@ from middleware.worker.orphans import OrphanSweep
 from middleware.worker.outbox import OutboxDelivery, RetryPolicy
 from middleware.worker.reassign import Reassigner
 from middleware.worker.reconcile import Reconciler, page_size
+from middleware.worker.trim import IndexTrim
 
 # A claim or in-flight key outlives its request by this much, so a slow request keeps it.
 _LEASE_SLACK = timedelta(seconds=5)
@@ -178,7 +179,9 @@ def build_duties(services: Services) -> list[Duty]:
 
     return [Duty("outbox", config.outbox_interval_s, outbox.run),
             Duty("reconcile", config.reconcile_interval_s, reconcile),
-            Duty("reassign", config.reconcile_interval_s, reassigner.run)]
+            Duty("reassign", config.reconcile_interval_s, reassigner.run),
+            Duty("trim", config.reconcile_interval_s,
+                 IndexTrim(services.lifecycle, config.reconcile_batch_size).run)]
 
 
 def outbox_stats(services: Services) -> OutboxStats:

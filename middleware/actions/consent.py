@@ -22,8 +22,9 @@ from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.errors import UpstreamError
+from middleware.evidence import expand_events
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
-from middleware.ledger.records import LedgerRecord
+from middleware.ledger.records import LedgerRecord, history_event
 from middleware.rules.consent import ConsentDecision, decide, in_future
 from middleware.rules.number import CustomerNumber, NumberKeys, invalid_number_message, number_of
 from middleware.rules.time import format_utc, parse_instant
@@ -84,16 +85,23 @@ class ConsentLedger:
             "recordedAt": self._clock.now().isoformat(timespec="milliseconds"),
             "via": via,
         }
+        # The event names the record only: the record itself is kept as long as it.
+        event = history_event("revocation" if kind == "REVOCATION" else "consent",
+                              epoch_ms(self._clock.now()), consentId=consent_id)
         # Only a consent stored on its own (record-consent) may end a revocation.
         self._store.save_consent(self._keys.all(number.e164), record, epoch_ms(captured),
-                                 lifts=(via == "record-consent"), retention_s=self._retention_s)
+                                 lifts=(via == "record-consent"), retention_s=self._retention_s,
+                                 event=event)
         log.info("consent recorded", extra={"consentId": consent_id, "kind": kind, "via": via,
                                             "number": number.masked})
         return consent_id
 
     def evidence(self, number: CustomerNumber) -> list[dict[str, str]]:
-        """Every consent, revocation and callback event of the number, in time order."""
-        return self._store.history(self._keys.all(number.e164))
+        """Every consent, revocation and callback event of the number, in time order, with
+        the SPEC's field names (however each was stored)."""
+        events = self._store.history(self._keys.all(number.e164))
+        referred = [str(e["k"]) for e in events if e.get("e") in ("co", "rv") and "k" in e]
+        return expand_events(events, self._store.consents(referred) if referred else {})
 
 
 Canceller = Callable[[LedgerRecord, RequestContext], str]

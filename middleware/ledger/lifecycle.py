@@ -39,7 +39,7 @@ from typing import Any, Final
 
 from middleware.clock import Clock
 from middleware.deadline import Deadline
-from middleware.ledger.records import TERMINAL_STATES, LedgerRecord, State
+from middleware.ledger.records import TERMINAL_STATES, LedgerRecord, State, history_event
 from middleware.rules.number import CustomerNumber, NumberKeys
 from middleware.store import OutboxEntry, Store
 
@@ -162,14 +162,18 @@ class Lifecycle:
         ahead = max(record.scheduled_ms - epoch_ms(self._clock.now()), 0) // 1000
         return ahead + int(FORGET_AFTER.total_seconds())
 
-    def _event(self, event: str, record: LedgerRecord, replaces: str = "") -> dict[str, str]:
-        entry = {"event": event, "callbackId": record.callback_id, "state": record.state,
-                 "consentId": record.consent_id, "agentId": record.agent_id,
-                 "queueId": record.queue_id, "scheduledMs": str(record.scheduled_ms),
-                 "at": self._clock.now().isoformat(timespec="milliseconds")}
-        if replaces:
-            entry["replaces"] = replaces
-        return entry
+    def _event(self, event: str, record: LedgerRecord, replaces: str = ""
+               ) -> dict[str, str | int]:
+        # Everything a person needs once the record has expired, which is long before the
+        # evidence does: the consent relied on, the owner, the queue and the time.
+        return history_event(event, epoch_ms(self._clock.now()), callbackId=record.callback_id,
+                             state=str(record.state), consentId=record.consent_id,
+                             agentId=record.agent_id, queueId=record.queue_id,
+                             scheduledMs=record.scheduled_ms, replaces=replaces)
+
+    def _closed(self, callback_id: str, state: str) -> dict[str, str | int]:
+        return history_event("callback-closed", epoch_ms(self._clock.now()),
+                             callbackId=callback_id, state=state)
 
     @contextmanager
     def claimed(self, number: CustomerNumber, token: str) -> Iterator[Hold]:
@@ -246,10 +250,9 @@ class Lifecycle:
         the record changed since it was read (nothing written)."""
         now = self._clock.now()
         return self._store.move_callback(record, scheduled_ms, self._ttl_s(
-            replace(record, scheduled_ms=scheduled_ms)), {
-            "event": "callback-rescheduled", "callbackId": record.callback_id,
-            "scheduledMs": str(scheduled_ms), "at": now.isoformat(timespec="milliseconds")},
-            self._evidence_ttl_s)
+            replace(record, scheduled_ms=scheduled_ms)), history_event(
+            "callback-rescheduled", epoch_ms(now), callbackId=record.callback_id,
+            scheduledMs=scheduled_ms), self._evidence_ttl_s)
 
     def journal(self, number: CustomerNumber, token: str, record: LedgerRecord,
                 payload: dict[str, Any], resolve_after_ms: int, *,
@@ -370,7 +373,7 @@ class Lifecycle:
     def abandon(self, journaled: LedgerRecord) -> None:
         """Genesys refused the journaled create: it leaves the window, the outbox and the
         daily count, as if it had never been asked for."""
-        self._store.close_callback(journaled, "CANCELLED", "", None)
+        self._store.close_callback(journaled, "CANCELLED", None, self._evidence_ttl_s)
         self._store.uncount_creation(journaled.digests, journaled.request_token)
         self._store.finish_outbox(journaled.request_token)
 
@@ -378,8 +381,8 @@ class Lifecycle:
         """Take a callback out of the window for good (cancelled, completed, disconnected)."""
         if state not in TERMINAL_STATES:
             raise ValueError(f"{state} is not a terminal state")
-        self._store.close_callback(record, state, self._clock.now().isoformat(
-            timespec="milliseconds"), self._evidence_ttl_s)
+        self._store.close_callback(record, state, self._closed(record.callback_id, state),
+                                   self._evidence_ttl_s)
 
     def cancel(self, record: LedgerRecord) -> None:
         """The callback was cancelled (in Genesys, or before it got there)."""
@@ -444,13 +447,32 @@ class Lifecycle:
         """Drop index entries whose records expired long after their time."""
         self._store.forget_pending(callback_ids)
 
+    def trim(self, limit: int) -> int:
+        """One bounded round of keeping the shared indexes small: entries scheduled before
+        the window and a week ago, the next page of the worker's index whose records are
+        gone, one SCAN page of the owners' sets, and ended callbacks in the disconnect
+        sets. Returns how many entries went."""
+        before_ms = epoch_ms(self._clock.now() - self._window - FORGET_AFTER)
+        gone = self._store.trim_stale_pending(before_ms, limit)
+        after, scan_cursor = self._store.trim_cursor()
+        page = self._store.pending_page(after, limit)
+        missing = self._store.missing_records([cid for cid, _ in page]) if page else []
+        if missing:
+            self._store.forget_pending(missing)
+        gone += len(missing)
+        scan_cursor = self._store.trim_owned(scan_cursor, before_ms, limit)
+        gone += self._store.trim_ended_sets(limit)
+        # A short page means the walk reached the end: the next round starts over.
+        next_after = (page[-1][1], page[-1][0]) if len(page) == limit else (-1, "")
+        self._store.save_trim_cursor(next_after, scan_cursor)
+        return gone
+
     def dead_letter(self, entry: OutboxEntry, record: LedgerRecord | None, error: str) -> bool:
         """The outbox gave up on a create: kept as a dead letter for a replay, out of the
         window; an owner move it was leaves the old callback the customer's. False when it
         was cancelled meanwhile (nothing kept: a replay must not bring it back)."""
         now = self._clock.now()
-        event = {"event": "callback-closed", "callbackId": record.callback_id if record else "",
-                 "state": State.DEAD_LETTER, "at": now.isoformat(timespec="milliseconds")}
+        event = self._closed(record.callback_id if record else "", State.DEAD_LETTER)
         return self._store.dead_letter_callback(entry.token, entry.attempts + 1, error,
                                                 epoch_ms(now), record, event,
                                                 self._evidence_ttl_s)

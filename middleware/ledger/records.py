@@ -27,6 +27,9 @@ class State(StrEnum):
     DEAD_LETTER = "DEAD_LETTER"
 
 
+#: Record fields left out of the stored hash: the id is the key's, ``n`` is ``ns``' first.
+_IMPLIED: Final = frozenset({"id", "n"})
+
 PENDING_STATES: Final = frozenset({State.PENDING, State.QUEUED, State.CREATING})
 TERMINAL_STATES: Final = frozenset(set(State) - PENDING_STATES)
 
@@ -64,7 +67,8 @@ class LedgerRecord:
     #: When a reschedule's PATCH was sent unconfirmed (ms; 0: none in doubt).
     reschedule_asked_ms: int = 0
 
-    # Short field names: a pending callback must stay well under 512 bytes of Redis.
+    # Short field names, and no field that is empty or repeats the key (the id) or ``ns``
+    # (the first digest): every pending callback pays for each byte.
     _FIELDS: ClassVar[dict[str, str]] = {
         "callback_id": "id", "number_key": "n", "scheduled_ms": "s", "agent_id": "a",
         "queue_id": "q", "state": "st", "acd_id": "x", "request_token": "t",
@@ -77,14 +81,18 @@ class LedgerRecord:
         steps alone)."""
         fields: dict[str, str | int] = {
             short: str(getattr(self, name)) if name == "state" else getattr(self, name)
-            for name, short in self._FIELDS.items()}
+            for name, short in self._FIELDS.items()
+            if short not in _IMPLIED and getattr(self, name) != ""}
         fields["ns"] = ",".join(self.digests)
         return fields
 
     @classmethod
-    def from_fields(cls, raw: dict[str, str]) -> LedgerRecord:
-        """Read a record back from its Redis hash."""
+    def from_fields(cls, raw: dict[str, str], callback_id: str = "") -> LedgerRecord:
+        """Read a record back from its Redis hash (``callback_id``: its key's id, for
+        records that do not repeat it)."""
         values: dict[str, Any] = {name: raw.get(short, "") for name, short in cls._FIELDS.items()}
+        values["callback_id"] = values["callback_id"] or callback_id
+        values["number_key"] = values["number_key"] or raw.get("ns", "").split(",")[0]
         values["scheduled_ms"] = int(values["scheduled_ms"] or 0)
         values["created_ms"] = int(values["created_ms"] or 0)
         values["state"] = State(values["state"]) if values["state"] in State.__members__ \
@@ -110,6 +118,30 @@ class LedgerRecord:
     def in_genesys(self) -> bool:
         """Whether Genesys holds it (a queued or journaled one does not, yet)."""
         return self.state == State.PENDING
+
+
+#: Evidence history events as Redis keeps them: a short code per kind and a short name per
+#: field (``evidence.expand_events`` gives people the names on the left back).
+EVENT_KINDS: Final = {
+    "callback": "cb", "callback-queued": "cq", "callback-rescheduled": "cr",
+    "callback-reassigned": "ca", "callback-closed": "cc", "consent": "co", "revocation": "rv"}
+EVENT_FIELDS: Final = {
+    "event": "e", "at": "t", "callbackId": "i", "state": "st", "consentId": "k",
+    "agentId": "a", "queueId": "q", "scheduledMs": "s", "replaces": "rf"}
+#: The state a callback event's kind implies, so the stored event leaves it out.
+IMPLIED_STATES: Final = {"cb": "PENDING", "cq": "QUEUED"}
+
+
+def history_event(kind: str, at_ms: int, **fields: str | int) -> dict[str, str | int]:
+    """One evidence event as kept: short names, epoch ms, no empty field and no state its
+    kind implies (``fields`` use the SPEC names of ``EVENT_FIELDS``)."""
+    code = EVENT_KINDS[kind]
+    event: dict[str, str | int] = {"e": code, "t": at_ms}
+    for name, value in fields.items():
+        if value == "" or (name == "state" and IMPLIED_STATES.get(code) == str(value)):
+            continue
+        event[EVENT_FIELDS[name]] = str(value) if name == "state" else value
+    return event
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ when it cannot read or write its own state.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, TypeVar, cast
 
 import redis
@@ -51,6 +52,11 @@ def connect(url: str, timeout_s: float) -> redis.Redis:
     )
 
 
+def event_json(event: Mapping[str, str | int]) -> str:
+    """An evidence event as one list entry: compact JSON."""
+    return json.dumps(event, separators=(",", ":"))
+
+
 def client_key(client_id: str) -> str:
     """Stable, non-reversible name for an OAuth client in key names."""
     return hashlib.sha256(client_id.encode()).hexdigest()[:16]
@@ -84,10 +90,10 @@ class StoreBase:
     def _release(self, key: str, holder: str) -> None:
         self._call(lambda: self._script("_release_lock")(keys=[key], args=[holder]))
 
-    def _append_history(self, pipe: Any, digest: str, event: dict[str, str],
+    def _append_history(self, pipe: Any, digest: str, event: Mapping[str, str | int],
                         ttl_s: int) -> None:
-        key = keys.history(digest)
-        pipe.xadd(key, event)
+        key = keys.events(digest)
+        pipe.rpush(key, event_json(event))
         pipe.expire(key, ttl_s)
 
     def ping(self) -> bool:

@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, cast
 
 from middleware.store import keys
 from middleware.store.client import StoreBase
+
+#: A consent record's fields as Redis keeps them (SPEC names on the left, which ``consent``
+#: answers with). The id is the key's, times are epoch ms, and empty fields are left out:
+#: each record is kept CONSENT_RETENTION_DAYS.
+_SHORT: Final = {
+    "kind": "k", "numberKey": "n", "number": "e", "customerName": "nm",
+    "consentSource": "src", "capturedAt": "c", "consentText": "tx", "conversationId": "cv",
+    "agentId": "a", "recordedAt": "r", "via": "v"}
+_LONG: Final = {short: name for name, short in _SHORT.items()}
+_TIMES: Final = frozenset({"capturedAt", "recordedAt"})
+
+
+def _stored(record: Mapping[str, str]) -> dict[str, str | int]:
+    fields: dict[str, str | int] = {}
+    for name, value in record.items():
+        if name not in _SHORT or value == "":
+            continue
+        fields[_SHORT[name]] = int(datetime.fromisoformat(value).timestamp() * 1000) \
+            if name in _TIMES else value
+    return fields
+
+
+def _read(consent_id: str, raw: dict[str, str]) -> dict[str, str]:
+    if "kind" in raw:
+        return raw  # written before the short names
+    record = {"consentId": consent_id, **dict.fromkeys(_SHORT, "")}
+    for short, value in raw.items():
+        name = _LONG.get(short, short)
+        record[name] = datetime.fromtimestamp(int(value) / 1000, UTC).isoformat(
+            timespec="milliseconds") if name in _TIMES else value
+    return record
 
 # A revocation is ordered by when it was stored, never by the capture time it states: one
 # counter for the whole store numbers every revocation and lifting consent, and a number is
@@ -42,8 +75,9 @@ class ConsentStore(StoreBase):
     SCRIPTS: ClassVar[dict[str, str]] = {}
 
     def save_consent(self, digests: tuple[str, ...], record: dict[str, str], captured_ms: int,
-                     lifts: bool, retention_s: int) -> None:
-        """Store a consent or revocation record, its history event and the number's state.
+                     lifts: bool, retention_s: int, event: Mapping[str, str | int]) -> None:
+        """Store a consent or revocation record, its history ``event`` and the number's
+        state.
 
         Records are append-only: a revocation is a new record, never an edit. ``lifts``
         marks a consent that may end an earlier revocation (one from ``record-consent``).
@@ -54,18 +88,27 @@ class ConsentStore(StoreBase):
         names = [keys.CONSENT_SEQ, keys.consent(record['consentId']),
                  *(keys.consent_state(d) for d in digests)]
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keys.consent(record['consentId']), mapping=cast(Any, record))
+        pipe.hset(keys.consent(record['consentId']), mapping=cast(Any, _stored(record)))
         pipe.expire(keys.consent(record['consentId']), retention_s)
         # EVAL inside MULTI: see LedgerStore.commit_callback.
         pipe.eval(_STORE_CONSENT_STATE, len(names), *names, kind, captured_ms, retention_s)
-        self._append_history(pipe, digests[0], {"event": record["kind"].lower(), **record},
-                             retention_s)
+        self._append_history(pipe, digests[0], event, retention_s)
         self._call(pipe.execute)
 
     def consent(self, consent_id: str) -> dict[str, str] | None:
         """A consent or revocation record, or ``None``."""
-        raw = self._call(lambda: self._r.hgetall(keys.consent(consent_id)))
-        return cast(dict[str, str], raw) if raw else None
+        raw = cast(dict[str, str], self._call(
+            lambda: self._r.hgetall(keys.consent(consent_id))))
+        return _read(consent_id, raw) if raw else None
+
+    def consents(self, consent_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Several consent records by id in one round trip (those that are gone left out)."""
+        pipe = self._r.pipeline(transaction=False)
+        for consent_id in consent_ids:
+            pipe.hgetall(keys.consent(consent_id))
+        rows = cast(list[dict[str, str]], self._call(pipe.execute))
+        return {cid: _read(cid, raw) for cid, raw in zip(consent_ids, rows, strict=True)
+                if raw}
 
     def consent_state(self, digests: tuple[str, ...]) -> tuple[int, int]:
         """``(revocation epoch, lifting epoch)``: the store order of the latest revocation and

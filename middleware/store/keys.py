@@ -31,6 +31,8 @@ RECONCILE_QUEUES: Final = f"{PREFIX}reconcile-queues"
 IN_DOUBT: Final = f"{PREFIX}in-doubt"
 REASSIGN_CURSOR: Final = f"{PREFIX}reassign-cursor"
 ORPHAN_CURSOR: Final = f"{PREFIX}orphan-cursor"
+#: Where the trim duty's walks stopped (``worker/trim.py``).
+TRIM_CURSOR: Final = f"{PREFIX}trim-cursor"
 METRICS: Final = f"{PREFIX}metrics"
 #: Orders every revocation and lifting consent by when it was stored.
 CONSENT_SEQ: Final = f"{PREFIX}consent-seq"
@@ -63,8 +65,14 @@ def created(digest: str) -> str:
 
 
 def history(digest: str) -> str:
-    """The number's evidence stream."""
+    """The number's evidence stream as written before ``events`` (read, never written)."""
     return f"{number(digest)}:history"
+
+
+def events(digest: str) -> str:
+    """The number's evidence history: a list of compact JSON events, oldest first (a list,
+    not a stream: a stream's first node alone costs Redis about 4.7 KB)."""
+    return f"{number(digest)}:ev"
 
 
 def consent_state(digest: str) -> str:

@@ -4,10 +4,11 @@ the transitions of ``ledger.lifecycle``, which alone calls the writing methods h
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Protocol, cast
 
 from middleware.store import keys
-from middleware.store.client import StoreBase
+from middleware.store.client import StoreBase, event_json
 
 # Record a created (or queued) callback in the ledger and its indexes, then drop our claim.
 # KEYS: claim, number's pending set, record, global pending set, owner's pending set.
@@ -20,6 +21,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[5]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[5], ARGV[4]) end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
@@ -51,7 +53,7 @@ return 1
 #       of those awaiting their disconnect (the old callback is marked replaced in this same
 #       step, never before), then the pending set of every further digest of the number.
 # ARGV: journaled id, real id, scheduled ms, ttl s, history ttl s, token, count of record
-#       field/value items, those items, then the history event's field/value items.
+#       field/value items, those items, the history event (JSON), the replaced id.
 _DELIVER: Final = """
 local st = redis.call('HGET', KEYS[1], 'st')
 redis.call('ZREM', KEYS[8], ARGV[6])
@@ -75,6 +77,7 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[5]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[5], ARGV[4]) end
 redis.call('ZREM', KEYS[6], ARGV[1])
 for i = 12, #KEYS do
   redis.call('ZREM', KEYS[i], ARGV[1])
@@ -84,13 +87,13 @@ end
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('DEL', KEYS[1])
-redis.call('XADD', KEYS[7], '*', unpack(ARGV, 8 + n))
+redis.call('RPUSH', KEYS[7], ARGV[8 + n])
 redis.call('EXPIRE', KEYS[7], ARGV[5])
 if KEYS[10] ~= KEYS[1] and redis.call('EXISTS', KEYS[10]) == 1 then
   redis.call('HSET', KEYS[10], 'r', ARGV[2])
   redis.call('HINCRBY', KEYS[10], 'v', 1)
   if redis.call('HGET', KEYS[10], 'st') == 'PENDING' then
-    redis.call('SADD', KEYS[11], redis.call('HGET', KEYS[10], 'id'))
+    redis.call('SADD', KEYS[11], ARGV[9 + n])
   end
 end
 return 1
@@ -118,7 +121,7 @@ return 1
 # one step, only while it is still CREATING or QUEUED: 0, nothing written, when it was
 # cancelled meanwhile (the worker then finds the outbox entry unwanted and drops it).
 # KEYS: record, outbox entry, outbox, history. ARGV: token, payload, next ms, history ttl s,
-# then the history event's items.
+# the history event (JSON).
 _DEFER: Final = """
 local st = redis.call('HGET', KEYS[1], 'st')
 if st ~= 'CREATING' and st ~= 'QUEUED' then return 0 end
@@ -126,7 +129,7 @@ redis.call('HSET', KEYS[1], 'st', 'QUEUED')
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[2], 'payload', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('XADD', KEYS[4], '*', unpack(ARGV, 5))
+redis.call('RPUSH', KEYS[4], ARGV[5])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
 return 1
 """
@@ -140,7 +143,8 @@ return 1
 # KEYS: outbox, entry, dead letters, record, global pending, owner's pending, history,
 #       replaced record (else the record again), replacing set, then the number's pending
 #       set per digest.
-# ARGV: token, attempts, error, at ms, record id, history ttl s, then the event's items.
+# ARGV: token, attempts, error, at ms, record id, history ttl s, the event (JSON), the
+#       replaced record's id.
 _DEAD_LETTER: Final = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 local st = redis.call('HGET', KEYS[4], 'st')
@@ -157,12 +161,12 @@ redis.call('HINCRBY', KEYS[4], 'v', 1)
 redis.call('ZREM', KEYS[5], ARGV[5])
 redis.call('ZREM', KEYS[6], ARGV[5])
 for i = 10, #KEYS do redis.call('ZREM', KEYS[i], ARGV[5]) end
-redis.call('XADD', KEYS[7], '*', unpack(ARGV, 7))
+redis.call('RPUSH', KEYS[7], ARGV[7])
 redis.call('EXPIRE', KEYS[7], ARGV[6])
 if KEYS[8] ~= KEYS[4] and redis.call('HGET', KEYS[8], 'r') == ARGV[5] then
   redis.call('HSET', KEYS[8], 'r', '')
   redis.call('HINCRBY', KEYS[8], 'v', 1)
-  redis.call('SREM', KEYS[9], redis.call('HGET', KEYS[8], 'id'))
+  redis.call('SREM', KEYS[9], ARGV[8])
 end
 return 1
 """
@@ -173,7 +177,7 @@ return 1
 # indexes, lifetimes (a later time must not let the record or the window expire early) and
 # the history event. KEYS: record, number's pending set, global pending set, owner's pending
 # set, history, then the number's pending set per further digest.
-# ARGV: version read, id, scheduled ms, ttl s, history ttl s, event items.
+# ARGV: version read, id, scheduled ms, ttl s, history ttl s, the event (JSON).
 _MOVE: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then return 0 end
@@ -183,12 +187,13 @@ redis.call('HDEL', KEYS[1], 'rx')
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+if redis.call('TTL', KEYS[4]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
 for i = 2, #KEYS do
   if i ~= 5 and redis.call('ZSCORE', KEYS[i], ARGV[2]) then
     redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
   end
 end
-redis.call('XADD', KEYS[5], '*', unpack(ARGV, 6))
+redis.call('RPUSH', KEYS[5], ARGV[6])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 return 1
 """
@@ -199,7 +204,7 @@ return 1
 # outbox entry, history, then per digest: claim, pending, created, consent state.
 # ARGV: token, id, scheduled ms, ttl s, revocation epoch read (-1: unguarded), counts,
 # created ms, payload, first attempt ms, claimed, history ttl s, n, n field/value items,
-# then the history event's items (none: no event).
+# then the history event (JSON; none: no event).
 # The claim may be missing only when Redis applied an earlier try whose reply was lost
 # (the record then exists with our token): that try already did everything.
 _JOURNAL: Final = """
@@ -222,6 +227,7 @@ redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
 redis.call('HSET', KEYS[5], 'payload', ARGV[8], 'attempts', 0, 'error', '')
 redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1])
 for i = 0, nd - 1 do
@@ -237,7 +243,7 @@ for i = 0, nd - 1 do
   if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
 end
 if #ARGV > 12 + n then
-  redis.call('XADD', KEYS[6], '*', unpack(ARGV, 13 + n))
+  redis.call('RPUSH', KEYS[6], ARGV[13 + n])
   redis.call('EXPIRE', KEYS[6], ARGV[11])
 end
 return 'OK'
@@ -251,7 +257,7 @@ return 'OK'
 # undone), the record is written first. KEYS: record, global pending, owner's pending, the
 # set of disconnects to finish, history, then the number's pending set per digest.
 # ARGV: id, scheduled ms, ttl s, history ttl s, count of record items, those items, then the
-# history event's items.
+# history event (compact JSON).
 _DISCONNECT_LATER: Final = """
 local n = tonumber(ARGV[5])
 if n > 0 then
@@ -271,7 +277,7 @@ redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('XADD', KEYS[5], '*', unpack(ARGV, 6 + n))
+redis.call('RPUSH', KEYS[5], ARGV[6 + n])
 redis.call('EXPIRE', KEYS[5], ARGV[4])
 return 1
 """
@@ -374,7 +380,7 @@ class LedgerStore(StoreBase):
                   record.scheduled_ms, ttl_s, *fields)
 
     def commit_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
-                        event: dict[str, str], history_ttl_s: int) -> None:
+                        event: Mapping[str, str | int], history_ttl_s: int) -> None:
         """Put a created or queued callback in the ledger, the window and the number's
         evidence history, in one transaction; release the claim."""
         pipe = self._r.pipeline(transaction=True)
@@ -384,24 +390,24 @@ class LedgerStore(StoreBase):
         self._call(pipe.execute)
 
     def deliver_journaled(self, journaled: LedgerRecord, real: LedgerRecord, ttl_s: int,
-                          event: dict[str, str], history_ttl_s: int) -> bool:
+                          event: Mapping[str, str | int], history_ttl_s: int) -> bool:
         """The journaled create now exists in Genesys: one atomic step puts the real record in
         its place (false, and nothing recorded, if the request was cancelled meanwhile)."""
         fields = [item for pair in real.to_fields().items() for item in pair]
-        history = [item for pair in event.items() for item in pair]
         names = [keys.record(journaled.callback_id), keys.record(real.callback_id),
                 keys.pending(real.number_key), keys.PENDING,
                 keys.owned(real.agent_id), keys.pending(journaled.number_key),
-                keys.history(real.number_key), keys.OUTBOX,
+                keys.events(real.number_key), keys.OUTBOX,
                 keys.outbox_entry(journaled.request_token)]
         names += [keys.record(journaled.replaces or journaled.callback_id), keys.REPLACING]
         names += [keys.pending(d) for d in real.digests if d != real.number_key]
         return bool(self._call(lambda: self._script('_deliver')(keys=names, args=[
             journaled.callback_id, real.callback_id, real.scheduled_ms, ttl_s, history_ttl_s,
-            journaled.request_token, len(fields), *fields, *history])))
+            journaled.request_token, len(fields), *fields, event_json(event),
+            journaled.replaces])))
 
     def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
-                       event: dict[str, str] | None, history_ttl_s: int,
+                       event: Mapping[str, str | int] | None, history_ttl_s: int,
                        payload: dict[str, Any], first_attempt_ms: int,
                        counts: bool = True, epoch: int = -1, claimed: bool = True) -> str:
         """Journal a callback before (or instead of) its Genesys create: the ledger record (in
@@ -415,27 +421,27 @@ class LedgerStore(StoreBase):
         digests = record.digests or (digest,)
         fields = [item for pair in record.to_fields().items() for item in pair]
         names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
-                 keys.OUTBOX, keys.outbox_entry(token), keys.history(digests[0])]
+                 keys.OUTBOX, keys.outbox_entry(token), keys.events(digests[0])]
         for d in digests:
             names += [keys.claim(d), keys.pending(d), keys.created(d), keys.consent_state(d)]
-        history = [item for pair in (event or {}).items() for item in pair]
+        history = [event_json(event)] if event else []
         return str(self._call(lambda: self._script("_journal")(keys=names, args=[
             token, record.callback_id, record.scheduled_ms, ttl_s, epoch,
             1 if counts else 0, record.created_ms, json.dumps(payload), first_attempt_ms,
             1 if claimed else 0, history_ttl_s, len(fields), *fields, *history])))
 
     def defer_journaled(self, record: LedgerRecord, payload: dict[str, Any],
-                        next_ms: int, event: dict[str, str], history_ttl_s: int) -> bool:
+                        next_ms: int, event: Mapping[str, str | int], history_ttl_s: int) -> bool:
         """A journaled create Genesys could not take now: QUEUED, next attempt at
         ``next_ms``, in one step; false (nothing written) when it was cancelled meanwhile."""
         names = [keys.record(record.callback_id), keys.outbox_entry(record.request_token),
-                 keys.OUTBOX, keys.history(record.number_key)]
-        history = [item for pair in event.items() for item in pair]
+                 keys.OUTBOX, keys.events(record.number_key)]
         return bool(self._call(lambda: self._script("_defer")(keys=names, args=[
-            record.request_token, json.dumps(payload), next_ms, history_ttl_s, *history])))
+            record.request_token, json.dumps(payload), next_ms, history_ttl_s,
+            event_json(event)])))
 
     def dead_letter_callback(self, token: str, attempts: int, error: str, at_ms: int,
-                             record: LedgerRecord | None, event: dict[str, str],
+                             record: LedgerRecord | None, event: Mapping[str, str | int],
                              history_ttl_s: int) -> bool:
         """Keep an outbox entry as a dead letter and take its record out of the window, in
         one step; false (the entry dropped, nothing kept) when the record was cancelled or
@@ -443,26 +449,24 @@ class LedgerStore(StoreBase):
         record_key = keys.record(record.callback_id) if record else keys.record(f"queued-{token}")
         names = [keys.OUTBOX, keys.outbox_entry(token), keys.DEAD, record_key,
                  keys.PENDING, keys.owned(record.agent_id if record else ""),
-                 keys.history(record.number_key if record else ""),
+                 keys.events(record.number_key if record else ""),
                  keys.record(record.replaces) if record and record.replaces else record_key,
                  keys.REPLACING, *(keys.pending(d) for d in (record.digests if record else ()))]
-        history = [item for pair in event.items() for item in pair]
         return bool(self._call(lambda: self._script("_dead_letter")(keys=names, args=[
             token, attempts, error, at_ms, record.callback_id if record else "",
-            history_ttl_s, *history])))
+            history_ttl_s, event_json(event), record.replaces if record else ""])))
 
     def move_callback(self, record: LedgerRecord, scheduled_ms: int, ttl_s: int,
-                      event: dict[str, str], history_ttl_s: int) -> bool:
+                      event: Mapping[str, str | int], history_ttl_s: int) -> bool:
         """Give a callback its new time (record, indexes, lifetimes, history) in one step,
         only while it is still ``record.version`` with no replacement linked; false, and
         nothing written, when it changed since it was read."""
         names = [keys.record(record.callback_id), keys.pending(record.number_key),
-                 keys.PENDING, keys.owned(record.agent_id), keys.history(record.number_key)]
+                 keys.PENDING, keys.owned(record.agent_id), keys.events(record.number_key)]
         names += [keys.pending(d) for d in record.digests if d != record.number_key]
-        history = [item for pair in event.items() for item in pair]
         return bool(self._call(lambda: self._script("_move")(keys=names, args=[
             record.version, record.callback_id, scheduled_ms, ttl_s, history_ttl_s,
-            *history])))
+            event_json(event)])))
 
     def relink_replacement(self, callback_id: str, expected: str, replacement_id: str,
                            version: int = -1) -> bool:
@@ -473,20 +477,20 @@ class LedgerStore(StoreBase):
             keys=[keys.record(callback_id), keys.REPLACING],
             args=[expected, replacement_id, callback_id, version])))
 
-    def disconnect_later(self, record: LedgerRecord, ttl_s: int, event: dict[str, str],
-                         history_ttl_s: int, write: bool = False) -> bool:
+    def disconnect_later(self, record: LedgerRecord, ttl_s: int,
+                         event: Mapping[str, str | int], history_ttl_s: int,
+                         write: bool = False) -> bool:
         """Cancel a pending callback here whose disconnect Genesys did not take, keeping the
         number's window blocked until the worker's retry lands (``write``: the record did not
         exist yet, a create that landed after its cancel). False when it was no longer
         pending (nothing written)."""
         fields = [item for pair in record.to_fields().items() for item in pair] if write else []
         names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
-                 keys.REVOKING, keys.history(record.number_key),
+                 keys.REVOKING, keys.events(record.number_key),
                  *(keys.pending(d) for d in record.digests)]
-        history = [item for pair in event.items() for item in pair]
         return bool(self._call(lambda: self._script("_disconnect_later")(keys=names, args=[
             record.callback_id, record.scheduled_ms, ttl_s, history_ttl_s, len(fields),
-            *fields, *history])))
+            *fields, event_json(event)])))
 
     def disconnected(self, record: LedgerRecord) -> None:
         """The pending disconnect landed (or Genesys no longer knows the callback)."""
@@ -536,8 +540,9 @@ class LedgerStore(StoreBase):
 
     def callback(self, callback_id: str) -> dict[str, str] | None:
         """A ledger record's hash, or ``None``."""
-        raw = self._call(lambda: self._r.hgetall(keys.record(callback_id)))
-        return cast(dict[str, str], raw) if raw else None
+        raw = cast(dict[str, str], self._call(
+            lambda: self._r.hgetall(keys.record(callback_id))))
+        return {"id": callback_id, **raw} if raw else None
 
     def callbacks(self, callback_ids: list[str]) -> list[dict[str, str]]:
         """Several ledger records' hashes in one round trip, skipping those that are gone."""
@@ -545,38 +550,43 @@ class LedgerStore(StoreBase):
         for callback_id in callback_ids:
             pipe.hgetall(keys.record(callback_id))
         rows = cast(list[dict[str, str]], self._call(pipe.execute))
-        return [row for row in rows if row]
+        # The id is the key's; records written since do not repeat it.
+        return [{"id": cid, **row} for cid, row in zip(callback_ids, rows, strict=True) if row]
 
-    def close_callback(self, record: LedgerRecord, state: str, at: str,
-                       history_ttl_s: int | None) -> None:
-        """Mark a pending callback terminal, take it out of the window and note it in the
-        history (``history_ttl_s`` None: a bookkeeping step with nothing to show as
-        evidence); one that already ended keeps its first end."""
+    def close_callback(self, record: LedgerRecord, state: str,
+                       event: Mapping[str, str | int] | None, history_ttl_s: int) -> None:
+        """Mark a pending callback terminal, take it out of the window and note ``event`` in
+        the history (None: a bookkeeping step with nothing to show as evidence); one that
+        already ended keeps its first end."""
         names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
                  *(keys.pending(d) for d in record.digests)]
         pipe = self._r.pipeline(transaction=True)
         pipe.eval(_CLOSE_CALLBACK, len(names), *names, state, record.callback_id)
         pipe.srem(keys.REPLACING, record.callback_id)
-        if history_ttl_s is not None:
-            self._append_history(pipe, record.number_key, {
-                "event": "callback-closed", "callbackId": record.callback_id, "state": state,
-                "at": at}, history_ttl_s)
+        if event is not None:
+            self._append_history(pipe, record.number_key, event, history_ttl_s)
         self._call(pipe.execute)
 
-    def append_history(self, digest: str, event: dict[str, str], ttl_s: int) -> None:
+    def append_history(self, digest: str, event: Mapping[str, str | int], ttl_s: int) -> None:
         """Add one event to the number's evidence history (kept ``ttl_s`` after the last)."""
         pipe = self._r.pipeline(transaction=True)
         self._append_history(pipe, digest, event, ttl_s)
         self._call(pipe.execute)
 
-    def history(self, digests: tuple[str, ...]) -> list[dict[str, str]]:
-        """Every evidence event of a number (under any PII key), in the order written."""
+    def history(self, digests: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Every evidence event of a number (under any PII key), in the order written: those
+        of the stream written before the compact list first, each as it was stored."""
         pipe = self._r.pipeline(transaction=False)
         for digest in digests:
             pipe.xrange(keys.history(digest))
-        rows = cast(list[list[tuple[str, dict[str, str]]]], self._call(pipe.execute))
-        events = [(entry_id, event) for row in rows for entry_id, event in row]
-        return [event for _, event in sorted(events, key=lambda e: _stream_order(e[0]))]
+            pipe.lrange(keys.events(digest), 0, -1)
+        rows: list[Any] = self._call(pipe.execute)
+        old = [(entry_id, event) for row in rows[0::2] for entry_id, event in row]
+        found: list[dict[str, Any]] = [
+            event for _, event in sorted(old, key=lambda e: _stream_order(e[0]))]
+        new = [json.loads(raw) for row in rows[1::2] for raw in row]
+        # Each list is in order already; several digests' lists merge by their times.
+        return found + sorted(new, key=lambda e: int(e.get("t") or 0))
 
 
 def _stream_order(entry_id: str) -> tuple[int, int]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, cast
 
 from middleware.store import keys
-from middleware.store.client import StoreBase
+from middleware.store.client import StoreBase, event_json
 
 # Lease the outbox entries that are due: move each one's next attempt past the lease so no
 # other worker takes it meanwhile; a worker killed mid-attempt frees it when the lease ends.
@@ -28,7 +29,7 @@ return due
 # KEYS: dead letters, outbox, outbox entry, record, global pending, owner's pending,
 #       history, then per digest: claim, pending set, consent state.
 # ARGV: token, now ms, revocation epoch read, record id, scheduled ms, ttl s, history ttl s,
-#       then the history event's field/value items.
+#       then the history event (JSON).
 _REPLAY: Final = """
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'GONE' end
 local nd = (#KEYS - 7) / 3
@@ -48,6 +49,7 @@ redis.call('HINCRBY', KEYS[4], 'v', 1)
 redis.call('EXPIRE', KEYS[4], ARGV[6])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
 redis.call('ZADD', KEYS[6], ARGV[5], ARGV[4])
+if redis.call('TTL', KEYS[6]) < tonumber(ARGV[6]) then redis.call('EXPIRE', KEYS[6], ARGV[6]) end
 for i = 0, nd - 1 do
   local base = 8 + 3 * i
   redis.call('ZADD', KEYS[base + 1], ARGV[5], ARGV[4])
@@ -57,7 +59,7 @@ for i = 0, nd - 1 do
   if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
 end
 if #ARGV > 7 then
-  redis.call('XADD', KEYS[7], '*', unpack(ARGV, 8))
+  redis.call('RPUSH', KEYS[7], ARGV[8])
   redis.call('EXPIRE', KEYS[7], ARGV[7])
 end
 return 'OK'
@@ -115,7 +117,8 @@ class OutboxStore(StoreBase):
 
     def replay_dead_letter(self, token: str, digests: tuple[str, ...], record_id: str,
                            agent_id: str, scheduled_ms: int, ttl_s: int, epoch: int,
-                           now_ms: int, event: dict[str, str], history_ttl_s: int) -> str:
+                           now_ms: int, event: Mapping[str, str | int], history_ttl_s: int
+                           ) -> str:
         """Put a dead letter back in the window and the outbox in one guarded step.
 
         ``OK``; ``REVOKED`` when a revocation was stored since the consent check that read
@@ -123,12 +126,12 @@ class OutboxStore(StoreBase):
         it is no longer a dead letter. Nothing is written unless ``OK``.
         """
         names = [keys.DEAD, keys.OUTBOX, keys.outbox_entry(token), keys.record(record_id),
-                 keys.PENDING, keys.owned(agent_id), keys.history(digests[0])]
+                 keys.PENDING, keys.owned(agent_id), keys.events(digests[0])]
         for d in digests:
             names += [keys.claim(d), keys.pending(d), keys.consent_state(d)]
-        history = [item for pair in event.items() for item in pair]
         return str(self._call(lambda: self._script("_replay")(keys=names, args=[
-            token, now_ms, epoch, record_id, scheduled_ms, ttl_s, history_ttl_s, *history])))
+            token, now_ms, epoch, record_id, scheduled_ms, ttl_s, history_ttl_s,
+            event_json(event)])))
 
     def refuse_replay(self, token: str, reason: str) -> None:
         """A replay was refused: the entry stays a dead letter, with why in its error."""

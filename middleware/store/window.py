@@ -3,6 +3,7 @@ worker walks."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, cast
@@ -225,6 +226,62 @@ class WindowStore(StoreBase):
         """These callbacks are no longer in doubt."""
         if callback_ids:
             self._call(lambda: self._r.zrem(keys.IN_DOUBT, *callback_ids))
+    # -- the trim duty's steps: each bounded by ``limit``, each safe to repeat ------------
+
+    def trim_stale_pending(self, before_ms: int, limit: int) -> int:
+        """Drop up to ``limit`` entries scheduled before ``before_ms`` from the worker's
+        index (Genesys forgot them long ago); how many went."""
+        stale = cast(list[str], self._call(lambda: self._r.zrangebyscore(
+            keys.PENDING, "-inf", f"({before_ms}", start=0, num=limit)))
+        if stale:
+            self._call(lambda: self._r.zrem(keys.PENDING, *stale))
+        return len(stale)
+
+    def missing_records(self, callback_ids: list[str]) -> list[str]:
+        """The ids among ``callback_ids`` whose ledger records are gone."""
+        pipe = self._r.pipeline(transaction=False)
+        for callback_id in callback_ids:
+            pipe.exists(keys.record(callback_id))
+        found = cast(list[int], self._call(pipe.execute))
+        return [cid for cid, there in zip(callback_ids, found, strict=True) if not there]
+
+    def trim_owned(self, scan_cursor: int, before_ms: int, count: int) -> int:
+        """Drop entries scheduled before ``before_ms`` from one SCAN page of the owners'
+        sets; the next SCAN cursor (0: the walk is done)."""
+        next_cursor, names = cast(tuple[int, list[str]], self._call(lambda: self._r.scan(
+            scan_cursor, match=keys.owned("*"), count=count)))
+        if names:
+            pipe = self._r.pipeline(transaction=False)
+            for name in names:
+                pipe.zremrangebyscore(name, "-inf", f"({before_ms}")
+            self._call(pipe.execute)
+        return int(next_cursor)
+
+    def trim_ended_sets(self, limit: int) -> int:
+        """Drop from the sets of callbacks awaiting a disconnect (replaced, revoked) up to
+        ``limit`` each whose records are gone; how many went."""
+        gone = 0
+        for name in (keys.REPLACING, keys.REVOKING):
+            sample = [str(m) for m in cast(list[str], self._call(
+                functools.partial(self._r.srandmember, name, limit)))]
+            ended = self.missing_records(sample) if sample else []
+            if ended:
+                self._call(functools.partial(self._r.srem, name, *ended))
+            gone += len(ended)
+        return gone
+
+    def trim_cursor(self) -> tuple[tuple[int, str], int]:
+        """Where the trim duty's walks stopped: the index cursor ``(scheduled ms, id)`` and
+        the owners' sets' SCAN cursor."""
+        raw = cast(list[str | None], self._call(lambda: self._r.hmget(
+            keys.TRIM_CURSOR, "p", "s")))
+        ms, _, callback_id = (raw[0] or "-1 ").partition(" ")
+        return (int(ms), callback_id), int(raw[1] or 0)
+
+    def save_trim_cursor(self, after: tuple[int, str], scan_cursor: int) -> None:
+        """Remember where the trim duty's next round starts."""
+        self._call(lambda: self._r.hset(keys.TRIM_CURSOR, mapping={
+            "p": f"{after[0]} {after[1]}", "s": scan_cursor}))
 
 
 @dataclass(frozen=True)
