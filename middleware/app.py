@@ -146,7 +146,7 @@ def build_services(config: Config, *, redis_client: RedisClient, http: HttpSessi
     callbacks = ManageCallbacks(config.default_country, contracts, genesys, lifecycle, times,
                                 owner, clock, create.undo, journal_lease_ms=journal_lease_ms,
                                 settle_s=settle_s)
-    consent_actions = ConsentService(consents, lifecycle, callbacks.cancel_record,
+    consent_actions = ConsentService(consents, lifecycle, callbacks.revoke_record,
                                      callbacks.finish_disconnect, contracts,
                                      config.default_country, clock)
     return Services(config, contracts, store, genesys, lifecycle, consents, times, owner,

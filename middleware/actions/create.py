@@ -28,7 +28,7 @@ from middleware.actions.answers import (
 )
 from middleware.actions.checks import OwnerRule, TimeService
 from middleware.actions.consent import ConsentLedger
-from middleware.actions.idempotency import IdempotencyGate, IdempotencyKey, Started, key_for
+from middleware.actions.idempotency import IdempotencyGate, IdempotencyKey, key_for
 from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
@@ -50,6 +50,9 @@ _DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allow
 class Draft:
     """What the steps of one create have found so far."""
 
+    #: A derived key's earlier answer was not replayed (its callback ended, or Genesys could
+    #: not say): any pending callback of the number answers, in the window or beyond it.
+    afresh: bool
     fields: dict[str, Any]
     number: CustomerNumber
     agent_id: str
@@ -108,15 +111,15 @@ class CreateCallback:
                 ownerAgentId=agent_id, message=invalid_number_message(fields, self._country))
         key = key_for(fields, ctx.idempotency_key, ctx.credential, number.e164)
         token = uuid.uuid4().hex
-        leased = time.monotonic()
+        leased, afresh = time.monotonic(), False
         if key is not None:
-            replay, leased = self._begin(key, token, ctx.deadline)
+            replay, leased, afresh = self._begin(key, token, ctx.deadline)
             if replay is not None:
                 log.info("idempotent replay", extra={"number": number.masked})
                 return {**replay, "replayed": True, "requestId": ctx.request_id}
         answer: Answer = {"outcome": "REJECTED"}
         try:
-            answer = self._checked(Draft(fields, number, agent_id, token, ctx,
+            answer = self._checked(Draft(afresh, fields, number, agent_id, token, ctx,
                                          self._clock.now(), {
                 "requestId": ctx.request_id, "ownerAgentId": agent_id,
                 "customerNumberE164": number.e164, "customerTimeZone": ",".join(number.zones),
@@ -138,15 +141,16 @@ class CreateCallback:
     # -- the idempotency key --------------------------------------------------------------
 
     def _begin(self, key: IdempotencyKey, token: str, deadline: Deadline
-               ) -> tuple[Answer | None, float]:
-        """Take the key for this request (the answer to replay, if one is stored) and when
-        its lease started. A derived key never replays a callback that has since ended."""
+               ) -> tuple[Answer | None, float, bool]:
+        """Take the key for this request: the answer to replay (if one is stored), when its
+        lease started, and whether a derived key runs afresh rather than replay a callback
+        that has ended (or may have)."""
         started = self._idempotency.begin(key, token)
         leased = time.monotonic()
         if started.replay is not None and key.derived and self._ended(started.replay, deadline) \
                 and self._idempotency.take_over(key, token, started.replay):
-            leased, started = time.monotonic(), Started()
-        return started.replay, leased
+            return None, time.monotonic(), True
+        return started.replay, leased, False
 
     def _finish(self, key: IdempotencyKey, token: str, answer: Answer) -> bool:
         """Store the idempotent answer (or release the key); false if Redis could not."""
@@ -235,6 +239,10 @@ class CreateCallback:
     def _claimed(self, d: Draft) -> Answer:
         """Claim the number (or answer its pending callback); owner and journal hold the
         claim, which the ``with`` releases unless the journal took its place."""
+        if d.afresh:
+            standing = self._lifecycle.pending(d.number, window_only=False)
+            if standing:
+                return self._duplicate(standing[0], d.common)
         claim = self._lifecycle.claim(d.number, d.token, d.ctx.deadline)
         if claim.existing is not None:
             return self._duplicate(claim.existing, d.common)

@@ -302,12 +302,17 @@ class ManageCallbacks:
                                 record.consent_id)
         payload = {"command": command, "ledgerId": f"queued-{token}", "e164": number.e164,
                    "mayHaveRun": True, "acceptedMs": epoch_ms(now)}
+        # A move is guarded like a create: a revocation stored since this read stops its
+        # journal, and its delivery.
+        epoch = self._lifecycle.revocation_epoch(number)
+        if epoch is None:
+            raise Superseded(record.callback_id)
         journaled = self._lifecycle.journal(number, token, LedgerRecord(
             callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
             agent_id=new_agent, queue_id=record.queue_id, state="CREATING", acd_id="",
             request_token=token, created_ms=epoch_ms(now), consent_id=record.consent_id,
             e164=record.e164, replaces=record.callback_id), payload,
-            epoch_ms(now) + self._journal_lease_ms, counts=False)
+            epoch_ms(now) + self._journal_lease_ms, counts=False, epoch=epoch)
         if journaled is None:
             return ""
         if not self._lifecycle.move(record, journaled):
@@ -430,6 +435,15 @@ class ManageCallbacks:
         except UpstreamRejected as exc:
             return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
                           message=f"Genesys Cloud refused the cancel: {exc.message}")
+
+    def revoke_record(self, record: LedgerRecord, ctx: RequestContext) -> str:
+        """Cancel a callback for a revocation: like ``cancel_record`` but waiting for no
+        change lock. An owner move meanwhile cannot outlive it: the revocation is stored
+        first, and a move's journal and delivery both re-check it."""
+        if record.state in ("QUEUED", "CREATING"):
+            self._lifecycle.close(record, "CANCELLED")
+            return "CANCELLED"
+        return self._disconnect_and_close(record, ctx)
 
     def cancel_record(self, record: LedgerRecord, ctx: RequestContext) -> str:
         """Disconnect a pending callback in Genesys and close it in the ledger.

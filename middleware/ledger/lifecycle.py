@@ -292,6 +292,12 @@ class Lifecycle:
         """The pending disconnect of a cancelled callback landed: the window is free."""
         self._store.disconnected(record)
 
+    def revocation_epoch(self, number: CustomerNumber) -> int | None:
+        """The number's revocation epoch for a guarded journal, or ``None`` while it stands
+        revoked."""
+        revoked, lifted = self._store.consent_state(self._keys.all(number.e164))
+        return None if revoked > lifted else revoked
+
     def disconnecting(self, number: CustomerNumber) -> list[LedgerRecord]:
         """The number's cancelled callbacks whose disconnect is still to land."""
         found = self._store.pending_in_window(self._keys.all(number.e164), 2**62)

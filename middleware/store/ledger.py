@@ -51,23 +51,32 @@ return 1
 #       owner's pending set, journaled number's pending set, history, outbox, outbox entry,
 #       the replaced record of an owner move (else the journaled record again) and the set
 #       of those awaiting their disconnect (the old callback is marked replaced in this same
-#       step, never before), then the pending set of every further digest of the number.
+#       step, never before), then the consent state under each digest (``nc`` of them),
+#       then the pending set of every further digest of the number.
 # ARGV: journaled id, real id, scheduled ms, ttl s, history ttl s, token, count of record
-#       field/value items, those items, the history event (JSON), the replaced id.
+#       field/value items, those items, the history event (JSON), the replaced id, nc.
 _DELIVER: Final = """
 local st = redis.call('HGET', KEYS[1], 'st')
 redis.call('ZREM', KEYS[8], ARGV[6])
 redis.call('DEL', KEYS[9])
 if st ~= 'CREATING' and st ~= 'QUEUED' then return 0 end
--- The replacement of an owner move whose old callback ended meanwhile (cancelled, revoked,
--- completed) has nothing to replace: it ends too, and the caller disconnects it.
-if KEYS[10] ~= KEYS[1] and redis.call('HGET', KEYS[10], 'st') ~= 'PENDING' then
+local nc = tonumber(ARGV[10 + tonumber(ARGV[7])])
+-- A revocation stored since it was accepted, or the replacement of an owner move whose old
+-- callback ended meanwhile (cancelled, revoked, completed): it ends too, and the caller
+-- disconnects what Genesys just created.
+local gone = KEYS[10] ~= KEYS[1] and redis.call('HGET', KEYS[10], 'st') ~= 'PENDING'
+local ep = tonumber(redis.call('HGET', KEYS[1], 'ep') or '-1')
+for i = 12, 11 + nc do
+  local seq = tonumber(redis.call('HGET', KEYS[i], 'revokedSeq') or '0')
+  if ep >= 0 and seq > ep then gone = true end
+end
+if gone then
   redis.call('HSET', KEYS[1], 'st', 'CANCELLED')
   redis.call('HINCRBY', KEYS[1], 'v', 1)
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('ZREM', KEYS[6], ARGV[1])
-  for i = 12, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+  for i = 12 + nc, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
   return 0
 end
 local n = tonumber(ARGV[7])
@@ -79,7 +88,7 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
 if redis.call('TTL', KEYS[5]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[5], ARGV[4]) end
 redis.call('ZREM', KEYS[6], ARGV[1])
-for i = 12, #KEYS do
+for i = 12 + nc, #KEYS do
   redis.call('ZREM', KEYS[i], ARGV[1])
   redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
   if redis.call('TTL', KEYS[i]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
@@ -223,6 +232,8 @@ for i = 0, nd - 1 do
 end
 local n = tonumber(ARGV[12])
 redis.call('HSET', KEYS[1], unpack(ARGV, 13, 12 + n))
+-- The revocation epoch it was accepted under: its delivery re-checks it.
+if tonumber(ARGV[5]) >= 0 then redis.call('HSET', KEYS[1], 'ep', ARGV[5]) end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
@@ -400,11 +411,12 @@ class LedgerStore(StoreBase):
                 keys.events(real.number_key), keys.OUTBOX,
                 keys.outbox_entry(journaled.request_token)]
         names += [keys.record(journaled.replaces or journaled.callback_id), keys.REPLACING]
+        names += [keys.consent_state(d) for d in real.digests]
         names += [keys.pending(d) for d in real.digests if d != real.number_key]
         return bool(self._call(lambda: self._script('_deliver')(keys=names, args=[
             journaled.callback_id, real.callback_id, real.scheduled_ms, ttl_s, history_ttl_s,
             journaled.request_token, len(fields), *fields, event_json(event),
-            journaled.replaces])))
+            journaled.replaces, len(real.digests)])))
 
     def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
                        event: Mapping[str, str | int] | None, history_ttl_s: int,

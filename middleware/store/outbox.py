@@ -44,7 +44,7 @@ if redis.call('EXISTS', KEYS[4]) == 0 then return 'GONE' end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[3], 'attempts', 0, 'error', '')
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[4], 'st', 'QUEUED')
+redis.call('HSET', KEYS[4], 'st', 'QUEUED', 'ep', ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'v', 1)
 redis.call('EXPIRE', KEYS[4], ARGV[6])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])

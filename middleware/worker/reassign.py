@@ -78,7 +78,8 @@ class Reassigner:
                     continue
                 # Under the change lock: a reschedule of it in flight finishes first.
                 with self._lifecycle.changing(record, deadline, 0.0) as change:
-                    if change is None:
+                    current = self._lifecycle.record(record.callback_id) if change else None
+                    if current is None or current.version != record.version:
                         continue
                     self._callbacks.replace_owner(record, decision.assigned, at, deadline,
                                                   decision.reassign_reason)

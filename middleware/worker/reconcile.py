@@ -41,6 +41,10 @@ from middleware.store import Store
 
 log = logging.getLogger(__name__)
 
+#: How long after an unconfirmed reschedule its callback is still read back: a PATCH
+#: Genesys holds longer than this, and that lands after a later reschedule, is not seen.
+LATE_CHANGE_WATCH_MS: Final = 2 * 60 * 1000
+
 #: Failed reads in a row that mean Genesys is down rather than one callback unreadable.
 _OUTAGE_AFTER: Final = 3
 #: How far each pass reaches back before the latest end the previous pass saw. The
@@ -232,7 +236,11 @@ class Reconciler:
                     "callbackId": callback_id, "state": ended})
                 continue
             self._adopt_time(record, conversation)
-            self._lifecycle.settle(record)
+            # A PATCH Genesys holds a while lands after this read: the callback is read
+            # again until its reschedule is LATE_CHANGE_WATCH old.
+            watching = bool(record.reschedule_asked_ms) and epoch_ms(now) \
+                - record.reschedule_asked_ms < LATE_CHANGE_WATCH_MS
+            self._lifecycle.settle(record, still_in_doubt=watching)
         return spent, closed
 
     def _adopt_time(self, record: LedgerRecord, conversation: dict[str, Any] | None) -> None:

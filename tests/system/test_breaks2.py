@@ -1,15 +1,12 @@
 """Interleavings a second adversarial review found breaking SPEC §4 Lifecycle (and the
 README's Lifecycle promises), each forced deterministically: simulator latency and faults,
-threads, the app in-process and the worker's duties run by hand. Each is marked xfail
-(strict): it fails on the product as it is, and the mark comes off when it is fixed."""
+threads, the app in-process and the worker's duties run by hand; they hold now."""
 
 from __future__ import annotations
 
 import threading
 import time
 from datetime import timedelta
-
-import pytest
 
 from tests.conftest import RedisServer, Service, Simulator, create_body, wait_for, when
 from tests.system.test_lifecycle import CALLBACKS, NUMBER, duty, live, worker
@@ -19,10 +16,7 @@ def _in_flight(sim: Simulator, route: str, before: int) -> bool:
     return int(sim.stats()["requests"].get(route, 0)) > before
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a derived key whose callback Genesys cannot read runs afresh, and the window does not "
-    "cover a callback beyond DUPLICATE_WINDOW_HOURS: a second callback is created"))
-def test_derived_key_run_afresh_creates_a_second_callback_beyond_the_window(
+def test_derived_key_run_afresh_makes_no_second_callback_beyond_the_window(
         service: Service, sim: Simulator) -> None:
     """SPEC §4 Duplicates (a repeated key with the same body replays the first answer) and
     the README's promise under Lifecycle 6 ("when Genesys cannot say, the request runs
@@ -50,10 +44,7 @@ def _scheduled(sim: Simulator, callback_id: str) -> str:
     return str(held["callbackScheduledTime"])[:16]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a reschedule's PATCH that Genesys holds past DOUBT_AFTER is read back before it "
-    "lands; the doubt is settled, the ledger keeps the old time and the window misses it"))
-def test_reschedule_patch_landing_after_the_in_doubt_read_leaves_two_in_the_window(
+def test_reschedule_patch_landing_after_the_in_doubt_read_is_still_adopted(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Invariant 1 (and the README's "the worker reads such callbacks back and takes the
     time Genesys holds"): a callback three days ahead (beyond the 48 h window) is
@@ -94,10 +85,7 @@ def test_reschedule_patch_landing_after_the_in_doubt_read_leaves_two_in_the_wind
     assert len(in_window) <= 1, ("two live callbacks in the window", second, in_window)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "revoke-consent that cannot take the change lock of a callback being moved cancels "
-    "it later, but never re-reads the number: the move's replacement stays live"))
-def test_revoke_during_an_owner_move_leaves_its_replacement_live(
+def test_revoke_during_an_owner_move_leaves_no_replacement_live(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Invariant 2: the worker's lookahead move holds the old callback's change lock while it
     creates the replacement (Genesys slow, 3.5 s) and disconnects the old one (slow again).
@@ -138,9 +126,6 @@ def test_revoke_during_an_owner_move_leaves_its_replacement_live(
     assert live(sim) == [], ("a revoked number keeps the move's replacement", revoked)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "revoke-consent behind a reschedule in doubt waits out its deadline for the change "
-    "lock and answers cancelledCount=0 for the callback it cancelled"))
 def test_revoke_behind_a_reschedule_in_doubt_answers_what_it_did(
         service: Service, sim: Simulator) -> None:
     """The README's "an answer that could not be confirmed says so" (and revoke's
