@@ -13,20 +13,14 @@ from pathlib import Path
 
 import phonenumbers
 import pytest
-import redis
 
-from middleware.app import Services, build_services
+from middleware.app import Services
 from middleware.bulk import (
-    BulkImporter,
     CsvFileError,
     LineProgress,
     render_summary,
     write_report,
 )
-from middleware.clock import FixedClock
-from middleware.config import Config
-from middleware.genesys.client import new_session
-from middleware.store import connect
 from tests.conftest import (
     DEMO_AGENT,
     DEMO_QUEUE,
@@ -36,6 +30,7 @@ from tests.conftest import (
     Simulator,
     service_env,
 )
+from tests.system.conftest import importer_for
 
 COLUMNS = ("customerNumber", "customerName", "agentId", "queueId", "requestedTime",
            "consentGiven", "consentSource", "reference")
@@ -86,30 +81,15 @@ def _file() -> tuple[str, dict[int, str]]:
     return out.getvalue(), bad
 
 
-@pytest.fixture
-def services(sim: Simulator, redis_client: redis.Redis, redis_server: RedisServer
-             ) -> Services:
-    """The composition root's services on business time T0, with a budget big enough."""
-    config = Config.from_env(service_env(redis_server.url, sim.url,
-                                         GENESYS_RATE_LIMIT_PER_MIN="100000"))
-    return build_services(config, redis_client=connect(config.redis_url, 1.0),
-                          http=new_session(), clock=FixedClock(T0))
-
-
-def _importer(services: Services) -> BulkImporter:
-    return BulkImporter(services.create.create, services.contracts["create-callback"],
-                        services.config.default_country, services.config.request_deadline_s)
-
-
 def test_interrupted_import_resumes_with_one_callback_per_valid_row(
     sim: Simulator, services: Services, tmp_path: Path
 ) -> None:
     """Half, then all: each valid row has exactly one callback; each bad row its reason."""
     text, bad = _file()
-    first = _importer(services).run(text, limit=ROWS // 2)
+    first = importer_for(services).run(text, limit=ROWS // 2)
     assert len(first.rows) == ROWS // 2
     created_first = sim.creates()
-    result = _importer(services).run(text)
+    result = importer_for(services).run(text)
     assert sim.creates() == ROWS - len(bad)
     assert created_first == ROWS // 2 - len([r for r in bad if r <= ROWS // 2])
     callbacks = sim.callbacks()
@@ -134,7 +114,7 @@ def test_bad_cell_is_reported_and_the_import_goes_on(services: Services) -> None
     text = (f"customerNumber,agentId,queueId,requestedTime,consentGiven,priority\n"
             f"+1 415 555 2671,{DEMO_AGENT},{DEMO_QUEUE},{AT},true,high\n"
             f"+1 415 555 2671,{DEMO_AGENT},{DEMO_QUEUE},{AT},true,2\n")
-    result = _importer(services).run(text)
+    result = importer_for(services).run(text)
     assert [(r.outcome, r.reason) for r in result.rows] == [
         ("INVALID", "INVALID_INPUT"), ("CREATED", "OK")]
     assert "priority" in result.rows[0].message
@@ -143,7 +123,7 @@ def test_bad_cell_is_reported_and_the_import_goes_on(services: Services) -> None
 def test_unknown_column_stops_before_any_row(services: Services, sim: Simulator) -> None:
     """A column that is no create-callback input refuses the whole file, naming it."""
     with pytest.raises(CsvFileError, match="colour"):
-        _importer(services).run("customerNumber,colour\n+14155552671,red\n")
+        importer_for(services).run("customerNumber,colour\n+14155552671,red\n")
     assert sim.creates() == 0
 
 

@@ -22,13 +22,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
-from middleware.app import Services, build_services
-from middleware.bulk import BulkImporter, CsvFileError
-from middleware.clock import FixedClock
-from middleware.config import Config
-from middleware.genesys.client import new_session
+from middleware.app import Services
+from middleware.bulk import CsvFileError
 from middleware.rules.time import format_utc
-from middleware.store import connect
 from tests.conftest import (
     DEMO_AGENT,
     DEMO_QUEUE,
@@ -42,6 +38,7 @@ from tests.conftest import (
     service_env,
     when,
 )
+from tests.system.conftest import importer_for
 from tests.system.test_install import _writes, installer  # noqa: F401 (fixture)
 
 BOB = "a1000000-0000-4000-8000-000000000002"
@@ -210,27 +207,13 @@ def test_install_with_another_auth_does_not_claim_the_wrong_credential_type(
 # -- issue 15: import-callbacks ----------------------------------------------------------
 
 
-@pytest.fixture
-def services(sim: Simulator, redis_client: redis.Redis, redis_server: RedisServer
-             ) -> Services:
-    config = Config.from_env(service_env(redis_server.url, sim.url,
-                                         GENESYS_RATE_LIMIT_PER_MIN="100000"))
-    return build_services(config, redis_client=connect(config.redis_url, 1.0),
-                          http=new_session(), clock=FixedClock(T0))
-
-
-def _importer(services: Services) -> BulkImporter:
-    return BulkImporter(services.create.create, services.contracts["create-callback"],
-                        services.config.default_country, services.config.request_deadline_s)
-
-
 def test_import_refuses_priority_outside_32_bits(services: Services, sim: Simulator) -> None:
     """A row is a create-callback input: an out-of-range integer is INVALID, as the HTTP
     edge must answer 400, and never reaches Genesys as an int32 overflow."""
     at = format_utc(T0 + timedelta(hours=1))
     text = ("customerNumber,agentId,queueId,requestedTime,consentGiven,priority\n"
             f"+1 415 555 2671,{DEMO_AGENT},{DEMO_QUEUE},{at},true,4155552671\n")
-    result = _importer(services).run(text)
+    result = importer_for(services).run(text)
     assert [(r.outcome, r.reason) for r in result.rows] == [("INVALID", "INVALID_INPUT")]
     assert sim.creates() == 0
 
@@ -240,7 +223,7 @@ def test_headerless_file_error_shows_no_number(services: Services) -> None:
     the first row (SPEC §8: no raw phone number in any log line or error)."""
     text = f"+14155552671,{DEMO_AGENT},{DEMO_QUEUE},true\n"
     with pytest.raises(CsvFileError) as caught:
-        _importer(services).run(text)
+        importer_for(services).run(text)
     assert "4155552671" not in str(caught.value)
 
 
@@ -252,7 +235,7 @@ def test_report_never_holds_a_raw_number(services: Services, sim: Simulator, tmp
             f"+14155550101,4155552671,{DEMO_QUEUE},,,true\n"
             f"+14155550102,{DEMO_AGENT},4155552671,,,true\n"
             f"+14155550103,{DEMO_AGENT},{DEMO_QUEUE},{when('2026-11-24T10:00')},4155552671,true\n")
-    result = _importer(services).run(text)
+    result = importer_for(services).run(text)
     leaked = [(r.row, r.message) for r in result.rows if "4155552671" in r.message]
     assert leaked == []
 
