@@ -150,8 +150,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "against Genesys.", "worker"
     ),
     Setting(
-        "RECONCILE_BATCH_SIZE", "50", "Most pending callbacks checked per round (further "
-        "capped by GENESYS_RATE_LIMIT_PER_MIN).", "worker"
+        "RECONCILE_BATCH_SIZE", "50", "Most a worker duty handles per round: reconciliation's "
+        "Genesys requests, lookahead callbacks, outbox entries, index entries trimmed "
+        "(further capped by GENESYS_RATE_LIMIT_PER_MIN).", "worker"
     ),
     Setting("LOG_LEVEL", "INFO", "Python log level of the JSON logs."),
     Setting("METRICS_PUBLIC", "false", "`true` serves /metrics without credentials.", "web"),
