@@ -69,7 +69,6 @@ KINDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("ORPHAN_INFO", re.escape(keys.ORPHAN_INFO)),
         ("CONSENT_SEQ", re.escape(keys.CONSENT_SEQ)),
         ("cursor", r"cbm:(reconcile|reassign|orphan|trim)-cursor"),
-        ("METRICS", re.escape(keys.METRICS)),
     ))
 
 

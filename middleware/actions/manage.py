@@ -436,14 +436,19 @@ class ManageCallbacks:
             return answer(outcome="REJECTED", reason="UPSTREAM_REJECTED", **common,
                           message=f"Genesys Cloud refused the cancel: {exc.message}")
 
+    def _cancel_unsent(self, record: LedgerRecord) -> str:
+        """``CANCELLED`` for a callback not in Genesys yet (closing it here makes the worker
+        drop its outbox entry), else ``""``."""
+        if record.state not in ("QUEUED", "CREATING"):
+            return ""
+        self._lifecycle.close(record, "CANCELLED")
+        return "CANCELLED"
+
     def revoke_record(self, record: LedgerRecord, ctx: RequestContext) -> str:
         """Cancel a callback for a revocation: like ``cancel_record`` but waiting for no
         change lock. An owner move meanwhile cannot outlive it: the revocation is stored
         first, and a move's journal and delivery both re-check it."""
-        if record.state in ("QUEUED", "CREATING"):
-            self._lifecycle.close(record, "CANCELLED")
-            return "CANCELLED"
-        return self._disconnect_and_close(record, ctx)
+        return self._cancel_unsent(record) or self._disconnect_and_close(record, ctx)
 
     def cancel_record(self, record: LedgerRecord, ctx: RequestContext) -> str:
         """Disconnect a pending callback in Genesys and close it in the ledger.
@@ -451,10 +456,9 @@ class ManageCallbacks:
         Returns ``CANCELLED``, or ``DISCONNECTED`` when Genesys no longer knew it; raises
         ``UpstreamUnavailable``/``UpstreamRejected`` with the ledger unchanged.
         """
-        if record.state in ("QUEUED", "CREATING"):
-            # Not in Genesys yet: closing it here makes the worker drop its outbox entry.
-            self._lifecycle.close(record, "CANCELLED")
-            return "CANCELLED"
+        unsent = self._cancel_unsent(record)
+        if unsent:
+            return unsent
         # Under the change lock, so an owner move cannot start while the disconnect is in
         # flight (its replacement would outlive the cancel), nor this start mid-move.
         with self._lifecycle.changing(record, ctx.deadline, self._settle_s) as change:

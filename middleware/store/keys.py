@@ -33,7 +33,6 @@ REASSIGN_CURSOR: Final = f"{PREFIX}reassign-cursor"
 ORPHAN_CURSOR: Final = f"{PREFIX}orphan-cursor"
 #: Where the trim duty's walks stopped (``worker/trim.py``).
 TRIM_CURSOR: Final = f"{PREFIX}trim-cursor"
-METRICS: Final = f"{PREFIX}metrics"
 #: Orders every revocation and lifting consent by when it was stored.
 CONSENT_SEQ: Final = f"{PREFIX}consent-seq"
 #: Request tokens whose create may still land in Genesys after we gave up on it.

@@ -370,7 +370,6 @@ class LedgerStore(StoreBase):
         "_relink": _RELINK,
         "_move": _MOVE,
         "_clear_reschedule": _CLEAR_RESCHEDULE,
-        "_mark_cancel": _MARK_CANCEL,
         "_disconnect_later": _DISCONNECT_LATER,
         "_disconnected": _DISCONNECTED,
     }
