@@ -467,3 +467,19 @@ def gunicorn_service(redis_client: redis.Redis, redis_server: RedisServer,
     server.process.terminate()
     server.process.wait(15)
     assert_no_numbers(server.log.read_text(), "gunicorn's log")
+
+
+# -- reading the store's sharded indexes -------------------------------------------------
+
+
+def pending_total(client: redis.Redis) -> int:
+    """Entries of the worker's index of pending callbacks, over every shard."""
+    from middleware.store import keys
+    return sum(int(client.zcard(keys.pending_all(shard))) for shard in keys.SHARDS)
+
+
+def outbox_schedule(client: redis.Redis) -> list[tuple[str, float]]:
+    """Every outbox entry's ``(token, next attempt ms)``, over every shard."""
+    from middleware.store import keys
+    return [(str(token), float(score)) for shard in keys.SHARDS
+            for token, score in client.zrange(keys.outbox(shard), 0, -1, withscores=True)]

@@ -46,29 +46,30 @@ EXPIRES_ENTRY_BYTES = 32
 #: Key kinds, named as in ``middleware/store/keys.py``; the first pattern that matches wins.
 KINDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern)) for name, pattern in (
-        ("claim", r"cbm:\{n:[0-9a-f]+\}:claim"),
-        ("pending (number)", r"cbm:\{n:[0-9a-f]+\}:pending"),
-        ("created (daily cap)", r"cbm:\{n:[0-9a-f]+\}:created"),
-        ("history", r"cbm:\{n:[0-9a-f]+\}:history"),
-        ("consent_state", r"cbm:\{n:[0-9a-f]+\}:consent"),
-        ("events", r"cbm:\{n:[0-9a-f]+\}:ev"),
-        ("record", r"cbm:cb:.+"),
-        ("owned", r"cbm:agent:.*:pending"),
-        ("outbox_entry", r"cbm:outbox:.+"),
+        ("claim", r"cbm:\{s[0-9a-f]\}:n:[0-9a-f]+:claim"),
+        ("pending (number)", r"cbm:\{s[0-9a-f]\}:n:[0-9a-f]+:pending"),
+        ("created (daily cap)", r"cbm:\{s[0-9a-f]\}:n:[0-9a-f]+:created"),
+        ("consent_state", r"cbm:\{s[0-9a-f]\}:n:[0-9a-f]+:consent"),
+        ("events", r"cbm:\{s[0-9a-f]\}:n:[0-9a-f]+:ev"),
+        ("record", r"cbm:\{s[0-9a-f]\}:cb:.+"),
+        ("owned", r"cbm:\{s[0-9a-f]\}:agent:.*:pending"),
+        ("outbox_entry", r"cbm:\{s[0-9a-f]\}:outbox:.+"),
+        ("consent", r"cbm:\{s[0-9a-f]\}:consent:.+"),
+        ("pending_all", r"cbm:\{s[0-9a-f]\}:pending"),
+        ("outbox", r"cbm:\{s[0-9a-f]\}:outbox"),
+        ("dead", r"cbm:\{s[0-9a-f]\}:dead"),
+        ("replacing", r"cbm:\{s[0-9a-f]\}:replacing"),
+        ("revoking", r"cbm:\{s[0-9a-f]\}:revoking"),
+        ("in_doubt", r"cbm:\{s[0-9a-f]\}:in-doubt"),
+        ("orphan_watch", r"cbm:\{s[0-9a-f]\}:orphan-watch"),
+        ("orphan_info", r"cbm:\{s[0-9a-f]\}:orphan-watch-info"),
+        ("consent_seq", r"cbm:\{s[0-9a-f]\}:consent-seq"),
+        ("cursors", r"cbm:\{s[0-9a-f]\}:cursors"),
+        ("change_lock", r"cbm:lock:.+"),
         ("token", r"cbm:token:.+"),
         ("token_lock", r"cbm:token-lock:.+"),
         ("rate", r"cbm:rate:.+"),
         ("idempotency", r"cbm:idem:.+"),
-        ("consent", r"cbm:consent:.+"),
-        ("PENDING", re.escape(keys.PENDING)),
-        ("OUTBOX", re.escape(keys.OUTBOX)),
-        ("DEAD", re.escape(keys.DEAD)),
-        ("REPLACING", re.escape(keys.REPLACING)),
-        ("REVOKING", re.escape(keys.REVOKING)),
-        ("ORPHAN_WATCH", re.escape(keys.ORPHAN_WATCH)),
-        ("ORPHAN_INFO", re.escape(keys.ORPHAN_INFO)),
-        ("CONSENT_SEQ", re.escape(keys.CONSENT_SEQ)),
-        ("cursor", r"cbm:(reconcile|reassign|orphan|trim)-cursor"),
     ))
 
 
@@ -253,7 +254,7 @@ class Report:
 
 
 #: What a pending callback holds: its record and number set, and its share of the indexes.
-PENDING_KINDS = ("record", "pending (number)", "PENDING", "owned")
+PENDING_KINDS = ("record", "pending (number)", "pending_all", "owned")
 
 
 def measure(rig: Rig, count: int) -> Report:
@@ -261,14 +262,15 @@ def measure(rig: Rig, count: int) -> Report:
     done = run_workload(rig, count)
     client = rig.redis
     before = usage_by_kind(client)
-    pending_ids = [str(m) for m in client.zrange(keys.PENDING, 0, -1)]
+    pending_ids = [(shard, str(m)) for shard in keys.SHARDS
+                   for m in client.zrange(keys.pending_all(shard), 0, -1)]
     pending = len(pending_ids)
-    records = sum(key_bytes(client, keys.record(cid), 1) for cid in pending_ids)
+    records = sum(key_bytes(client, keys.record(shard, cid), 1) for shard, cid in pending_ids)
     number_sets = before["pending (number)"].bytes if "pending (number)" in before else 0
     pending_bytes = {
         "record": records / pending,
         "number's pending set": number_sets / pending,
-        "share of cbm:pending": before["PENDING"].bytes / pending,
+        "share of the shards' pending sets": before["pending_all"].bytes / pending,
         "share of the owners' sets": before["owned"].bytes / pending,
     }
     # Past every window: the longest ledger TTL is a record's, a week past its time.
@@ -276,7 +278,7 @@ def measure(rig: Rig, count: int) -> Report:
     expire_after(client, timedelta(days=10))
     for _ in range(20):  # the trim duty's pages, until a round finds nothing to drop
         rig.worker_round()
-        if not client.zcard(keys.PENDING):
+        if not any(client.zcard(keys.pending_all(shard)) for shard in keys.SHARDS):
             break
     after = usage_by_kind(client)
     created = len(done.created)

@@ -42,7 +42,9 @@ class _NumberConsents:
 
     def consent(self, consent_id: str) -> Mapping[str, str] | None:
         """The stored record with this id, if any."""
-        return self._store.consent(consent_id)
+        # A number's consents are in its shard: one of another number is not found here,
+        # which the rule refuses as it would refuse one that is found for another number.
+        return self._store.consent(NumberKeys.shard(self._number.e164), consent_id)
 
     def number_keys(self) -> tuple[str, ...]:
         """Every key the number's records may carry."""
@@ -101,7 +103,8 @@ class ConsentLedger:
         the SPEC's field names (however each was stored)."""
         events = self._store.history(self._keys.all(number.e164))
         referred = [str(e["k"]) for e in events if e.get("e") in ("co", "rv") and "k" in e]
-        return expand_events(events, self._store.consents(referred) if referred else {})
+        return expand_events(events, self._store.consents(
+            NumberKeys.shard(number.e164), referred) if referred else {})
 
 
 Canceller = Callable[[LedgerRecord, RequestContext], str]

@@ -194,7 +194,7 @@ class ManageCallbacks:
 
     def _changed(self, record: LedgerRecord) -> bool:
         """Whether the record is no longer the version read (a move or cancel won a race)."""
-        now = self._lifecycle.record(record.callback_id)
+        now = self._lifecycle.record(record.callback_id, record.shard)
         return now is None or now.version != record.version or bool(now.replaced_by)
 
     def _reschedule_commit(self, record: LedgerRecord, scheduled: datetime,
@@ -330,13 +330,13 @@ class ManageCallbacks:
             return ""
         except UpstreamRejected:
             self._lifecycle.abandon(journaled)
-            self._lifecycle.unlink(record.callback_id, journaled.callback_id)
+            self._lifecycle.unlink(journaled, record.callback_id)
             raise
         acd = next((i["id"] for i in created.identifiers if i["type"] == "ACD"), "")
         if self._lifecycle.deliver(number, journaled, created.conversation_id, acd,
                                 epoch_ms(scheduled)) is None:
             self._undo(number, journaled, created.conversation_id, acd, deadline)
-            self._lifecycle.unlink(record.callback_id, journaled.callback_id)
+            self._lifecycle.unlink(journaled, record.callback_id)
             return ""
         log.info("callback reassigned", extra={
             "callbackId": record.callback_id, "newCallbackId": created.conversation_id,
@@ -464,7 +464,7 @@ class ManageCallbacks:
         with self._lifecycle.changing(record, ctx.deadline, self._settle_s) as change:
             if change is None:
                 raise UpstreamUnavailable("Another change to this callback is being made")
-            now = self._lifecycle.record(record.callback_id)
+            now = self._lifecycle.record(record.callback_id, record.shard)
             if now is None or now.version != record.version:
                 raise Superseded(record.callback_id)
             try:

@@ -41,7 +41,7 @@ from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.ledger.records import TERMINAL_STATES, LedgerRecord, State, history_event
 from middleware.rules.number import CustomerNumber, NumberKeys
-from middleware.store import OutboxEntry, Store
+from middleware.store import SHARDS, OutboxEntry, Store
 
 #: Owned callbacks live at most 168 h past their time in Genesys; older entries are stale.
 FORGET_AFTER: Final = timedelta(days=8)
@@ -132,7 +132,7 @@ class Lifecycle:
             if result.status == "LIMIT":
                 return Claim(claimed=False, over_daily_limit=True)
             if result.status == "DUPLICATE":
-                record = self.record(result.callback_id)
+                record = self.record(result.callback_id, NumberKeys.shard(number.e164))
                 if record is not None and record.state == "CREATING":
                     # Being created right now: wait for its id, as for a held claim.
                     if deadline.remaining() <= _ANSWER_MARGIN_S + _POLL_S:
@@ -211,21 +211,26 @@ class Lifecycle:
 
     # -- reads ---------------------------------------------------------------------------
 
-    def record(self, callback_id: str) -> LedgerRecord | None:
-        """A callback of the ledger, or ``None``."""
-        raw = self._store.callback(callback_id)
+    def record(self, callback_id: str, shard: str | None = None) -> LedgerRecord | None:
+        """A callback of the ledger, or ``None`` (``shard`` unknown, as for an id a caller
+        gave: every shard is read, in the same one round trip)."""
+        raw = self._store.callback(callback_id, shard)
         return LedgerRecord.from_fields(raw) if raw else None
 
-    def records(self, callback_ids: list[str]) -> list[LedgerRecord]:
+    def records(self, callback_ids: list[str], shard: str | None = None
+                ) -> list[LedgerRecord]:
         """Several records in one round trip, skipping those that are gone."""
-        return [LedgerRecord.from_fields(raw) for raw in self._store.callbacks(callback_ids)]
+        if not callback_ids:
+            return []
+        return [LedgerRecord.from_fields(raw)
+                for raw in self._store.callbacks(callback_ids, shard)]
 
     def chain(self, record: LedgerRecord, hops: int = 5) -> list[LedgerRecord]:
         """The record and the replacements its ``replaced_by`` links lead to (bounded, so a
         cycle cannot hold a request); the last is the one that now stands for it."""
         chain = [record]
         while record.replaced_by and len(chain) <= hops:
-            found = self.record(record.replaced_by)
+            found = self.record(record.replaced_by, record.shard)
             if found is None or any(r.callback_id == found.callback_id for r in chain):
                 break
             chain.append(found)
@@ -306,7 +311,7 @@ class Lifecycle:
     def watch_late_create(self, token: str, e164: str, since_ms: int) -> None:
         """A create sent with ``token`` may land after we stop waiting for it: the orphan
         sweep looks for it for ``LATE_CREATE_WATCH`` from now."""
-        self._store.watch_orphan(token, e164, since_ms, epoch_ms(
+        self._store.watch_orphan(NumberKeys.shard(e164), token, e164, since_ms, epoch_ms(
             self._clock.now() + LATE_CREATE_WATCH))
 
     def defer(self, record: LedgerRecord, payload: dict[str, Any], next_ms: int) -> bool:
@@ -381,7 +386,7 @@ class Lifecycle:
         daily count, as if it had never been asked for."""
         self._store.close_callback(journaled, "CANCELLED", None, self._evidence_ttl_s)
         self._store.uncount_creation(journaled.digests, journaled.request_token)
-        self._store.finish_outbox(journaled.request_token)
+        self._store.finish_outbox(journaled.shard, journaled.request_token)
 
     def close(self, record: LedgerRecord, state: str) -> None:
         """Take a callback out of the window for good (cancelled, completed, disconnected)."""
@@ -397,14 +402,14 @@ class Lifecycle:
     def ask_cancel(self, record: LedgerRecord) -> None:
         """A disconnect is being sent: if the callback is later seen ended unanswered, it
         ended cancelled."""
-        self._store.mark_cancel_asked(record.callback_id, epoch_ms(
+        self._store.mark_cancel_asked(record.shard, record.callback_id, epoch_ms(
             self._clock.now() + DOUBT_AFTER))
 
     def ask_reschedule(self, record: LedgerRecord) -> None:
         """A PATCH with a new time is being sent: until the reschedule commits, the worker
         reads the callback back and takes the time Genesys holds."""
         now = self._clock.now()
-        self._store.mark_reschedule_asked(record.callback_id, epoch_ms(now),
+        self._store.mark_reschedule_asked(record.shard, record.callback_id, epoch_ms(now),
                                           epoch_ms(now + DOUBT_AFTER))
 
     def settle(self, record: LedgerRecord, *, still_in_doubt: bool = False) -> None:
@@ -412,65 +417,73 @@ class Lifecycle:
         longer in doubt; it leaves the worker's reads unless ``still_in_doubt``."""
         again = epoch_ms(self._clock.now() + DOUBT_AFTER)
         if still_in_doubt:
-            self._store.doubt([record.callback_id], again)
+            self._store.doubt(record.shard, [record.callback_id], again)
             return
         # Out of the reads first: a reschedule asking meanwhile leaves its flag, seen below.
-        self._store.settle_doubt([record.callback_id])
+        self._store.settle_doubt(record.shard, [record.callback_id])
         if record.reschedule_asked_ms and not self._store.clear_reschedule_asked(
-                record.callback_id, record.reschedule_asked_ms):
-            self._store.doubt([record.callback_id], again)
+                record.shard, record.callback_id, record.reschedule_asked_ms):
+            self._store.doubt(record.shard, [record.callback_id], again)
 
-    def forget_doubt(self, callback_ids: list[str]) -> None:
-        """These callbacks ended or are gone: no longer read as in doubt."""
-        self._store.settle_doubt(callback_ids)
+    def forget_doubt(self, shard: str, callback_ids: list[str]) -> None:
+        """These callbacks of the shard ended or are gone: no longer read as in doubt."""
+        self._store.settle_doubt(shard, callback_ids)
 
-    def doubt(self, callback_ids: list[str]) -> None:
-        """Read these callbacks one by one (the interval query cannot reach them)."""
-        self._store.doubt(callback_ids, epoch_ms(self._clock.now()))
+    def doubt(self, shard: str, callback_ids: list[str]) -> None:
+        """Read these callbacks of the shard one by one (the interval query cannot reach
+        them)."""
+        self._store.doubt(shard, callback_ids, epoch_ms(self._clock.now()))
 
     def move(self, record: LedgerRecord, replacement: LedgerRecord) -> bool:
         """An owner move starts: the callback links its journaled replacement, only while it
         is still the version read with the link read (false, nothing written, otherwise: a
         reschedule, cancel or other move came first)."""
-        return self._store.relink_replacement(record.callback_id, record.replaced_by,
-                                              replacement.callback_id, record.version)
+        return self._store.relink_replacement(record.shard, record.callback_id,
+                                              record.replaced_by, replacement.callback_id,
+                                              record.version)
 
-    def unlink(self, old_id: str, replacement_id: str) -> None:
+    def unlink(self, replacement: LedgerRecord, old_id: str) -> None:
         """The move failed (refused, undone or dead-lettered): the old callback stays the
-        customer's, no longer linked to ``replacement_id``."""
-        self._store.relink_replacement(old_id, replacement_id, "")
+        customer's, no longer linked to ``replacement`` (of the same number, so of the same
+        shard)."""
+        self._store.relink_replacement(replacement.shard, old_id, replacement.callback_id, "")
 
     def replace(self, record: LedgerRecord) -> None:
         """The replacement is live and the old callback disconnected: it ended
         REASSIGNED."""
         self.close(record, State.REASSIGNED)
 
-    def forget_replacement(self, callback_id: str) -> None:
+    def forget_replacement(self, shard: str, callback_id: str) -> None:
         """Stop retrying the disconnect of a replaced callback (it has ended)."""
-        self._store.forget_replacement(callback_id)
+        self._store.forget_replacement(shard, callback_id)
 
-    def forget_gone(self, callback_ids: list[str]) -> None:
+    def forget_gone(self, shard: str, callback_ids: list[str]) -> None:
         """Drop index entries whose records expired long after their time."""
-        self._store.forget_pending(callback_ids)
+        self._store.forget_pending(shard, callback_ids)
 
     def trim(self, limit: int) -> int:
-        """One bounded round of keeping the shared indexes small: entries scheduled before
-        the window and a week ago, the next page of the worker's index whose records are
-        gone, one SCAN page of the owners' sets, and ended callbacks in the disconnect
-        sets. Returns how many entries went."""
+        """One bounded round of keeping the shared indexes small, shard by shard: entries
+        scheduled before the window and a week ago, the next page of the worker's index
+        whose records are gone, the stale entries of the owners met on that page, and ended
+        callbacks in the disconnect sets. Returns how many entries went."""
         before_ms = epoch_ms(self._clock.now() - self._window - FORGET_AFTER)
-        gone = self._store.trim_stale_pending(before_ms, limit)
-        after, scan_cursor = self._store.trim_cursor()
-        page = self._store.pending_page(after, limit)
-        missing = self._store.missing_records([cid for cid, _ in page]) if page else []
-        if missing:
-            self._store.forget_pending(missing)
-        gone += len(missing)
-        scan_cursor = self._store.trim_owned(scan_cursor, before_ms, limit)
-        gone += self._store.trim_ended_sets(limit)
-        # A short page means the walk reached the end: the next round starts over.
-        next_after = (page[-1][1], page[-1][0]) if len(page) == limit else (-1, "")
-        self._store.save_trim_cursor(next_after, scan_cursor)
+        gone = 0
+        for shard in SHARDS:
+            gone += self._store.trim_stale_pending(shard, before_ms, limit)
+            page = self._store.pending_page(shard, self._store.walk_cursor(shard, "trim"),
+                                            limit)
+            ids = [cid for cid, _ in page]
+            found = self.records(ids, shard)
+            held = {r.callback_id for r in found}
+            missing = [cid for cid in ids if cid not in held]
+            if missing:
+                self._store.forget_pending(shard, missing)
+            gone += len(missing)
+            self._store.trim_owned(shard, sorted({r.agent_id for r in found}), before_ms)
+            gone += self._store.trim_ended_sets(shard, limit)
+            # A short page means the walk reached the end: the next round starts over.
+            self._store.save_walk_cursor(shard, "trim", (page[-1][1], page[-1][0])
+                                         if len(page) == limit else (-1, ""))
         return gone
 
     def dead_letter(self, entry: OutboxEntry, record: LedgerRecord | None, error: str) -> bool:
@@ -479,7 +492,8 @@ class Lifecycle:
         was cancelled meanwhile (nothing kept: a replay must not bring it back)."""
         now = self._clock.now()
         event = self._closed(record.callback_id if record else "", State.DEAD_LETTER)
-        return self._store.dead_letter_callback(entry.token, entry.attempts + 1, error,
+        return self._store.dead_letter_callback(entry.shard, entry.token, entry.attempts + 1,
+                                                error,
                                                 epoch_ms(now), record, event,
                                                 self._evidence_ttl_s)
 

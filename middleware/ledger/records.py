@@ -110,6 +110,11 @@ class LedgerRecord:
         return self.number_keys or ((self.number_key,) if self.number_key else ())
 
     @property
+    def shard(self) -> str:
+        """The store shard of its number (``NumberKeys``: a digest's first character)."""
+        return self.number_key[:1]
+
+    @property
     def pending(self) -> bool:
         """Whether it still counts in the duplicate window."""
         return self.state in PENDING_STATES

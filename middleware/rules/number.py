@@ -80,7 +80,13 @@ def invalid_number_message(fields: dict[str, Any], default_country: str) -> str:
 
 
 class NumberKeys:
-    """HMAC digests of E.164 numbers, for Redis keys: the first key writes, all keys read."""
+    """HMAC digests of E.164 numbers, for Redis keys: the first key writes, all keys read.
+
+    Each digest starts with the number's shard (``store.keys.SHARDS``): one hex digit of an
+    unkeyed hash of the number, so every digest of a number, under any PII key, names the
+    same shard and a rotation never moves it. Four bits of an unkeyed hash say nothing a
+    key may not: a sixteenth of all numbers share each digit.
+    """
 
     def __init__(self, keys: tuple[bytes, ...]) -> None:
         if not keys:
@@ -96,5 +102,10 @@ class NumberKeys:
         return tuple(self._digest(key, e164) for key in self._keys)
 
     @staticmethod
-    def _digest(key: bytes, e164: str) -> str:
-        return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()[:32]
+    def shard(e164: str) -> str:
+        """The number's shard: the first character of each of its digests."""
+        return hashlib.sha256(b"shard:" + e164.encode()).hexdigest()[0]
+
+    @classmethod
+    def _digest(cls, key: bytes, e164: str) -> str:
+        return cls.shard(e164) + hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()[:32]

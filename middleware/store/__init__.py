@@ -12,13 +12,13 @@ from middleware.store.client import RedisClient, RedisError, StoreBase, client_k
 from middleware.store.consent import ConsentStore
 from middleware.store.genesys import GenesysStore
 from middleware.store.idempotency import IdempotencyStore
-from middleware.store.keys import PREFIX
+from middleware.store.keys import PREFIX, SHARDS
 from middleware.store.ledger import LedgerStore
 from middleware.store.orphans import OrphanStore
 from middleware.store.outbox import OutboxEntry, OutboxStore
 from middleware.store.window import _CLAIM_WINDOW, WindowClaim, WindowStore
 
-__all__ = ["PREFIX", "_CLAIM_WINDOW", "OutboxEntry", "RedisClient", "RedisError", "Store",
+__all__ = ["PREFIX", "SHARDS", "_CLAIM_WINDOW", "OutboxEntry", "RedisClient", "RedisError", "Store",
            "WindowClaim", "client_key", "connect"]
 
 

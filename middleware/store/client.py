@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from middleware.errors import StoreUnavailable
@@ -30,26 +32,77 @@ return 0
 """
 
 
-#: The client type the composition root passes around, and the failures it may raise
-#: outside the store's own methods (connecting, a bad URL): no other package names redis.
-RedisClient = redis.Redis
+#: The failures a caller may meet outside the store's own methods (a bad URL): no other
+#: package names redis.
 RedisError = redis.RedisError
+#: A client of either kind; both speak the same commands for keys of one slot.
+AnyRedis = redis.Redis | redis.RedisCluster
 
 
-def connect(url: str, timeout_s: float) -> redis.Redis:
-    """A client whose every command gives up after ``timeout_s``, retried once.
+class Connection:
+    """The service's Redis: one primary, or a Redis Cluster reached through any of its
+    nodes. Which one is found out with ``INFO cluster`` on first use (SPEC §5), not at
+    start: an instance started while Redis is down answers 503 and finds out once it is
+    back, with no setting to say which."""
 
-    redis-py's defaults wait up to 5 s a try and retry ten times; a data action
-    cannot afford either.
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-        decode_responses=True,
-    )
+    def __init__(self, url: str, timeout_s: float, client: AnyRedis | None = None) -> None:
+        self._url = url
+        self._timeout_s = timeout_s
+        self._client = client
+        self._finding = threading.Lock()
+        self._mode = "" if client is None else (
+            "cluster" if isinstance(client, redis.RedisCluster) else "standalone")
+
+    @property
+    def mode(self) -> str:
+        """``standalone``, ``cluster``, or ``""`` while Redis has not answered yet."""
+        return self._mode
+
+    def client(self) -> AnyRedis:
+        """The client for the mode found (raises ``redis.RedisError`` while Redis cannot be
+        asked)."""
+        if self._client is not None:
+            return self._client
+        with self._finding:
+            # One thread finds out; a second client made beside it would be dropped and
+            # close the connections the first thread is using.
+            if self._client is None:
+                self._client = self._find()
+            return self._client
+
+    def _find(self) -> AnyRedis:
+        # redis-py's defaults wait up to 5 s a try and retry ten times; a data action
+        # cannot afford either.
+        options: dict[str, Any] = {
+            "socket_timeout": self._timeout_s, "socket_connect_timeout": self._timeout_s,
+            "retry": Retry(NoBackoff(), 1), "decode_responses": True}
+        probe = redis.Redis.from_url(self._url, **options)
+        try:
+            enabled = int(probe.info("cluster").get("cluster_enabled", 0)) == 1
+        except redis.ResponseError:
+            # INFO refused (some managed services rename it): a cluster always answers it.
+            enabled = False
+        finally:
+            probe.close()
+        if enabled:
+            # A cluster has one database: the cluster client ignores the URL's path. Each
+            # command goes to the node holding its slot, and follows MOVED answers.
+            client: AnyRedis = redis.RedisCluster.from_url(self._url, **options)
+            self._mode = "cluster"
+        else:
+            client = redis.Redis.from_url(self._url, health_check_interval=30, **options)
+            self._mode = "standalone"
+        return client
+
+
+def connect(url: str, timeout_s: float) -> Connection:
+    """The service's Redis at ``url``: every command gives up after ``timeout_s``, retried
+    once; no connection is opened until first use."""
+    return Connection(url, timeout_s)
+
+
+#: What the composition root passes around: a connection, or a client made elsewhere.
+RedisClient = Connection | redis.Redis
 
 
 def event_json(event: Mapping[str, str | int]) -> str:
@@ -71,20 +124,36 @@ class StoreBase:
 
     SCRIPTS: ClassVar[dict[str, str]] = {"_release_lock": _RELEASE_LOCK}
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._r = client
-        self._scripts: dict[str, Script] = {}
+    def __init__(self, client: RedisClient) -> None:
+        self._conn = client if isinstance(client, Connection) else Connection("", 0, client)
+        self._lua: dict[str, str] = {}
         for klass in type(self).__mro__:
-            for name, lua in vars(klass).get("SCRIPTS", {}).items():
-                self._scripts[name] = client.register_script(lua)
+            self._lua.update(vars(klass).get("SCRIPTS", {}))
+        self._scripts: dict[str, Script] = {}
+
+    @property
+    def _r(self) -> Any:
+        # Any: redis-py types Redis and RedisCluster apart, though for the keys of one slot
+        # they take the same commands.
+        try:
+            return self._conn.client()
+        except (redis.RedisError, RedisClusterException) as exc:
+            raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+
+    @property
+    def mode(self) -> str:
+        """The Redis mode found (``standalone``, ``cluster``; ``""`` before Redis answered)."""
+        return self._conn.mode
 
     def _script(self, name: str) -> Script:
+        if name not in self._scripts:
+            self._scripts[name] = self._r.register_script(self._lua[name])
         return self._scripts[name]
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
 
     def _release(self, key: str, holder: str) -> None:
@@ -101,14 +170,39 @@ class StoreBase:
         return bool(self._call(self._r.ping))
 
     def durability(self) -> dict[str, str]:
-        """The persistence settings an accepted request depends on (empty if CONFIG is off)."""
+        """The persistence settings an accepted request depends on (empty if CONFIG is off);
+        on a cluster, a setting any primary lacks is reported as that primary has it."""
         settings: dict[str, str] = {}
+        client = self._r
         for name in ("appendonly", "appendfsync", "maxmemory-policy"):
             try:
-                settings.update(cast(dict[str, str], self._r.config_get(name)))
+                if isinstance(client, redis.RedisCluster):
+                    per_node = cast(dict[str, dict[str, str]], client.config_get(
+                        name, target_nodes=redis.RedisCluster.PRIMARIES))
+                    values = sorted({v.get(name, "") for v in per_node.values()})
+                    settings[name] = values[0] if len(values) == 1 else "/".join(values)
+                else:
+                    settings.update(cast(dict[str, str], client.config_get(name)))
             except redis.ResponseError:
                 # Managed Redis often renames CONFIG; report what we could read.
                 continue
-            except redis.RedisError as exc:
+            except (redis.RedisError, RedisClusterException) as exc:
                 raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
         return settings
+
+    def legacy_keys(self) -> list[str]:
+        """Shared indexes of the layout before shards (README "Upgrading") still in Redis:
+        what they hold is not read by this release."""
+        names = [f"{keys.PREFIX}{n}" for n in ("pending", "outbox", "dead", "consent-seq")]
+        pipe = self._r.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(name)
+        found = cast(list[int], self._call(pipe.execute))
+        return [name for name, there in zip(names, found, strict=True) if there]
+
+    def primaries(self) -> int:
+        """How many primaries hold the data (1 unless a cluster)."""
+        client = self._r
+        if isinstance(client, redis.RedisCluster):
+            return len(self._call(client.get_primaries))
+        return 1

@@ -41,7 +41,8 @@ def _read(consent_id: str, raw: dict[str, str]) -> dict[str, str]:
     return record
 
 # A revocation is ordered by when it was stored, never by the capture time it states: one
-# counter for the whole store numbers every revocation and lifting consent, and a number is
+# counter per shard (a number's records are all in one, and only one number's are ever
+# compared) numbers every revocation and lifting consent, and a number is
 # revoked while its latest revocation outnumbers its latest lifting consent (and a consent
 # lifts only when also captured after the revocation). The revocation
 # number is also the epoch a create reads at its consent check and its journal compares.
@@ -85,27 +86,28 @@ class ConsentStore(StoreBase):
         newer ``PII_KEYS`` list read the same one.
         """
         kind = "REVOCATION" if record["kind"] == "REVOCATION" else "LIFT" if lifts else ""
-        names = [keys.CONSENT_SEQ, keys.consent(record['consentId']),
-                 *(keys.consent_state(d) for d in digests)]
+        shard = keys.shard_of(digests[0])
+        key = keys.consent(shard, record['consentId'])
+        names = [keys.consent_seq(shard), key, *(keys.consent_state(d) for d in digests)]
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keys.consent(record['consentId']), mapping=cast(Any, _stored(record)))
-        pipe.expire(keys.consent(record['consentId']), retention_s)
+        pipe.hset(key, mapping=cast(Any, _stored(record)))
+        pipe.expire(key, retention_s)
         # EVAL inside MULTI: see LedgerStore.commit_callback.
         pipe.eval(_STORE_CONSENT_STATE, len(names), *names, kind, captured_ms, retention_s)
         self._append_history(pipe, digests[0], event, retention_s)
         self._call(pipe.execute)
 
-    def consent(self, consent_id: str) -> dict[str, str] | None:
-        """A consent or revocation record, or ``None``."""
+    def consent(self, shard: str, consent_id: str) -> dict[str, str] | None:
+        """A consent or revocation record of a number of ``shard``, or ``None``."""
         raw = cast(dict[str, str], self._call(
-            lambda: self._r.hgetall(keys.consent(consent_id))))
+            lambda: self._r.hgetall(keys.consent(shard, consent_id))))
         return _read(consent_id, raw) if raw else None
 
-    def consents(self, consent_ids: list[str]) -> dict[str, dict[str, str]]:
+    def consents(self, shard: str, consent_ids: list[str]) -> dict[str, dict[str, str]]:
         """Several consent records by id in one round trip (those that are gone left out)."""
         pipe = self._r.pipeline(transaction=False)
         for consent_id in consent_ids:
-            pipe.hgetall(keys.consent(consent_id))
+            pipe.hgetall(keys.consent(shard, consent_id))
         rows = cast(list[dict[str, str]], self._call(pipe.execute))
         return {cid: _read(cid, raw) for cid, raw in zip(consent_ids, rows, strict=True)
                 if raw}

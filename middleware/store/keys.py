@@ -1,10 +1,17 @@
-"""Every Redis key name the service uses, in one place.
+"""Every Redis key name the service uses, in one place, laid out for Redis Cluster.
 
 Keys never contain a phone number, token or secret: numbers appear only as HMAC digests
-(``numbers.NumberKeys``), OAuth clients as a hash of their id. A number's keys share one
-hash tag, ``{n:<digest>}``, so the keys of one number's step share a Redis Cluster slot;
-the steps that also touch the global indexes (``PENDING``, ``OUTBOX``, owners' sets) need
-a single primary (see README).
+(``numbers.NumberKeys``), OAuth clients as a hash of their id.
+
+The ledger is split into ``SHARDS`` shards, and every key of a shard carries the hash tag
+``{s<shard>}``, so one shard's keys share a Redis Cluster slot and every atomic step (a
+script, a MULTI) stays inside one shard: a number's keys, its callbacks' records, their
+outbox entries and that shard's part of every index the worker walks. A number's shard is
+the first character of its digests (``NumberKeys`` puts it there, the same under every PII
+key, so a rotation never moves a number). The worker walks the shards one by one. Only
+single-key state (the Genesys token and budget, idempotency keys, change locks, the
+reconciliation's progress) lives outside them. On one primary the layout is the same, so a
+dataset moves to a cluster key by key.
 """
 
 from __future__ import annotations
@@ -13,39 +20,104 @@ from typing import Final
 
 PREFIX: Final = "cbm:"
 
-#: Every pending callback, scored by its scheduled ms (the worker's walk).
-PENDING: Final = f"{PREFIX}pending"
-#: Outbox schedule: request token scored by its next attempt ms.
-OUTBOX: Final = f"{PREFIX}outbox"
-#: Dead letters: request token scored by when it died.
-DEAD: Final = f"{PREFIX}dead"
-#: Callbacks with a live replacement whose own disconnect is still to do.
-REPLACING: Final = f"{PREFIX}replacing"
-RECONCILE_CURSOR: Final = f"{PREFIX}reconcile-cursor"
-#: The interval reconciliation's progress (JSON): the end-time floor and the pass under way.
-RECONCILE_PASS: Final = f"{PREFIX}reconcile-pass"
-#: The queues pending callbacks were written on, scored by when one last was (ms).
-RECONCILE_QUEUES: Final = f"{PREFIX}reconcile-queues"
-#: Callbacks whose last change is in doubt (a cancel or a PATCH unanswered), scored by when
-#: the worker reads them next (ms).
-IN_DOUBT: Final = f"{PREFIX}in-doubt"
-REASSIGN_CURSOR: Final = f"{PREFIX}reassign-cursor"
-ORPHAN_CURSOR: Final = f"{PREFIX}orphan-cursor"
-#: Where the trim duty's walks stopped (``worker/trim.py``).
-TRIM_CURSOR: Final = f"{PREFIX}trim-cursor"
-#: Orders every revocation and lifting consent by when it was stored.
-CONSENT_SEQ: Final = f"{PREFIX}consent-seq"
-#: Request tokens whose create may still land in Genesys after we gave up on it.
-ORPHAN_WATCH: Final = f"{PREFIX}orphan-watch"
-#: Callbacks a revocation could not disconnect yet: the worker finishes them.
-REVOKING: Final = f"{PREFIX}revoking"
-#: Per watched token: the number and the first attempt's ms (JSON).
-ORPHAN_INFO: Final = f"{PREFIX}orphan-watch-info"
+#: The shards, named by one hex digit (the first of a number's digests). Fixed: changing it
+#: would move every number to another shard.
+SHARDS: Final = tuple("0123456789abcdef")
+
+
+def shard_of(digest: str) -> str:
+    """The shard a number's digest (``NumberKeys``) belongs to."""
+    return digest[:1]
+
+
+def _in(shard: str) -> str:
+    """The stem of every key of one shard: its hash tag."""
+    return f"{PREFIX}{{s{shard}}}"
+
+
+# -- a shard's indexes -------------------------------------------------------------------
+
+
+def pending_all(shard: str) -> str:
+    """The shard's pending callbacks, scored by scheduled ms (the worker's walk)."""
+    return f"{_in(shard)}:pending"
+
+
+def outbox(shard: str) -> str:
+    """The shard's outbox schedule: request token scored by its next attempt ms."""
+    return f"{_in(shard)}:outbox"
+
+
+def dead(shard: str) -> str:
+    """The shard's dead letters: request token scored by when it died."""
+    return f"{_in(shard)}:dead"
+
+
+def replacing(shard: str) -> str:
+    """The shard's callbacks with a live replacement whose own disconnect is still to do."""
+    return f"{_in(shard)}:replacing"
+
+
+def in_doubt(shard: str) -> str:
+    """The shard's callbacks whose last change is in doubt (a cancel or a PATCH unanswered),
+    scored by when the worker reads them next (ms)."""
+    return f"{_in(shard)}:in-doubt"
+
+
+def revoking(shard: str) -> str:
+    """The shard's callbacks a revocation could not disconnect yet: the worker finishes
+    them."""
+    return f"{_in(shard)}:revoking"
+
+
+def consent_seq(shard: str) -> str:
+    """Orders every revocation and lifting consent of the shard's numbers by when it was
+    stored (only one number's are ever compared)."""
+    return f"{_in(shard)}:consent-seq"
+
+
+def orphan_watch(shard: str) -> str:
+    """Request tokens whose create may still land in Genesys after we gave up on it."""
+    return f"{_in(shard)}:orphan-watch"
+
+
+def orphan_info(shard: str) -> str:
+    """Per watched token: the number and the first attempt's ms (JSON)."""
+    return f"{_in(shard)}:orphan-watch-info"
+
+
+def cursors(shard: str) -> str:
+    """Where the worker's walks of the shard stopped (a hash, one field per walk)."""
+    return f"{_in(shard)}:cursors"
+
+
+def owned(shard: str, agent_id: str) -> str:
+    """An agent's pending callbacks in the shard; callbacks that went to the queue share one
+    set."""
+    return f"{_in(shard)}:agent:{agent_id or '-'}:pending"
+
+
+def record(shard: str, callback_id: str) -> str:
+    """One callback's ledger record."""
+    return f"{_in(shard)}:cb:{callback_id}"
+
+
+def outbox_entry(shard: str, token: str) -> str:
+    """One outbox (or dead-letter) entry."""
+    return f"{_in(shard)}:outbox:{token}"
+
+
+def consent(shard: str, consent_id: str) -> str:
+    """One consent or revocation record (of a number of the shard)."""
+    return f"{_in(shard)}:consent:{consent_id}"
+
+
+# -- a number's keys (its shard is its digest's) -------------------------------------------
 
 
 def number(digest: str) -> str:
-    """The hash-tagged stem of one number's keys."""
-    return f"{PREFIX}{{n:{digest}}}"
+    """The stem of one number's keys."""
+    return f"{_in(shard_of(digest))}:n:{digest}"
 
 
 def claim(digest: str) -> str:
@@ -63,11 +135,6 @@ def created(digest: str) -> str:
     return f"{number(digest)}:created"
 
 
-def history(digest: str) -> str:
-    """The number's evidence stream as written before ``events`` (read, never written)."""
-    return f"{number(digest)}:history"
-
-
 def events(digest: str) -> str:
     """The number's evidence history: a list of compact JSON events, oldest first (a list,
     not a stream: a stream's first node alone costs Redis about 4.7 KB)."""
@@ -79,24 +146,17 @@ def consent_state(digest: str) -> str:
     return f"{number(digest)}:consent"
 
 
-def record(callback_id: str) -> str:
-    """One callback's ledger record."""
-    return f"{PREFIX}cb:{callback_id}"
+# -- single keys, outside the shards -----------------------------------------------------
 
-
-def owned(agent_id: str) -> str:
-    """An agent's pending callbacks; callbacks that went to the queue share one set."""
-    return f"{PREFIX}agent:{agent_id or '-'}:pending"
+#: The interval reconciliation's progress (JSON): the end-time floor and the pass under way.
+RECONCILE_PASS: Final = f"{PREFIX}reconcile-pass"
+#: The queues pending callbacks were written on, scored by when one last was (ms).
+RECONCILE_QUEUES: Final = f"{PREFIX}reconcile-queues"
 
 
 def change_lock(callback_id: str) -> str:
     """Who is changing a callback in Genesys right now (a reschedule, an owner move)."""
-    return f"{PREFIX}cb:{callback_id}:lock"
-
-
-def outbox_entry(token: str) -> str:
-    """One outbox (or dead-letter) entry."""
-    return f"{PREFIX}outbox:{token}"
+    return f"{PREFIX}lock:{callback_id}"
 
 
 def token(client: str) -> str:
@@ -117,8 +177,3 @@ def rate(client: str) -> str:
 def idempotency(scope: str) -> str:
     """One idempotency key's record."""
     return f"{PREFIX}idem:{scope}"
-
-
-def consent(consent_id: str) -> str:
-    """One consent or revocation record."""
-    return f"{PREFIX}consent:{consent_id}"

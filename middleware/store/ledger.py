@@ -352,6 +352,8 @@ class StoredRecord(Protocol):
     def created_ms(self) -> int: ...
     @property
     def digests(self) -> tuple[str, ...]: ...
+    @property
+    def shard(self) -> str: ...
 
     def to_fields(self) -> dict[str, str | int]: ...
 
@@ -380,9 +382,10 @@ class LedgerStore(StoreBase):
         fields: list[str | int] = []
         for name, value in record.to_fields().items():
             fields += [name, value]
+        shard = keys.shard_of(digest)
         names = [keys.claim(digest), keys.pending(digest),
-                keys.record(record.callback_id), keys.PENDING,
-                keys.owned(record.agent_id)]
+                 keys.record(shard, record.callback_id), keys.pending_all(shard),
+                 keys.owned(shard, record.agent_id)]
         # EVAL, not a registered script: inside MULTI a missing script (after a Redis
         # restart) would fail alone while the rest applied, and redis-py's guard against that
         # costs a SCRIPT EXISTS round trip per transaction. Redis caches it by hash anyway.
@@ -404,12 +407,14 @@ class LedgerStore(StoreBase):
         """The journaled create now exists in Genesys: one atomic step puts the real record in
         its place (false, and nothing recorded, if the request was cancelled meanwhile)."""
         fields = [item for pair in real.to_fields().items() for item in pair]
-        names = [keys.record(journaled.callback_id), keys.record(real.callback_id),
-                keys.pending(real.number_key), keys.PENDING,
-                keys.owned(real.agent_id), keys.pending(journaled.number_key),
-                keys.events(real.number_key), keys.OUTBOX,
-                keys.outbox_entry(journaled.request_token)]
-        names += [keys.record(journaled.replaces or journaled.callback_id), keys.REPLACING]
+        shard = real.shard
+        names = [keys.record(shard, journaled.callback_id), keys.record(shard, real.callback_id),
+                 keys.pending(real.number_key), keys.pending_all(shard),
+                 keys.owned(shard, real.agent_id), keys.pending(journaled.number_key),
+                 keys.events(real.number_key), keys.outbox(shard),
+                 keys.outbox_entry(shard, journaled.request_token)]
+        names += [keys.record(shard, journaled.replaces or journaled.callback_id),
+                  keys.replacing(shard)]
         names += [keys.consent_state(d) for d in real.digests]
         names += [keys.pending(d) for d in real.digests if d != real.number_key]
         return bool(self._call(lambda: self._script('_deliver')(keys=names, args=[
@@ -431,8 +436,10 @@ class LedgerStore(StoreBase):
         """
         digests = record.digests or (digest,)
         fields = [item for pair in record.to_fields().items() for item in pair]
-        names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
-                 keys.OUTBOX, keys.outbox_entry(token), keys.events(digests[0])]
+        shard = keys.shard_of(digests[0])
+        names = [keys.record(shard, record.callback_id), keys.pending_all(shard),
+                 keys.owned(shard, record.agent_id), keys.outbox(shard),
+                 keys.outbox_entry(shard, token), keys.events(digests[0])]
         for d in digests:
             names += [keys.claim(d), keys.pending(d), keys.created(d), keys.consent_state(d)]
         history = [event_json(event)] if event else []
@@ -445,24 +452,29 @@ class LedgerStore(StoreBase):
                         next_ms: int, event: Mapping[str, str | int], history_ttl_s: int) -> bool:
         """A journaled create Genesys could not take now: QUEUED, next attempt at
         ``next_ms``, in one step; false (nothing written) when it was cancelled meanwhile."""
-        names = [keys.record(record.callback_id), keys.outbox_entry(record.request_token),
-                 keys.OUTBOX, keys.events(record.number_key)]
+        shard = record.shard
+        names = [keys.record(shard, record.callback_id),
+                 keys.outbox_entry(shard, record.request_token), keys.outbox(shard),
+                 keys.events(record.number_key)]
         return bool(self._call(lambda: self._script("_defer")(keys=names, args=[
             record.request_token, json.dumps(payload), next_ms, history_ttl_s,
             event_json(event)])))
 
-    def dead_letter_callback(self, token: str, attempts: int, error: str, at_ms: int,
-                             record: LedgerRecord | None, event: Mapping[str, str | int],
-                             history_ttl_s: int) -> bool:
-        """Keep an outbox entry as a dead letter and take its record out of the window, in
-        one step; false (the entry dropped, nothing kept) when the record was cancelled or
-        delivered meanwhile."""
-        record_key = keys.record(record.callback_id) if record else keys.record(f"queued-{token}")
-        names = [keys.OUTBOX, keys.outbox_entry(token), keys.DEAD, record_key,
-                 keys.PENDING, keys.owned(record.agent_id if record else ""),
-                 keys.events(record.number_key if record else ""),
-                 keys.record(record.replaces) if record and record.replaces else record_key,
-                 keys.REPLACING, *(keys.pending(d) for d in (record.digests if record else ()))]
+    def dead_letter_callback(self, shard: str, token: str, attempts: int, error: str,
+                             at_ms: int, record: LedgerRecord | None,
+                             event: Mapping[str, str | int], history_ttl_s: int) -> bool:
+        """Keep an outbox entry (of ``shard``) as a dead letter and take its record out of
+        the window, in one step; false (the entry dropped, nothing kept) when the record was
+        cancelled or delivered meanwhile."""
+        record_key = keys.record(shard, record.callback_id if record else f"queued-{token}")
+        names = [keys.outbox(shard), keys.outbox_entry(shard, token), keys.dead(shard),
+                 record_key, keys.pending_all(shard),
+                 keys.owned(shard, record.agent_id if record else ""),
+                 keys.events(record.number_key if record else f"{shard}-"),
+                 keys.record(shard, record.replaces) if record and record.replaces
+                 else record_key,
+                 keys.replacing(shard),
+                 *(keys.pending(d) for d in (record.digests if record else ()))]
         return bool(self._call(lambda: self._script("_dead_letter")(keys=names, args=[
             token, attempts, error, at_ms, record.callback_id if record else "",
             history_ttl_s, event_json(event), record.replaces if record else ""])))
@@ -472,20 +484,22 @@ class LedgerStore(StoreBase):
         """Give a callback its new time (record, indexes, lifetimes, history) in one step,
         only while it is still ``record.version`` with no replacement linked; false, and
         nothing written, when it changed since it was read."""
-        names = [keys.record(record.callback_id), keys.pending(record.number_key),
-                 keys.PENDING, keys.owned(record.agent_id), keys.events(record.number_key)]
+        shard = record.shard
+        names = [keys.record(shard, record.callback_id), keys.pending(record.number_key),
+                 keys.pending_all(shard), keys.owned(shard, record.agent_id),
+                 keys.events(record.number_key)]
         names += [keys.pending(d) for d in record.digests if d != record.number_key]
         return bool(self._call(lambda: self._script("_move")(keys=names, args=[
             record.version, record.callback_id, scheduled_ms, ttl_s, history_ttl_s,
             event_json(event)])))
 
-    def relink_replacement(self, callback_id: str, expected: str, replacement_id: str,
-                           version: int = -1) -> bool:
+    def relink_replacement(self, shard: str, callback_id: str, expected: str,
+                           replacement_id: str, version: int = -1) -> bool:
         """Point a callback at a replacement still being created (``""``: drop the link, the
         replacement failed), only while its link is still ``expected`` (and, unless
         ``version`` is -1, the record still that version)."""
         return bool(self._call(lambda: self._script("_relink")(
-            keys=[keys.record(callback_id), keys.REPLACING],
+            keys=[keys.record(shard, callback_id), keys.replacing(shard)],
             args=[expected, replacement_id, callback_id, version])))
 
     def disconnect_later(self, record: LedgerRecord, ttl_s: int,
@@ -496,40 +510,42 @@ class LedgerStore(StoreBase):
         exist yet, a create that landed after its cancel). False when it was no longer
         pending (nothing written)."""
         fields = [item for pair in record.to_fields().items() for item in pair] if write else []
-        names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
-                 keys.REVOKING, keys.events(record.number_key),
-                 *(keys.pending(d) for d in record.digests)]
+        shard = record.shard
+        names = [keys.record(shard, record.callback_id), keys.pending_all(shard),
+                 keys.owned(shard, record.agent_id), keys.revoking(shard),
+                 keys.events(record.number_key), *(keys.pending(d) for d in record.digests)]
         return bool(self._call(lambda: self._script("_disconnect_later")(keys=names, args=[
             record.callback_id, record.scheduled_ms, ttl_s, history_ttl_s, len(fields),
             *fields, event_json(event)])))
 
     def disconnected(self, record: LedgerRecord) -> None:
         """The pending disconnect landed (or Genesys no longer knows the callback)."""
-        names = [keys.record(record.callback_id), keys.REVOKING,
+        names = [keys.record(record.shard, record.callback_id), keys.revoking(record.shard),
                  *(keys.pending(d) for d in record.digests)]
         self._call(lambda: self._script("_disconnected")(keys=names, args=[record.callback_id]))
 
-    def mark_cancel_asked(self, callback_id: str, check_ms: int = 0) -> None:
+    def mark_cancel_asked(self, shard: str, callback_id: str, check_ms: int = 0) -> None:
         """Note that a cancel is being sent for this callback (only while it exists); the
         worker reads it from ``check_ms`` on."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.eval(_MARK_CANCEL, 1, keys.record(callback_id))
-        pipe.zadd(keys.IN_DOUBT, {callback_id: check_ms})
+        pipe.eval(_MARK_CANCEL, 1, keys.record(shard, callback_id))
+        pipe.zadd(keys.in_doubt(shard), {callback_id: check_ms})
         self._call(pipe.execute)
 
-    def mark_reschedule_asked(self, callback_id: str, asked_ms: int, check_ms: int) -> None:
+    def mark_reschedule_asked(self, shard: str, callback_id: str, asked_ms: int,
+                              check_ms: int) -> None:
         """Note that a reschedule's PATCH is being sent (only while the record exists); the
         worker reads the callback from ``check_ms`` on unless the reschedule commits."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.eval(_MARK_RESCHEDULE, 1, keys.record(callback_id), asked_ms)
-        pipe.zadd(keys.IN_DOUBT, {callback_id: check_ms})
+        pipe.eval(_MARK_RESCHEDULE, 1, keys.record(shard, callback_id), asked_ms)
+        pipe.zadd(keys.in_doubt(shard), {callback_id: check_ms})
         self._call(pipe.execute)
 
-    def clear_reschedule_asked(self, callback_id: str, asked_ms: int) -> bool:
+    def clear_reschedule_asked(self, shard: str, callback_id: str, asked_ms: int) -> bool:
         """The reschedule asked at ``asked_ms`` is no longer in doubt; false (the flag kept)
         when another reschedule asked since."""
         return bool(self._call(lambda: self._script("_clear_reschedule")(
-            keys=[keys.record(callback_id)], args=[asked_ms])))
+            keys=[keys.record(shard, callback_id)], args=[asked_ms])))
 
     def lock_change(self, callback_id: str, holder: str, ttl_ms: int) -> bool:
         """Take the callback's change lock for ``holder`` (false while another holds it)."""
@@ -540,40 +556,52 @@ class LedgerStore(StoreBase):
         """Give the change lock back, only if ``holder`` still has it."""
         self._release(keys.change_lock(callback_id), holder)
 
-    def replaced_awaiting_disconnect(self, limit: int) -> list[str]:
-        """Callbacks with a replacement whose own disconnect has not succeeded yet."""
+    def replaced_awaiting_disconnect(self, shard: str, limit: int) -> list[str]:
+        """The shard's callbacks with a replacement whose own disconnect has not succeeded
+        yet."""
         return [str(m) for m in cast(list[str], self._call(
-            lambda: self._r.srandmember(keys.REPLACING, limit)))]
+            lambda: self._r.srandmember(keys.replacing(shard), limit)))]
 
-    def forget_replacement(self, callback_id: str) -> None:
+    def forget_replacement(self, shard: str, callback_id: str) -> None:
         """Stop retrying the disconnect of a replaced callback (it has ended)."""
-        self._call(lambda: self._r.srem(keys.REPLACING, callback_id))
+        self._call(lambda: self._r.srem(keys.replacing(shard), callback_id))
 
-    def callback(self, callback_id: str) -> dict[str, str] | None:
-        """A ledger record's hash, or ``None``."""
-        raw = cast(dict[str, str], self._call(
-            lambda: self._r.hgetall(keys.record(callback_id))))
-        return {"id": callback_id, **raw} if raw else None
+    def callback(self, callback_id: str, shard: str | None = None) -> dict[str, str] | None:
+        """A ledger record's hash, or ``None`` (``shard`` unknown: looked for in every
+        shard, in one round trip)."""
+        found = self.callbacks([callback_id], shard)
+        return found[0] if found else None
 
-    def callbacks(self, callback_ids: list[str]) -> list[dict[str, str]]:
-        """Several ledger records' hashes in one round trip, skipping those that are gone."""
+    def callbacks(self, callback_ids: list[str], shard: str | None = None
+                  ) -> list[dict[str, str]]:
+        """Several ledger records' hashes in one round trip, skipping those that are gone
+        (``shard`` unknown, as for an id a caller or Genesys gave: every shard is read)."""
+        shards = (shard,) if shard is not None else keys.SHARDS
         pipe = self._r.pipeline(transaction=False)
         for callback_id in callback_ids:
-            pipe.hgetall(keys.record(callback_id))
+            for each in shards:
+                pipe.hgetall(keys.record(each, callback_id))
         rows = cast(list[dict[str, str]], self._call(pipe.execute))
-        # The id is the key's; records written since do not repeat it.
-        return [{"id": cid, **row} for cid, row in zip(callback_ids, rows, strict=True) if row]
+        found: list[dict[str, str]] = []
+        for i, cid in enumerate(callback_ids):
+            for row in rows[i * len(shards):(i + 1) * len(shards)]:
+                if row:
+                    # The id is the key's; records written since do not repeat it.
+                    found.append({"id": cid, **row})
+                    break
+        return found
 
     def close_callback(self, record: LedgerRecord, state: str,
                        event: Mapping[str, str | int] | None, history_ttl_s: int) -> None:
         """Mark a pending callback terminal, take it out of the window and note ``event`` in
         the history (None: a bookkeeping step with nothing to show as evidence); one that
         already ended keeps its first end."""
-        names = [keys.record(record.callback_id), keys.PENDING, keys.owned(record.agent_id),
-                 *(keys.pending(d) for d in record.digests)]
+        shard = record.shard
+        names = [keys.record(shard, record.callback_id), keys.pending_all(shard),
+                 keys.owned(shard, record.agent_id), *(keys.pending(d) for d in record.digests)]
         pipe = self._r.pipeline(transaction=True)
         pipe.eval(_CLOSE_CALLBACK, len(names), *names, state, record.callback_id)
-        pipe.srem(keys.REPLACING, record.callback_id)
+        pipe.srem(keys.replacing(shard), record.callback_id)
         if event is not None:
             self._append_history(pipe, record.number_key, event, history_ttl_s)
         self._call(pipe.execute)
@@ -585,22 +613,13 @@ class LedgerStore(StoreBase):
         self._call(pipe.execute)
 
     def history(self, digests: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Every evidence event of a number (under any PII key), in the order written: those
-        of the stream written before the compact list first, each as it was stored."""
+        """Every evidence event of a number (under any PII key), in the order written, each
+        as it was stored."""
         pipe = self._r.pipeline(transaction=False)
         for digest in digests:
-            pipe.xrange(keys.history(digest))
             pipe.lrange(keys.events(digest), 0, -1)
-        rows: list[Any] = self._call(pipe.execute)
-        old = [(entry_id, event) for row in rows[0::2] for entry_id, event in row]
-        found: list[dict[str, Any]] = [
-            event for _, event in sorted(old, key=lambda e: _stream_order(e[0]))]
-        new = [json.loads(raw) for row in rows[1::2] for raw in row]
+        rows: list[list[str]] = self._call(pipe.execute)
         # Each list is in order already; several digests' lists merge by their times.
-        return found + sorted(new, key=lambda e: int(e.get("t") or 0))
-
-
-def _stream_order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+        return sorted((json.loads(raw) for row in rows for raw in row),
+                      key=lambda e: int(e.get("t") or 0))
 

@@ -74,46 +74,69 @@ class OutboxStore(StoreBase):
         "_replay": _REPLAY,
     }
 
-    def lease_outbox(self, now_ms: int, lease_ms: int, limit: int) -> list[OutboxEntry]:
-        """Due outbox entries, each leased to the caller for ``lease_ms``."""
+    def lease_outbox(self, shard: str, now_ms: int, lease_ms: int, limit: int
+                     ) -> list[OutboxEntry]:
+        """The shard's due outbox entries, each leased to the caller for ``lease_ms``."""
         tokens = cast(list[str], self._call(lambda: self._script('_lease_outbox')(
-            keys=[keys.OUTBOX], args=[now_ms, lease_ms, limit])))
-        return [e for e in (self.outbox_entry(t) for t in tokens) if e is not None]
+            keys=[keys.outbox(shard)], args=[now_ms, lease_ms, limit])))
+        return self._entries(shard, tokens)
 
-    def outbox_entry(self, token: str) -> OutboxEntry | None:
-        """One outbox (or dead-letter) entry."""
-        raw = cast(dict[str, str], self._call(
-            lambda: self._r.hgetall(keys.outbox_entry(token))))
-        if not raw:
-            return None
-        return OutboxEntry(token, json.loads(raw["payload"]), int(raw.get("attempts", 0)),
-                           raw.get("error", ""))
+    def _entries(self, shard: str, tokens: list[str]) -> list[OutboxEntry]:
+        pipe = self._r.pipeline(transaction=False)
+        for token in tokens:
+            pipe.hgetall(keys.outbox_entry(shard, token))
+        rows = cast(list[dict[str, str]], self._call(pipe.execute)) if tokens else []
+        return [OutboxEntry(token, json.loads(raw["payload"]), int(raw.get("attempts", 0)),
+                            raw.get("error", ""), shard)
+                for token, raw in zip(tokens, rows, strict=True) if raw]
+
+    def outbox_entry(self, token: str, shard: str | None = None) -> OutboxEntry | None:
+        """One outbox (or dead-letter) entry (``shard`` unknown: looked for in every shard,
+        in one round trip)."""
+        shards = (shard,) if shard is not None else keys.SHARDS
+        pipe = self._r.pipeline(transaction=False)
+        for each in shards:
+            pipe.hgetall(keys.outbox_entry(each, token))
+        rows = cast(list[dict[str, str]], self._call(pipe.execute))
+        for each, raw in zip(shards, rows, strict=True):
+            if raw:
+                return OutboxEntry(token, json.loads(raw["payload"]),
+                                   int(raw.get("attempts", 0)), raw.get("error", ""), each)
+        return None
 
     def retry_outbox(self, entry: OutboxEntry, next_ms: int, error: str,
                      payload: dict[str, Any]) -> None:
         """Count a failed attempt and schedule the next one."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(keys.outbox_entry(entry.token), mapping={
+        pipe.hset(keys.outbox_entry(entry.shard, entry.token), mapping={
             "attempts": entry.attempts + 1, "error": error, "payload": json.dumps(payload)})
-        pipe.zadd(keys.OUTBOX, {entry.token: next_ms})
+        pipe.zadd(keys.outbox(entry.shard), {entry.token: next_ms})
         self._call(pipe.execute)
 
-    def finish_outbox(self, token: str) -> None:
+    def finish_outbox(self, shard: str, token: str) -> None:
         """The entry was delivered (or abandoned): forget it."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.zrem(keys.OUTBOX, token)
-        pipe.delete(keys.outbox_entry(token))
+        pipe.zrem(keys.outbox(shard), token)
+        pipe.delete(keys.outbox_entry(shard, token))
         self._call(pipe.execute)
 
-    def save_outbox_payload(self, token: str, payload: dict[str, Any]) -> None:
+    def save_outbox_payload(self, entry: OutboxEntry, payload: dict[str, Any]) -> None:
         """Rewrite an outbox entry's payload (e.g. to note an attempt is about to be sent)."""
-        self._call(lambda: self._r.hset(keys.outbox_entry(token), "payload",
-                                        json.dumps(payload)))
+        self._call(lambda: self._r.hset(keys.outbox_entry(entry.shard, entry.token),
+                                        "payload", json.dumps(payload)))
 
     def dead_letters(self) -> list[OutboxEntry]:
         """Every dead letter, oldest first."""
-        tokens = cast(list[str], self._call(lambda: self._r.zrange(keys.DEAD, 0, -1)))
-        return [e for e in (self.outbox_entry(t) for t in tokens) if e is not None]
+        pipe = self._r.pipeline(transaction=False)
+        for shard in keys.SHARDS:
+            pipe.zrange(keys.dead(shard), 0, -1, withscores=True)
+        rows = cast(list[list[tuple[str, float]]], self._call(pipe.execute))
+        died = {(shard, str(token)): score
+                for shard, row in zip(keys.SHARDS, rows, strict=True) for token, score in row}
+        entries: list[OutboxEntry] = []
+        for shard in keys.SHARDS:
+            entries += self._entries(shard, [t for s, t in died if s == shard])
+        return sorted(entries, key=lambda e: (died[(e.shard, e.token)], e.token))
 
     def replay_dead_letter(self, token: str, digests: tuple[str, ...], record_id: str,
                            agent_id: str, scheduled_ms: int, ttl_s: int, epoch: int,
@@ -125,29 +148,36 @@ class OutboxStore(StoreBase):
         ``epoch``; ``LOST`` when the number's claim is no longer ``token``'s; ``GONE`` when
         it is no longer a dead letter. Nothing is written unless ``OK``.
         """
-        names = [keys.DEAD, keys.OUTBOX, keys.outbox_entry(token), keys.record(record_id),
-                 keys.PENDING, keys.owned(agent_id), keys.events(digests[0])]
+        shard = keys.shard_of(digests[0])
+        names = [keys.dead(shard), keys.outbox(shard), keys.outbox_entry(shard, token),
+                 keys.record(shard, record_id), keys.pending_all(shard),
+                 keys.owned(shard, agent_id), keys.events(digests[0])]
         for d in digests:
             names += [keys.claim(d), keys.pending(d), keys.consent_state(d)]
         return str(self._call(lambda: self._script("_replay")(keys=names, args=[
             token, now_ms, epoch, record_id, scheduled_ms, ttl_s, history_ttl_s,
             event_json(event)])))
 
-    def refuse_replay(self, token: str, reason: str) -> None:
+    def refuse_replay(self, entry: OutboxEntry, reason: str) -> None:
         """A replay was refused: the entry stays a dead letter, with why in its error."""
-        if self._call(lambda: self._r.zscore(keys.DEAD, token)) is not None:
-            self._call(lambda: self._r.hset(keys.outbox_entry(token), "error", reason))
+        if self._call(lambda: self._r.zscore(keys.dead(entry.shard), entry.token)) is not None:
+            self._call(lambda: self._r.hset(keys.outbox_entry(entry.shard, entry.token),
+                                            "error", reason))
 
     def outbox_stats(self, now_ms: int) -> tuple[int, int, int]:
-        """``(outbox depth, age in ms of its oldest due entry, dead letters)``."""
+        """``(outbox depth, age in ms of its oldest due entry, dead letters)`` over every
+        shard, in one round trip."""
         pipe = self._r.pipeline(transaction=False)
-        pipe.zcard(keys.OUTBOX)
-        pipe.zrange(keys.OUTBOX, 0, 0, withscores=True)
-        pipe.zcard(keys.DEAD)
-        depth, oldest, dead = cast(tuple[int, list[tuple[str, float]], int],
-                                   tuple(self._call(pipe.execute)))
-        age = max(0, now_ms - int(oldest[0][1])) if oldest else 0
-        return int(depth), age, int(dead)
+        for shard in keys.SHARDS:
+            pipe.zcard(keys.outbox(shard))
+            pipe.zrange(keys.outbox(shard), 0, 0, withscores=True)
+            pipe.zcard(keys.dead(shard))
+        rows: list[Any] = self._call(pipe.execute)
+        depth = sum(int(n) for n in rows[0::3])
+        oldest = [int(row[0][1]) for row in rows[1::3] if row]
+        dead = sum(int(n) for n in rows[2::3])
+        age = max(0, now_ms - min(oldest)) if oldest else 0
+        return depth, age, dead
 
 
 @dataclass(frozen=True)
@@ -158,4 +188,6 @@ class OutboxEntry:
     payload: dict[str, Any]
     attempts: int
     error: str
+    #: The store shard it lives in (its number's).
+    shard: str = ""
 

@@ -117,31 +117,29 @@ class WindowStore(StoreBase):
         pipe = self._r.pipeline(transaction=True)
         for digest in digests:
             pipe.zrem(keys.pending(digest), callback_id)
-        pipe.zrem(keys.PENDING, callback_id)
+        pipe.zrem(keys.pending_all(keys.shard_of(digests[0])), callback_id)
         self._call(pipe.execute)
 
     def pending_owned_counts(self, agent_ids: list[str], now_ms: int) -> dict[str, int]:
-        """How many pending callbacks each agent owns here (the reassignment order)."""
+        """How many pending callbacks each agent owns here (the reassignment order), counted
+        over every shard in one round trip (entries older than any pending callback can be
+        are not counted: the trim duty drops them)."""
         stale = now_ms - 8 * 86_400_000
         pipe = self._r.pipeline(transaction=False)
         for agent_id in agent_ids:
-            # Entries whose records expired unreconciled would skew the order forever.
-            pipe.zremrangebyscore(keys.owned(agent_id), "-inf", stale)
-            pipe.zcard(keys.owned(agent_id))
+            for shard in keys.SHARDS:
+                pipe.zcount(keys.owned(shard, agent_id), f"({stale}", "+inf")
         replies = cast(list[int], self._call(pipe.execute))
-        return dict(zip(agent_ids, replies[1::2], strict=True))
+        n = len(keys.SHARDS)
+        return {agent_id: sum(replies[i * n:(i + 1) * n]) for i, agent_id in enumerate(agent_ids)}
 
-    def due_between(self, start_ms: int, end_ms: int, limit: int) -> list[tuple[str, int]]:
-        """Pending callbacks scheduled in ``[start, end]``, earliest first."""
-        rows = cast(list[tuple[str, float]], self._call(lambda: self._r.zrangebyscore(
-            keys.PENDING, start_ms, end_ms, start=0, num=limit, withscores=True)))
-        return [(str(cid), int(score)) for cid, score in rows]
-
-    def pending_page(self, after: tuple[int, str], limit: int) -> list[tuple[str, int]]:
-        """The next pending callbacks after the cursor ``(scheduled ms, id)``, in order (for
-        the worker); callbacks sharing a millisecond are ordered by id, none is skipped."""
+    def pending_page(self, shard: str, after: tuple[int, str], limit: int
+                     ) -> list[tuple[str, int]]:
+        """The shard's next pending callbacks after the cursor ``(scheduled ms, id)``, in
+        order (for the worker); callbacks sharing a millisecond are ordered by id, none is
+        skipped."""
         after_ms, after_id = after
-        key = keys.PENDING
+        key = keys.pending_all(shard)
         pipe = self._r.pipeline(transaction=False)
         pipe.zrangebyscore(key, after_ms, after_ms)
         pipe.zrangebyscore(key, f"({after_ms}", "+inf", start=0, num=limit, withscores=True)
@@ -151,33 +149,23 @@ class WindowStore(StoreBase):
         page += [(str(cid), int(score)) for cid, score in rest]
         return page[:limit]
 
-    def forget_pending(self, callback_ids: list[str]) -> None:
-        """Drop ids from the worker's index whose ledger records have expired."""
-        self._call(lambda: self._r.zrem(keys.PENDING, *callback_ids))
+    def forget_pending(self, shard: str, callback_ids: list[str]) -> None:
+        """Drop ids from the shard's worker index whose ledger records have expired."""
+        self._call(lambda: self._r.zrem(keys.pending_all(shard), *callback_ids))
 
-    def reconcile_cursor(self) -> tuple[int, str]:
-        """Where the worker's last reconciliation page stopped: ``(scheduled ms, id)``."""
-        raw = self._call(lambda: self._r.get(keys.RECONCILE_CURSOR))
+    def walk_cursor(self, shard: str, walk: str) -> tuple[int, str]:
+        """Where a worker walk (``reconcile``, ``reassign``, ``trim``) of the shard's index
+        last stopped: ``(scheduled ms, id)``; ``(-1, "")`` at the beginning."""
+        raw = self._call(lambda: self._r.hget(keys.cursors(shard), walk))
         if not raw:
             return -1, ""
         ms, _, callback_id = cast(str, raw).partition(" ")
         return int(ms), callback_id
 
-    def reassign_cursor(self) -> tuple[int, str]:
-        """Where the lookahead reassignment's last page stopped: ``(scheduled ms, id)``."""
-        raw = self._call(lambda: self._r.get(keys.REASSIGN_CURSOR))
-        if not raw:
-            return -1, ""
-        ms, _, callback_id = cast(str, raw).partition(" ")
-        return int(ms), callback_id
-
-    def save_reassign_cursor(self, after: tuple[int, str]) -> None:
-        """Remember where the next lookahead page starts (``(-1, "")``: the beginning)."""
-        self._call(lambda: self._r.set(keys.REASSIGN_CURSOR, f"{after[0]} {after[1]}"))
-
-    def save_reconcile_cursor(self, after: tuple[int, str]) -> None:
-        """Remember where the next reconciliation page starts (``(-1, "")``: the beginning)."""
-        self._call(lambda: self._r.set(keys.RECONCILE_CURSOR, f"{after[0]} {after[1]}"))
+    def save_walk_cursor(self, shard: str, walk: str, after: tuple[int, str]) -> None:
+        """Remember where the walk's next page of the shard starts (``(-1, "")``: the
+        beginning)."""
+        self._call(lambda: self._r.hset(keys.cursors(shard), walk, f"{after[0]} {after[1]}"))
 
     def reconcile_pass(self) -> dict[str, Any] | None:
         """The interval reconciliation's saved progress, or ``None`` before its first pass."""
@@ -202,86 +190,75 @@ class WindowStore(StoreBase):
         pipe.zrange(keys.RECONCILE_QUEUES, 0, -1)
         return sorted(str(q) for q in self._call(pipe.execute)[1])
 
-    def pending_facts(self, callback_ids: list[str]) -> list[tuple[str, str, int] | None]:
-        """``(queue id, state, created ms)`` of each record in one round trip (``None``:
-        gone)."""
+    def pending_facts(self, shard: str, callback_ids: list[str]
+                      ) -> list[tuple[str, str, int] | None]:
+        """``(queue id, state, created ms)`` of each record of the shard in one round trip
+        (``None``: gone)."""
         pipe = self._r.pipeline(transaction=False)
         for callback_id in callback_ids:
-            pipe.hmget(keys.record(callback_id), "q", "st", "c")
+            pipe.hmget(keys.record(shard, callback_id), "q", "st", "c")
         rows = cast(list[list[str | None]], self._call(pipe.execute))
         return [(row[0] or "", row[1] or "", int(row[2] or 0)) if row[1] else None
                 for row in rows]
 
-    def doubt(self, callback_ids: list[str], check_ms: int) -> None:
-        """Read these callbacks one by one from ``check_ms`` on (their change is in doubt)."""
+    def doubt(self, shard: str, callback_ids: list[str], check_ms: int) -> None:
+        """Read these callbacks of the shard one by one from ``check_ms`` on (their change is
+        in doubt)."""
         if callback_ids:
-            self._call(lambda: self._r.zadd(keys.IN_DOUBT, {c: check_ms for c in callback_ids}))
+            self._call(lambda: self._r.zadd(keys.in_doubt(shard),
+                                            {c: check_ms for c in callback_ids}))
 
-    def in_doubt_due(self, now_ms: int, limit: int) -> list[str]:
-        """The in-doubt callbacks due for a read by ``now_ms``, oldest first."""
+    def in_doubt_due(self, shard: str, now_ms: int, limit: int) -> list[str]:
+        """The shard's in-doubt callbacks due for a read by ``now_ms``, oldest first."""
         return [str(c) for c in cast(list[str], self._call(lambda: self._r.zrangebyscore(
-            keys.IN_DOUBT, "-inf", now_ms, start=0, num=limit)))]
+            keys.in_doubt(shard), "-inf", now_ms, start=0, num=limit)))]
 
-    def settle_doubt(self, callback_ids: list[str]) -> None:
-        """These callbacks are no longer in doubt."""
+    def settle_doubt(self, shard: str, callback_ids: list[str]) -> None:
+        """These callbacks of the shard are no longer in doubt."""
         if callback_ids:
-            self._call(lambda: self._r.zrem(keys.IN_DOUBT, *callback_ids))
+            self._call(lambda: self._r.zrem(keys.in_doubt(shard), *callback_ids))
     # -- the trim duty's steps: each bounded by ``limit``, each safe to repeat ------------
 
-    def trim_stale_pending(self, before_ms: int, limit: int) -> int:
-        """Drop up to ``limit`` entries scheduled before ``before_ms`` from the worker's
-        index (Genesys forgot them long ago); how many went."""
+    def trim_stale_pending(self, shard: str, before_ms: int, limit: int) -> int:
+        """Drop up to ``limit`` entries scheduled before ``before_ms`` from the shard's
+        worker index (Genesys forgot them long ago); how many went."""
+        key = keys.pending_all(shard)
         stale = cast(list[str], self._call(lambda: self._r.zrangebyscore(
-            keys.PENDING, "-inf", f"({before_ms}", start=0, num=limit)))
+            key, "-inf", f"({before_ms}", start=0, num=limit)))
         if stale:
-            self._call(lambda: self._r.zrem(keys.PENDING, *stale))
+            self._call(lambda: self._r.zrem(key, *stale))
         return len(stale)
 
-    def missing_records(self, callback_ids: list[str]) -> list[str]:
-        """The ids among ``callback_ids`` whose ledger records are gone."""
+    def missing_records(self, shard: str, callback_ids: list[str]) -> list[str]:
+        """The ids among ``callback_ids`` whose ledger records in the shard are gone."""
         pipe = self._r.pipeline(transaction=False)
         for callback_id in callback_ids:
-            pipe.exists(keys.record(callback_id))
+            pipe.exists(keys.record(shard, callback_id))
         found = cast(list[int], self._call(pipe.execute))
         return [cid for cid, there in zip(callback_ids, found, strict=True) if not there]
 
-    def trim_owned(self, scan_cursor: int, before_ms: int, count: int) -> int:
-        """Drop entries scheduled before ``before_ms`` from one SCAN page of the owners'
-        sets; the next SCAN cursor (0: the walk is done)."""
-        next_cursor, names = cast(tuple[int, list[str]], self._call(lambda: self._r.scan(
-            scan_cursor, match=keys.owned("*"), count=count)))
-        if names:
+    def trim_owned(self, shard: str, agent_ids: list[str], before_ms: int) -> None:
+        """Drop entries scheduled before ``before_ms`` from these agents' sets of the shard
+        (the agents are those of a page of the shard's index: every owner with an entry
+        left is met on some walk)."""
+        if agent_ids:
             pipe = self._r.pipeline(transaction=False)
-            for name in names:
-                pipe.zremrangebyscore(name, "-inf", f"({before_ms}")
+            for agent_id in agent_ids:
+                pipe.zremrangebyscore(keys.owned(shard, agent_id), "-inf", f"({before_ms}")
             self._call(pipe.execute)
-        return int(next_cursor)
 
-    def trim_ended_sets(self, limit: int) -> int:
-        """Drop from the sets of callbacks awaiting a disconnect (replaced, revoked) up to
-        ``limit`` each whose records are gone; how many went."""
+    def trim_ended_sets(self, shard: str, limit: int) -> int:
+        """Drop from the shard's sets of callbacks awaiting a disconnect (replaced, revoked)
+        up to ``limit`` each whose records are gone; how many went."""
         gone = 0
-        for name in (keys.REPLACING, keys.REVOKING):
+        for name in (keys.replacing(shard), keys.revoking(shard)):
             sample = [str(m) for m in cast(list[str], self._call(
                 functools.partial(self._r.srandmember, name, limit)))]
-            ended = self.missing_records(sample) if sample else []
+            ended = self.missing_records(shard, sample) if sample else []
             if ended:
                 self._call(functools.partial(self._r.srem, name, *ended))
             gone += len(ended)
         return gone
-
-    def trim_cursor(self) -> tuple[tuple[int, str], int]:
-        """Where the trim duty's walks stopped: the index cursor ``(scheduled ms, id)`` and
-        the owners' sets' SCAN cursor."""
-        raw = cast(list[str | None], self._call(lambda: self._r.hmget(
-            keys.TRIM_CURSOR, "p", "s")))
-        ms, _, callback_id = (raw[0] or "-1 ").partition(" ")
-        return (int(ms), callback_id), int(raw[1] or 0)
-
-    def save_trim_cursor(self, after: tuple[int, str], scan_cursor: int) -> None:
-        """Remember where the trim duty's next round starts."""
-        self._call(lambda: self._r.hset(keys.TRIM_CURSOR, mapping={
-            "p": f"{after[0]} {after[1]}", "s": scan_cursor}))
 
 
 @dataclass(frozen=True)

@@ -25,22 +25,37 @@ class Readiness:
         self._genesys = genesys
 
     def __call__(self, deadline: Deadline) -> dict[str, Any]:
-        """``{check: {"ok": bool, "detail": str}}`` for redis, redisDurability and genesys."""
+        """``{check: {"ok": bool, "detail": str}}`` for redis, redisDurability, redisLayout
+        and genesys."""
         report: dict[str, Any] = {}
         try:
             self._store.ping()
-            report["redis"] = {"ok": True, "detail": "reachable"}
+            mode = self._store.mode
+            detail = f"reachable: a cluster of {self._store.primaries()} primaries" \
+                if mode == "cluster" else "reachable: one primary"
+            report["redis"] = {"ok": True, "detail": detail, "mode": mode}
             settings = self._store.durability()
             wrong = [f"{k}={settings.get(k, 'unknown')} (need {v})"
                      for k, v in REQUIRED_REDIS.items() if settings.get(k) != v]
             report["redisDurability"] = {"ok": not wrong,
                                          "detail": "; ".join(wrong) or "AOF always, noeviction"}
+            legacy = self._store.legacy_keys()
+            report["redisLayout"] = {"ok": not legacy, "detail": (
+                f"keys of the layout before shards found ({', '.join(legacy)}): they are not "
+                "read; see README \"Upgrading from a release without shards\"") if legacy
+                else "16 shards"}
         except StoreUnavailable as exc:
-            report["redis"] = {"ok": False, "detail": str(exc)}
+            report["redis"] = {"ok": False, "detail": str(exc),
+                               "mode": self._store.mode or "unknown"}
             report["redisDurability"] = {"ok": False, "detail": "Redis unreachable"}
+            report["redisLayout"] = {"ok": False, "detail": "Redis unreachable"}
         try:
             self._genesys.token(deadline)
             report["genesys"] = {"ok": True, "detail": "token obtained"}
-        except (UpstreamError, StoreUnavailable) as exc:
+        except UpstreamError as exc:
             report["genesys"] = {"ok": False, "detail": str(exc)}
+        except StoreUnavailable as exc:
+            # The shared token lives in Redis: Genesys itself was not asked.
+            report["genesys"] = {"ok": False, "detail": f"not checked: {exc} (the shared "
+                                 "token is kept in Redis)"}
         return report

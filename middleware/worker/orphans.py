@@ -23,9 +23,13 @@ from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
-from middleware.store import Store
+from middleware.store import SHARDS, Store
 
 log = logging.getLogger(__name__)
+
+
+class _GenesysDown(Exception):
+    """Genesys is unavailable: the round stops here, the next one goes on."""
 
 
 class OrphanSweep:
@@ -42,20 +46,33 @@ class OrphanSweep:
 
     def run(self, deadline: Deadline) -> int:
         """Disconnect the callbacks of watched tokens the ledger does not own, and those a
-        revocation left; return how many."""
-        return self._finish_revocations(deadline) + self._sweep(deadline)
-
-    def _finish_revocations(self, deadline: Deadline) -> int:
+        revocation left, shard by shard; return how many."""
         done = 0
-        for callback_id in self._store.cancels_to_finish(self._batch):
-            record = self._lifecycle.record(callback_id)
+        try:
+            for shard in SHARDS:
+                done += self._finish_revocations(shard, deadline)
+        except _GenesysDown:
+            pass
+        try:
+            for shard in SHARDS:
+                if deadline.remaining() < 1.0:
+                    break
+                done += self._sweep(shard, deadline)
+        except _GenesysDown as exc:
+            log.warning("orphan sweep paused: genesys", extra={"error": str(exc)})
+        return done
+
+    def _finish_revocations(self, shard: str, deadline: Deadline) -> int:
+        done = 0
+        for callback_id in self._store.cancels_to_finish(shard, self._batch):
+            record = self._lifecycle.record(callback_id, shard)
             # Entries written before cancelled callbacks were marked are still pending here.
             if record is not None and record.pending and not record.in_genesys:
                 self._lifecycle.close(record, "CANCELLED")
             elif record is not None and (record.disconnecting or record.pending):
                 sent = self._send_disconnect(record, deadline)
                 if sent is None:
-                    break
+                    raise _GenesysDown("unavailable")
                 if not sent:
                     continue
                 done += 1
@@ -64,7 +81,7 @@ class OrphanSweep:
                     self._lifecycle.disconnected(record)
                     continue
                 self._lifecycle.close(record, "CANCELLED")
-            self._store.cancel_finished(callback_id)
+            self._store.cancel_finished(shard, callback_id)
         return done
 
     def _send_disconnect(self, record: LedgerRecord, deadline: Deadline) -> bool | None:
@@ -78,25 +95,25 @@ class OrphanSweep:
             return None
         return True
 
-    def _sweep(self, deadline: Deadline) -> int:
+    def _sweep(self, shard: str, deadline: Deadline) -> int:
         now = self._clock.now()
         swept = 0
-        for token, e164, since_ms in self._store.watched_orphans(epoch_ms(now), self._batch):
+        for token, e164, since_ms in self._store.watched_orphans(shard, epoch_ms(now),
+                                                                 self._batch):
             if deadline.remaining() < 1.0:
                 break
-            if self._store.in_outbox(token):
+            if self._store.in_outbox(shard, token):
                 continue
             try:
                 found = self._genesys.find_callbacks_by_token(e164, token, from_ms(since_ms),
                                                               now, deadline)
                 for callback_id in found:
-                    record = self._lifecycle.record(callback_id)
+                    record = self._lifecycle.record(callback_id, shard)
                     if record is not None and record.pending:
                         continue
                     swept += self._disconnect(callback_id, deadline)
             except UpstreamUnavailable as exc:
-                log.warning("orphan sweep paused: genesys", extra={"error": exc.message})
-                break
+                raise _GenesysDown(exc.message) from exc
         return swept
 
     def _disconnect(self, callback_id: str, deadline: Deadline) -> int:

@@ -35,7 +35,7 @@ from middleware.ledger.records import LedgerRecord
 from middleware.rules.number import CustomerNumber, normalise
 from middleware.rules.profiles import AgentProfile
 from middleware.rules.time import format_utc, parse_instant
-from middleware.store import OutboxEntry, Store
+from middleware.store import SHARDS, OutboxEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -86,23 +86,27 @@ class OutboxDelivery:
         now = self._clock.now()
         lease_ms = int(max(deadline.remaining(), 1.0) * 1000) + 5000
         delivered = 0
-        for entry in self._store.lease_outbox(epoch_ms(now), lease_ms, self._batch):
+        for shard in SHARDS:
             if deadline.remaining() < 1.0:
                 break
-            if self._attempt(entry, deadline):
-                delivered += 1
+            for entry in self._store.lease_outbox(shard, epoch_ms(now), lease_ms, self._batch):
+                if deadline.remaining() < 1.0:
+                    # Leased but not tried: its lease ends and a later round takes it.
+                    break
+                if self._attempt(entry, deadline):
+                    delivered += 1
         return delivered
 
     def _attempt(self, entry: OutboxEntry, deadline: Deadline) -> bool:
         payload = dict(entry.payload)
-        record = self._lifecycle.record(str(payload["ledgerId"]))
+        record = self._lifecycle.record(str(payload["ledgerId"]), entry.shard)
         if record is None or record.state not in ("QUEUED", "CREATING"):
             return self._cancelled(entry, payload, deadline, record)
         command: dict[str, Any] = dict(payload["command"])
         if not payload.get("mayHaveRun"):
             # Written before sending: if this worker dies after Genesys got the create, the
             # next attempt looks for it instead of creating it again.
-            self._store.save_outbox_payload(entry.token, {**payload, "mayHaveRun": True})
+            self._store.save_outbox_payload(entry, {**payload, "mayHaveRun": True})
         # However this attempt ends, a create it sends may land after we stop waiting.
         self._lifecycle.watch_late_create(entry.token, str(payload["e164"]),
                                        int(payload.get("acceptedMs") or 0))
@@ -150,8 +154,8 @@ class OutboxDelivery:
                                          exc.message, payload)
                 return False
         if record is not None and record.replaces:
-            self._lifecycle.unlink(record.replaces, record.callback_id)
-        self._store.finish_outbox(entry.token)
+            self._lifecycle.unlink(record, record.replaces)
+        self._store.finish_outbox(entry.shard, entry.token)
         log.info("outbox entry dropped: no longer wanted", extra={"token": entry.token})
         return False
 
@@ -197,7 +201,7 @@ class OutboxDelivery:
                 "retryInS": round(delay.total_seconds(), 1)})
             return
         if not self._lifecycle.dead_letter(
-                entry, self._lifecycle.record(str(payload["ledgerId"])), error):
+                entry, self._lifecycle.record(str(payload["ledgerId"]), entry.shard), error):
             log.info("outbox entry dropped: cancelled before it was given up on",
                      extra={"token": entry.token})
             return
@@ -224,7 +228,7 @@ def replay(store: Store, lifecycle: Lifecycle, tokens: list[str], clock: Clock) 
         entry = store.outbox_entry(token)
         if entry is None:
             continue
-        record = lifecycle.record(str(entry.payload["ledgerId"]))
+        record = lifecycle.record(str(entry.payload["ledgerId"]), entry.shard)
         number = normalise(record.e164, "") if record is not None else None
         if record is None or number is None:
             continue
@@ -234,7 +238,7 @@ def replay(store: Store, lifecycle: Lifecycle, tokens: list[str], clock: Clock) 
             log.info("dead letter replayed", extra={"token": token})
             continue
         refused[token] = reason
-        store.refuse_replay(token, f"replay refused: {reason}")
+        store.refuse_replay(entry, f"replay refused: {reason}")
         log.warning("dead letter replay refused", extra={"token": token, "reason": reason})
     return Replay(replayed, refused)
 

@@ -20,7 +20,7 @@ from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamError
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
-from middleware.store import Store
+from middleware.store import SHARDS, Store
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +40,38 @@ class Reassigner:
         self._clock = clock
 
     def run(self, deadline: Deadline) -> int:
-        """Check the callbacks due within the lookahead; return how many moved."""
+        """Check the callbacks due within the lookahead, shard by shard; return how many
+        moved."""
+        moved = 0
+        for shard in SHARDS:
+            done = self._round(shard, deadline)
+            if done is None:
+                break
+            moved += done
+        return moved
+
+    def _round(self, shard: str, deadline: Deadline) -> int | None:
+        """One shard's page; ``None`` when Genesys paused the round."""
         # Replaced callbacks whose disconnect failed come first, whatever their time.
-        for callback_id in self._store.replaced_awaiting_disconnect(self._batch):
-            old = self._lifecycle.record(callback_id)
+        for callback_id in self._store.replaced_awaiting_disconnect(shard, self._batch):
+            old = self._lifecycle.record(callback_id, shard)
             if old is None or not old.pending:
-                self._lifecycle.forget_replacement(callback_id)
+                self._lifecycle.forget_replacement(shard, callback_id)
             elif not self._callbacks.finish_replacement(old, deadline):
                 break
         now = self._clock.now()
         # A cursor walks the lookahead a page at a time, so a page of callbacks whose owners
         # are fine (or cannot be moved) never hides the ones after it.
         start, end = epoch_ms(now), epoch_ms(now + self._lookahead)
-        cursor = self._store.reassign_cursor()
+        cursor = self._store.walk_cursor(shard, "reassign")
         if cursor[0] < start:
             cursor = (start - 1, "")
-        due = [(cid, ms) for cid, ms in self._store.pending_page(cursor, self._batch)
+        due = [(cid, ms) for cid, ms in self._store.pending_page(shard, cursor, self._batch)
                if ms <= end]
-        self._store.save_reassign_cursor(due[-1][::-1] if len(due) == self._batch
-                                         else (-1, ""))
+        self._store.save_walk_cursor(shard, "reassign", due[-1][::-1]
+                                     if len(due) == self._batch else (-1, ""))
         moved = 0
-        for record in self._lifecycle.records([cid for cid, _ in due]):
+        for record in self._lifecycle.records([cid for cid, _ in due], shard):
             if not record.in_genesys or not record.agent_id:
                 continue
             if record.replaced_by:
@@ -78,7 +89,8 @@ class Reassigner:
                     continue
                 # Under the change lock: a reschedule of it in flight finishes first.
                 with self._lifecycle.changing(record, deadline, 0.0) as change:
-                    current = self._lifecycle.record(record.callback_id) if change else None
+                    current = self._lifecycle.record(record.callback_id, shard) \
+                        if change else None
                     if current is None or current.version != record.version:
                         continue
                     self._callbacks.replace_owner(record, decision.assigned, at, deadline,
@@ -89,5 +101,5 @@ class Reassigner:
                 continue
             except UpstreamError as exc:
                 log.warning("reassignment paused: genesys", extra={"error": exc.message})
-                break
+                return None
         return moved

@@ -37,7 +37,7 @@ from middleware.errors import UpstreamRejected, UpstreamUnavailable
 from middleware.genesys.client import GenesysClient, callback_end_state, callback_scheduled_ms
 from middleware.ledger.lifecycle import FORGET_AFTER, Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord, State
-from middleware.store import Store
+from middleware.store import SHARDS, Store
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ MAX_INTERVAL: Final = timedelta(days=31)
 PAGE_SIZE: Final = 100
 #: Queues named in one query (the API documents no limit; kept modest).
 QUEUES_PER_QUERY: Final = 100
-#: Ledger records the Redis walk reads per round.
-WALK: Final = 2000
+#: Ledger records the Redis walk reads per round, from each shard.
+WALK: Final = 125
 
 
 def page_size(batch_size: int, interval_s: int, rate_limit_per_min: int) -> int:
@@ -168,39 +168,61 @@ class Reconciler:
     # -- the Redis walk --------------------------------------------------------------
 
     def _walk(self, now: datetime) -> None:
-        """Note queues and find callbacks the interval cannot reach, a page of the ledger
-        at a time (Redis only)."""
-        page = self._store.pending_page(self._store.reconcile_cursor(), WALK)
+        """Note queues and find callbacks the interval cannot reach, a page of each shard
+        of the ledger at a time (Redis only)."""
+        queues: set[str] = set()
+        for shard in SHARDS:
+            queues |= self._walk_shard(shard, now)
+        self._lifecycle.note_queues(sorted(queues))
+
+    def _walk_shard(self, shard: str, now: datetime) -> set[str]:
+        page = self._store.pending_page(shard, self._store.walk_cursor(shard, "reconcile"),
+                                        WALK)
         if not page:
-            self._store.save_reconcile_cursor((-1, ""))
-            return
+            self._store.save_walk_cursor(shard, "reconcile", (-1, ""))
+            return set()
         ids = [cid for cid, _ in page]
-        facts = self._store.pending_facts(ids)
+        facts = self._store.pending_facts(shard, ids)
         gone = [cid for cid, fact in zip(ids, facts, strict=True) if fact is None]
         if gone:
             # Their records expired long after their time: nothing left to reconcile.
-            self._lifecycle.forget_gone(gone)
+            self._lifecycle.forget_gone(shard, gone)
         live = [(cid, f) for cid, f in zip(ids, facts, strict=True)
                 if f is not None and f[1] == State.PENDING]
-        self._lifecycle.note_queues(sorted({f[0] for _, f in live if f[0]}))
         reach_ms = epoch_ms(self._interval_start(now))
         early = [cid for cid, f in live if 0 < f[2] < reach_ms]
         if early:
-            self._lifecycle.doubt(early)
+            self._lifecycle.doubt(shard, early)
         last_id, last_ms = page[-1]
-        self._store.save_reconcile_cursor((last_ms, last_id) if len(page) == WALK else (-1, ""))
+        self._store.save_walk_cursor(shard, "reconcile", (last_ms, last_id)
+                                     if len(page) == WALK else (-1, ""))
+        return {f[0] for _, f in live if f[0]}
 
     # -- the changes in doubt ----------------------------------------------------------
 
     def _in_doubt(self, now: datetime, deadline: Deadline, limit: int) -> tuple[int, int]:
-        """Read back the callbacks whose last change is in doubt; ``(requests, closed)``."""
-        due = self._store.in_doubt_due(epoch_ms(now), limit)
+        """Read back the callbacks whose last change is in doubt, shard by shard, at most
+        ``limit`` in all; ``(requests, closed)``."""
+        spent, closed = 0, 0
+        for shard in SHARDS:
+            if spent >= limit or deadline.remaining() <= 1.0:
+                break
+            did, ended, down = self._in_doubt_shard(shard, now, deadline, limit - spent)
+            spent, closed = spent + did, closed + ended
+            if down:
+                break
+        return spent, closed
+
+    def _in_doubt_shard(self, shard: str, now: datetime, deadline: Deadline, limit: int
+                        ) -> tuple[int, int, bool]:
+        """One shard's in-doubt reads: ``(requests, closed, Genesys looked down)``."""
+        due = self._store.in_doubt_due(shard, epoch_ms(now), limit)
         if not due:
-            return 0, 0
-        records = {r.callback_id: r for r in self._lifecycle.records(due)}
+            return 0, 0, False
+        records = {r.callback_id: r for r in self._lifecycle.records(due, shard)}
         done = [cid for cid in due if cid not in records or not records[cid].in_genesys]
         if done:
-            self._lifecycle.forget_doubt(done)
+            self._lifecycle.forget_doubt(shard, done)
         spent, closed, failures = 0, 0, 0
         for callback_id in due:
             record = records.get(callback_id)
@@ -217,7 +239,7 @@ class Reconciler:
                 if failures >= _OUTAGE_AFTER:
                     log.warning("reconcile paused: genesys unavailable",
                                 extra={"error": exc.message})
-                    break
+                    return spent, closed, True
                 log.warning("reconcile skipped a callback", extra={
                     "callbackId": callback_id, "error": exc.message})
                 continue
@@ -230,7 +252,7 @@ class Reconciler:
             ended = callback_end_state(conversation)
             if ended is not None:
                 self._lifecycle.close(record, "CANCELLED" if record.cancel_asked else ended)
-                self._lifecycle.forget_doubt([callback_id])
+                self._lifecycle.forget_doubt(shard, [callback_id])
                 closed += 1
                 log.info("callback left the window", extra={
                     "callbackId": callback_id, "state": ended})
@@ -241,7 +263,7 @@ class Reconciler:
             watching = bool(record.reschedule_asked_ms) and epoch_ms(now) \
                 - record.reschedule_asked_ms < LATE_CHANGE_WATCH_MS
             self._lifecycle.settle(record, still_in_doubt=watching)
-        return spent, closed
+        return spent, closed, False
 
     def _adopt_time(self, record: LedgerRecord, conversation: dict[str, Any] | None) -> None:
         """Genesys holds the callback at another time than the ledger (a PATCH that landed

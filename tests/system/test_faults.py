@@ -43,6 +43,7 @@ from tests.conftest import (
     Simulator,
     create_body,
     free_port,
+    outbox_schedule,
     service_env,
     start_gunicorn,
     start_redis,
@@ -213,8 +214,8 @@ def test_accepted_requests_survive_faults(rig: Rig) -> None:
     client = rig.redis.client()
 
     def drained() -> bool:
-        open_states = [client.hget(k, "st") for k in client.scan_iter("cbm:cb:queued-*")]
-        return client.zcard("cbm:outbox") == 0 and not [
+        open_states = [client.hget(k, "st") for k in client.scan_iter("cbm:{s*}:cb:queued-*")]
+        return not outbox_schedule(client) and not [
             s for s in open_states if s in ("QUEUED", "CREATING")]
 
     wait_for(drained, 60, "outbox drained")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import T0, Service, Simulator, create_body
+from tests.conftest import T0, Service, Simulator, create_body, outbox_schedule
 
 
 def test_401_fetches_one_new_token_and_retries(service: Service, sim: Simulator) -> None:
@@ -45,7 +45,7 @@ def test_429_beyond_deadline_answers_fast(service: Service, sim: Simulator) -> N
     result = service.action("create-callback", create_body())
     assert (result.json["outcome"], result.json["reason"]) == ("QUEUED", "UPSTREAM_UNAVAILABLE")
     assert time.monotonic() - started < 1.0
-    [(_, first_attempt)] = service.redis.zrange("cbm:outbox", 0, -1, withscores=True)
+    [(_, first_attempt)] = outbox_schedule(service.redis)
     assert first_attempt >= (T0.timestamp() + 30) * 1000
 
 

@@ -16,7 +16,7 @@ from middleware.app import Services, build_duties, build_services
 from middleware.config import Config
 from middleware.deadline import Deadline
 from middleware.genesys.client import new_session
-from middleware.store import connect
+from middleware.store import SHARDS, connect
 from tests.conftest import (
     AUTH,
     T0,
@@ -536,7 +536,7 @@ def test_a_create_cancelled_while_queued_is_not_kept_as_a_dead_letter(
     sim.control("PUT", "faults", {"status": 503, "count": 1, "pathPrefix": CALLBACKS})
     queued = service.action("create-callback", create_body()).json
     assert queued["outcome"] == "QUEUED"
-    [entry] = services.store.lease_outbox(2**62, 1, 10)
+    [entry] = [e for shard in SHARDS for e in services.store.lease_outbox(shard, 2**62, 1, 10)]
     record = services.lifecycle.record(str(entry.payload["ledgerId"]))
     assert record is not None
     services.lifecycle.cancel(record)

@@ -96,7 +96,7 @@ def test_unknown_queue_is_refused_before_any_consent_is_recorded(
     assert (answer["outcome"], answer["reason"], answer["consentId"]) == (
         "REJECTED", "UPSTREAM_REJECTED", "")
     assert wrong in answer["message"]
-    assert list(service.redis.scan_iter("cbm:consent:*")) == []
+    assert list(service.redis.scan_iter("cbm:{s*}:consent:*")) == []
     assert sim.creates() == 0
 
 

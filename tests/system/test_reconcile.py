@@ -15,7 +15,7 @@ from middleware.deadline import Deadline
 from middleware.genesys.client import new_session
 from middleware.ledger.records import LedgerRecord
 from middleware.rules.number import CustomerNumber
-from middleware.store import keys
+from middleware.store import SHARDS
 from tests.conftest import (
     DEMO_AGENT,
     DEMO_QUEUE,
@@ -24,6 +24,7 @@ from tests.conftest import (
     Service,
     Simulator,
     create_body,
+    pending_total,
     when,
 )
 from tests.system.test_lifecycle import duty, pending_count, worker
@@ -80,7 +81,7 @@ def fill(service: Service, redis_server: RedisServer, count: int) -> None:
         if len(batch.pipe) >= 20_000:
             batch.pipe.execute()
     batch.pipe.execute()
-    assert real.zcard(keys.PENDING) >= count
+    assert pending_total(real) >= count
 
 
 def genesys_requests(sim: Simulator) -> int:
@@ -128,7 +129,7 @@ def test_ended_callbacks_leave_the_window_at_100k_pending_within_budget(
     budget = config.genesys_rate_limit_per_min * rounds * config.reconcile_interval_s / 60
     assert used <= budget / 4, (used, budget)
     # Everything else stays pending: nothing was closed that Genesys did not end.
-    assert service.redis.zcard(keys.PENDING) == PENDING_AT_SIZE
+    assert pending_total(service.redis) == PENDING_AT_SIZE
     print(f"\n100k pending: {rounds} round(s), {used} Genesys requests "
           f"(quarter budget {budget / 4:.0f}), {time.monotonic() - started:.1f} s")
 
@@ -212,12 +213,17 @@ def test_a_reschedule_whose_patch_never_answered_takes_the_time_genesys_holds(
     found = service.action("find-pending-callbacks", {"customerNumber": "+14155552671"}).json
     assert found["scheduledTimeUtc"][:19] == held["callbackScheduledTime"][:19], found
     # Read back again for a while (a PATCH Genesys holds may land later), then settled.
-    assert services.store.in_doubt_due(2**62, 10) == [created["callbackId"]]
+    assert in_doubt_due(services, 2**62) == [created["callbackId"]]
     service.clock.advance(timedelta(minutes=3))
     duty(services, "reconcile")()
     record = services.lifecycle.record(created["callbackId"])
     assert record is not None and record.reschedule_asked_ms == 0
-    assert services.store.in_doubt_due(2**62, 10) == []
+    assert in_doubt_due(services, 2**62) == []
+
+
+def in_doubt_due(services: Services, now_ms: int) -> list[str]:
+    """The in-doubt callbacks due for a read by ``now_ms``, over every shard."""
+    return [cid for shard in SHARDS for cid in services.store.in_doubt_due(shard, now_ms, 10)]
 
 
 def test_in_doubt_reads_stay_within_their_share(
@@ -238,5 +244,4 @@ def test_in_doubt_reads_stay_within_their_share(
     duty(services, "reconcile")()
     assert callback_reads(sim) - before == 3
     # The three read are due again later (still watched); the other three are due now.
-    assert len(services.store.in_doubt_due(
-        int(service.clock.now().timestamp() * 1000), 10)) == 3
+    assert len(in_doubt_due(services, int(service.clock.now().timestamp() * 1000))) == 3

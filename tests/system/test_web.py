@@ -15,6 +15,7 @@ from tests.conftest import (
     ROOT,
     Service,
     basic_header,
+    free_port,
 )
 
 PROTECTED = [("POST", "/v1/actions/create-callback"), ("GET", "/openapi.json"),
@@ -58,7 +59,28 @@ def test_ready_reports_each_check(service: Service) -> None:
     result = service.client.simulate_get("/readyz")
     assert result.status_code == 200, result.json
     assert {k: v["ok"] for k, v in result.json["checks"].items()} == {
-        "redis": True, "redisDurability": True, "genesys": True}
+        "redis": True, "redisDurability": True, "redisLayout": True, "genesys": True}
+    assert result.json["checks"]["redis"]["mode"] in ("standalone", "cluster")
+
+
+def test_ready_names_redis_when_redis_is_down(make_service) -> None:  # type: ignore[no-untyped-def]
+    """With Redis unreachable every Redis check fails, and the Genesys check says it was not
+    made because of Redis rather than blaming Genesys."""
+    service = make_service(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    result = service.client.simulate_get("/readyz")
+    assert result.status_code == 503
+    checks = result.json["checks"]
+    assert (checks["redis"]["ok"], checks["redis"]["mode"]) == (False, "unknown")
+    assert "Redis" in checks["genesys"]["detail"] and "not checked" in checks["genesys"]["detail"]
+
+
+def test_ready_fails_naming_keys_of_the_layout_before_shards(service: Service) -> None:
+    """Shared indexes written by a release without shards are not read: not ready, and
+    says which keys and where to read about upgrading."""
+    service.redis.zadd("cbm:pending", {"old-callback": 1})
+    result = service.client.simulate_get("/readyz")
+    assert result.status_code == 503
+    assert "cbm:pending" in result.json["checks"]["redisLayout"]["detail"]
 
 
 def test_ready_fails_naming_durability_when_aof_is_off(service: Service) -> None:
