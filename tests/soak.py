@@ -48,6 +48,7 @@ from middleware.app import Services, build_duties, build_services, create_app
 from middleware.config import Config
 from middleware.deadline import Deadline
 from middleware.genesys.client import new_session
+from middleware.rules.number import NumberKeys
 from middleware.rules.time import parse_instant
 from middleware.store import connect
 from middleware.worker.loop import run_loop
@@ -599,7 +600,7 @@ class Workload:
         for call in self.history.calls:
             consent_id = call.get("consentId")
             if call.action in ("record-consent", "revoke-consent") and consent_id:
-                raw = self.services.store.consent(consent_id) or {}
+                raw = self.services.store.consent(NumberKeys.shard(call.e164), consent_id) or {}
                 stored[consent_id] = (int(raw.get("seq") or 0), _instant(raw.get("capturedAt")))
         return Observation(self.rig.sim("GET", "callbacks")["callbacks"], views,
                            self.dead_lettered, self.rig.rotation, self.errors, stored)
