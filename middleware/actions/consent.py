@@ -25,10 +25,15 @@ from middleware.errors import UpstreamError
 from middleware.evidence import expand_events
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord, history_event
-from middleware.rules.consent import ConsentDecision, decide, in_future
+from middleware.rules.consent import (
+    ConsentDecision,
+    ConsentFacts,
+    decide,
+    in_future,
+)
 from middleware.rules.number import CustomerNumber, NumberKeys, invalid_number_message, number_of
 from middleware.rules.time import format_utc, parse_instant
-from middleware.store import Store
+from middleware.store import ConsentWrite, NumberFacts, Store
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,29 @@ class _NumberConsents:
         return self._store.consent_state(self._keys.all(self._number.e164))
 
 
+class _ReadConsents:
+    """The consent rule's view of one number, from facts read beforehand in one round trip
+    (``ConsentLedger.facts``): the record asked for, and the revocation state."""
+
+    def __init__(self, facts: NumberFacts, consent_id: str, number_keys: tuple[str, ...]
+                 ) -> None:
+        self._facts = facts
+        self._consent_id = consent_id
+        self._number_keys = number_keys
+
+    def consent(self, consent_id: str) -> Mapping[str, str] | None:
+        """The record read, if it is the one asked for."""
+        return self._facts.consent if consent_id == self._consent_id else None
+
+    def number_keys(self) -> tuple[str, ...]:
+        """Every key the number's records may carry."""
+        return self._number_keys
+
+    def revocation(self) -> tuple[int, int]:
+        """The epochs of the number's latest revocation and latest lifting consent."""
+        return self._facts.revoked, self._facts.lifted
+
+
 class ConsentLedger:
     """Consent records and the consent rule, over the store."""
 
@@ -66,14 +94,35 @@ class ConsentLedger:
         self._max_age = max_age
         self._retention_s = int(retention.total_seconds())
 
-    def check(self, fields: dict[str, Any], number: CustomerNumber) -> ConsentDecision:
-        """Apply the consent rule for a create; nothing is written."""
-        return decide(fields, _NumberConsents(self._store, self._keys, number),
-                      self._clock.now(), self._max_age)
+    def check(self, fields: dict[str, Any], number: CustomerNumber,
+              facts: NumberFacts | None = None) -> ConsentDecision:
+        """Apply the consent rule for a create (on ``facts`` when read already); nothing is
+        written."""
+        view: ConsentFacts = _NumberConsents(self._store, self._keys, number) if facts is None \
+            else _ReadConsents(facts, str(fields.get("consentId") or ""),
+                               self._keys.all(number.e164))
+        return decide(fields, view, self._clock.now(), self._max_age)
 
     def record(self, number: CustomerNumber, fields: dict[str, Any], captured: datetime,
                via: str, kind: str = "CONSENT") -> str:
         """Store a consent (or revocation) record; return its id."""
+        write = self.prepare(number, fields, captured, via, kind)
+        self._store.save_consent(write.digests, write.record, write.captured_ms,
+                                 lifts=write.lifts, retention_s=write.retention_s,
+                                 event=write.event)
+        self.stored(write, number)
+        return write.record["consentId"]
+
+    def stored(self, write: ConsentWrite, number: CustomerNumber) -> None:
+        """Log a consent stored (by ``record``, or by a create's journal)."""
+        log.info("consent recorded", extra={
+            "consentId": write.record["consentId"], "kind": write.record["kind"],
+            "via": write.record["via"], "number": number.masked})
+
+    def prepare(self, number: CustomerNumber, fields: dict[str, Any], captured: datetime,
+                via: str, kind: str = "CONSENT") -> ConsentWrite:
+        """A consent (or revocation) record with a new id, ready to store (``record``, or a
+        create's journal step)."""
         consent_id = str(uuid.uuid4())
         digest = self._keys.current(number.e164)
         record = {
@@ -91,12 +140,9 @@ class ConsentLedger:
         event = history_event("revocation" if kind == "REVOCATION" else "consent",
                               epoch_ms(self._clock.now()), consentId=consent_id)
         # Only a consent stored on its own (record-consent) may end a revocation.
-        self._store.save_consent(self._keys.all(number.e164), record, epoch_ms(captured),
-                                 lifts=(via == "record-consent"), retention_s=self._retention_s,
-                                 event=event)
-        log.info("consent recorded", extra={"consentId": consent_id, "kind": kind, "via": via,
-                                            "number": number.masked})
-        return consent_id
+        return ConsentWrite(self._keys.all(number.e164), record, epoch_ms(captured),
+                            lifts=(via == "record-consent"), retention_s=self._retention_s,
+                            event=event)
 
     def evidence(self, number: CustomerNumber) -> list[dict[str, str]]:
         """Every consent, revocation and callback event of the number, in time order, with

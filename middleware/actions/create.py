@@ -39,6 +39,7 @@ from middleware.ledger.lifecycle import Hold, Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, number_of
+from middleware.store import ConsentWrite, NumberFacts
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class Draft:
     captured: datetime | None = None
     scheduled: datetime | None = None
     assigned: str = ""
+    #: The owner step ran (``assigned`` may be empty: the queue owns it).
+    owner_known: bool = False
     command: dict[str, Any] = field(default_factory=dict)
     journaled: LedgerRecord | None = None
 
@@ -191,19 +194,22 @@ class CreateCallback:
 
     def _checked(self, d: Draft) -> Answer:
         """The checks that need no claim, then the steps that hold it."""
-        return self._daily_cap(d) or self._consent(d) or self._time(d) or self._claimed(d)
+        # The daily count, the revocation state and the consent relied on: one round trip.
+        facts = self._lifecycle.facts(d.number, str(d.fields.get("consentId") or ""))
+        return self._daily_cap(d, facts) or self._consent(d, facts) or self._time(d) \
+            or self._claimed(d, facts)
 
-    def _daily_cap(self, d: Draft) -> Answer | None:
+    def _daily_cap(self, d: Draft, facts: NumberFacts) -> Answer | None:
         """The number's cap, read first so a capped number answers in the number step (the
         claim checks it again, atomically)."""
-        if not self._lifecycle.over_daily_limit(d.number):
+        if facts.created_today < self._lifecycle.daily_limit:
             return None
         return self._out.answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER",
                                 **d.common, message=_DAILY_LIMIT_MESSAGE)
 
-    def _consent(self, d: Draft) -> Answer | None:
+    def _consent(self, d: Draft, facts: NumberFacts) -> Answer | None:
         """Recorded consent (or one given with the request), not revoked since."""
-        verdict = self._consents.check(d.fields, d.number)
+        verdict = self._consents.check(d.fields, d.number, facts)
         if verdict.reason != "OK":
             return self._out.answer(outcome="REJECTED", reason=verdict.reason,
                                     message=verdict.message,
@@ -236,9 +242,15 @@ class CreateCallback:
                         warnings=",".join(when.warnings))
         return None
 
-    def _claimed(self, d: Draft) -> Answer:
+    def _claimed(self, d: Draft, facts: NumberFacts) -> Answer:
         """Claim the number (or answer its pending callback); owner and journal hold the
-        claim, which the ``with`` releases unless the journal took its place."""
+        claim, which the ``with`` releases unless the journal took its place. A number with
+        nothing pending takes the warm path first: owner, then claim and journal in one
+        step; anything found in its way there sends it down the usual path."""
+        if not d.afresh and not facts.pending_indexed:
+            answer = self._warm(d)
+            if answer is not None:
+                return answer
         if d.afresh:
             standing = self._lifecycle.pending(d.number, window_only=False)
             if standing:
@@ -260,8 +272,55 @@ class CreateCallback:
                 message="Another request for this number is being created right now; retry "
                 "shortly to receive it.")
         with self._lifecycle.claimed(d.number, d.token) as hold:
-            answer = self._owner_step(d) or self._journal(d, hold)
+            answer = (None if d.owner_known else self._owner_step(d)) or self._journal(d, hold)
         return answer or self._send(d)
+
+    def _warm(self, d: Draft) -> Answer | None:
+        """The owner, then the claim and the journal (and the consent the request gave) in
+        one Redis step, then Genesys; ``None`` when the step found the number claimed, a
+        callback pending or the daily cap reached (the usual path then waits or answers)."""
+        answer = self._owner_step(d)
+        if answer is not None:
+            return answer
+        given = self._given_consent(d)
+        ask = self._genesys.budget()
+        done = self._lifecycle.claim_and_journal(
+            d.number, d.token, self._intent(d), self._payload(d, may_have_run=True),
+            epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch, consent=given,
+            budget=(ask.client, ask.capacity, ask.per_ms))
+        if given is not None:
+            self._consents.stored(given, d.number)
+        if done.status == "REVOKED":
+            return self._revoked_meanwhile(d)
+        if done.record is None:
+            return None
+        d.journaled = done.record
+        return self._send(d, reserved=done.rate == 0)
+
+    def _given_consent(self, d: Draft) -> ConsentWrite | None:
+        """The consent the request gave, to store with its journal (``None`` when it relies
+        on one recorded before); the create command names it."""
+        given = None if d.consent_id else self._consents.prepare(
+            d.number, d.fields, d.captured or d.now, via="create-callback")
+        if given is not None:
+            d.consent_id = given.record["consentId"]
+        d.command = create_command(d.fields, d.number, d.assigned, timing.format_utc(d.at),
+                                   d.token, d.consent_id)
+        d.common["consentId"] = d.consent_id
+        return given
+
+    def _intent(self, d: Draft) -> LedgerRecord:
+        """The journal's record of the create."""
+        return LedgerRecord(
+            callback_id=f"queued-{d.token}", number_key="", scheduled_ms=epoch_ms(d.at),
+            agent_id=d.assigned, queue_id=d.queue_id, state="CREATING", acd_id="",
+            request_token=d.token, created_ms=epoch_ms(d.now), consent_id=d.consent_id,
+            e164=d.number.e164)
+
+    def _revoked_meanwhile(self, d: Draft) -> Answer:
+        return self._out.answer(outcome="REJECTED", reason="CONSENT_REVOKED", **d.common,
+                                message="Consent was withdrawn while the callback was "
+                                "being checked; nothing was created.")
 
     def _owner_step(self, d: Draft) -> Answer | None:
         """The owner, or who takes over when the owner is unavailable then (SPEC §4 Owner)."""
@@ -280,7 +339,7 @@ class CreateCallback:
                 reassignReason=decision.reassign_reason,
                 message=f"The agent is unavailable ({decision.reassign_reason}) and no one "
                 "else may own the callback.")
-        d.assigned = decision.assigned
+        d.assigned, d.owner_known = decision.assigned, True
         if decision.reassigned:
             zone = decision.profile.zone if decision.profile is not None else ""
             d.common.update(time_fields(d.at, zone, d.number), reassigned=True,
@@ -292,21 +351,15 @@ class CreateCallback:
         crash before the outcome is recorded is resolved by the worker without a second
         callback. The journal re-checks that no revocation was stored since the consent step
         and that the claim is still ours."""
-        d.consent_id = d.consent_id or self._consents.record(
-            d.number, d.fields, d.captured or d.now, via="create-callback")
-        d.command = create_command(d.fields, d.number, d.assigned, timing.format_utc(d.at),
-                                   d.token, d.consent_id)
-        d.common["consentId"] = d.consent_id
-        d.journaled = self._lifecycle.journal(d.number, d.token, LedgerRecord(
-            callback_id=f"queued-{d.token}", number_key="", scheduled_ms=epoch_ms(d.at),
-            agent_id=d.assigned, queue_id=d.queue_id, state="CREATING", acd_id="",
-            request_token=d.token, created_ms=epoch_ms(d.now), consent_id=d.consent_id,
-            e164=d.number.e164), payload=self._payload(d, may_have_run=True),
-            resolve_after_ms=epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch)
+        given = self._given_consent(d)
+        d.journaled = self._lifecycle.journal(
+            d.number, d.token, self._intent(d), payload=self._payload(d, may_have_run=True),
+            resolve_after_ms=epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch,
+            consent=given)
+        if given is not None:
+            self._consents.stored(given, d.number)
         if d.journaled is None:
-            return self._out.answer(outcome="REJECTED", reason="CONSENT_REVOKED", **d.common,
-                                    message="Consent was withdrawn while the callback was "
-                                    "being checked; nothing was created.")
+            return self._revoked_meanwhile(d)
         hold.journaled()
         return None
 
@@ -315,13 +368,14 @@ class CreateCallback:
         return {"command": d.command, "ledgerId": ledger_id, "e164": d.number.e164,
                 "mayHaveRun": may_have_run, "acceptedMs": epoch_ms(d.now)}
 
-    def _send(self, d: Draft) -> Answer:
-        """Create it in Genesys, then deliver it (or QUEUE it, or take it back)."""
+    def _send(self, d: Draft, reserved: bool = False) -> Answer:
+        """Create it in Genesys, then deliver it (or QUEUE it, or take it back);
+        ``reserved``: the journal's step took the call from the Genesys budget."""
         journaled = d.journaled
         if journaled is None:
             raise RuntimeError("the journal step has not run")
         try:
-            created = self._genesys.create_callback(d.command, d.ctx.deadline)
+            created = self._genesys.create_callback(d.command, d.ctx.deadline, reserved)
         except UpstreamUnavailable as exc:
             return self._queued(d, journaled, exc)
         except UpstreamRejected as exc:

@@ -187,6 +187,15 @@ class SharedState(Protocol):
         """Take one call from the shared budget; 0, or ms until one is free."""
 
 
+@dataclass(frozen=True)
+class RateAsk:
+    """The shared call budget's bucket: its key's client, capacity and refill per ms."""
+
+    client: str
+    capacity: int
+    per_ms: float
+
+
 def client_key(client_id: str) -> str:
     """Stable, non-reversible name for an OAuth client in the shared state's keys."""
     return hashlib.sha256(client_id.encode()).hexdigest()[:16]
@@ -277,17 +286,22 @@ class GenesysClient:
 
     # -- calls --------------------------------------------------------------------------
 
-    def _throttle(self, deadline: Deadline) -> None:
-        """Take one call from the budget all workers and instances share, waiting for it only
-        while the deadline allows: a burst of requests cannot exhaust the org's API quota."""
+    def budget(self) -> RateAsk:
+        """The shared budget's bucket, so a caller can take a call from it in a Redis step
+        it makes anyway (``create_callback(reserved=True)`` then spends it)."""
         limit = self._s.rate_limit_per_min
         # Burst plus a minute's refill never exceeds the limit, so no 60-second window can
         # hold more calls than Genesys allows, whatever the skew between our bucket's clock
         # and Genesys'; half the budget may go in a burst (cold caches after a deploy).
         burst = max(1, limit // 2)
+        return RateAsk(self._client, burst, max(limit - burst, 1) / 60_000)
+
+    def _throttle(self, deadline: Deadline) -> None:
+        """Take one call from the budget all workers and instances share, waiting for it only
+        while the deadline allows: a burst of requests cannot exhaust the org's API quota."""
+        ask = self.budget()
         while True:
-            wait_ms = self._store.take_rate_token(self._client, burst,
-                                                  max(limit - burst, 1) / 60_000)
+            wait_ms = self._store.take_rate_token(ask.client, ask.capacity, ask.per_ms)
             if wait_ms <= 0:
                 return
             if wait_ms / 1000 + _AFTER_WAIT_MARGIN_S >= deadline.remaining():
@@ -296,12 +310,16 @@ class GenesysClient:
             time.sleep(wait_ms / 1000)
 
     def call(self, method: str, path: str, deadline: Deadline, *,
-             body: Any = None, params: dict[str, str] | None = None) -> Any:
-        """One API call with the shared token; the parsed JSON answer (``None`` when empty)."""
+             body: Any = None, params: dict[str, str] | None = None,
+             reserved: bool = False) -> Any:
+        """One API call with the shared token; the parsed JSON answer (``None`` when empty).
+        ``reserved``: the caller already took this call from the budget."""
         refreshed = False
         while True:
             token = self.token(deadline)
-            self._throttle(deadline)
+            if not reserved:
+                self._throttle(deadline)
+            reserved = False
             resp = self._send(method, path, deadline, token, body, params)
             if resp.status_code == 401 and not refreshed:
                 refreshed = True
@@ -340,9 +358,12 @@ class GenesysClient:
 
     # -- callbacks ----------------------------------------------------------------------
 
-    def create_callback(self, command: dict[str, Any], deadline: Deadline) -> CreatedCallback:
-        """``POST /api/v2/conversations/callbacks``; the new conversation and its identifiers."""
-        answer = self.call("POST", "/api/v2/conversations/callbacks", deadline, body=command)
+    def create_callback(self, command: dict[str, Any], deadline: Deadline,
+                        reserved: bool = False) -> CreatedCallback:
+        """``POST /api/v2/conversations/callbacks``; the new conversation and its identifiers
+        (``reserved``: the call was taken from the budget already, see ``budget``)."""
+        answer = self.call("POST", "/api/v2/conversations/callbacks", deadline, body=command,
+                           reserved=reserved)
         try:
             return CreatedCallback(
                 conversation_id=str(answer["conversation"]["id"]),

@@ -40,8 +40,16 @@ from typing import Any, Final
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.ledger.records import TERMINAL_STATES, LedgerRecord, State, history_event
+from middleware.rules.consent import well_formed_id
 from middleware.rules.number import CustomerNumber, NumberKeys
-from middleware.store import SHARDS, OutboxEntry, Store
+from middleware.store import (
+    SHARDS,
+    ConsentWrite,
+    NumberFacts,
+    OutboxEntry,
+    Store,
+    window_check,
+)
 
 #: Owned callbacks live at most 168 h past their time in Genesys; older entries are stale.
 FORGET_AFTER: Final = timedelta(days=8)
@@ -75,6 +83,16 @@ class Claim:
     over_daily_limit: bool = False
     #: The number's callback was cancelled here and Genesys has not let it go yet.
     disconnecting: bool = False
+
+
+@dataclass(frozen=True)
+class Journaled:
+    """What ``claim_and_journal`` did: its status, the record journaled (``OK`` only) and
+    the Genesys budget's answer (0: a call taken for the create; ``None``: not asked)."""
+
+    status: str
+    record: LedgerRecord | None
+    rate: int | None
 
 
 class Hold:
@@ -150,6 +168,20 @@ class Lifecycle:
             if deadline.remaining() <= _ANSWER_MARGIN_S + _POLL_S:
                 return Claim(claimed=False, busy=True)
             time.sleep(_POLL_S)
+
+    def facts(self, number: CustomerNumber, consent_id: str) -> NumberFacts:
+        """What a create checks first, in one round trip: the number's daily count, its
+        revocation state, the consent record ``consent_id`` names (if well formed) and
+        whether a callback is indexed pending in its window."""
+        now = self._clock.now()
+        return self._store.number_facts(
+            self._keys.all(number.e164), consent_id if well_formed_id(consent_id) else "",
+            epoch_ms(now), epoch_ms(now + self._window))
+
+    @property
+    def daily_limit(self) -> int:
+        """Callbacks a number may get in any 24 hours."""
+        return self._daily_limit
 
     def over_daily_limit(self, number: CustomerNumber) -> bool:
         """Whether the number already had its callbacks for any 24 hours, read before the
@@ -261,20 +293,50 @@ class Lifecycle:
 
     def journal(self, number: CustomerNumber, token: str, record: LedgerRecord,
                 payload: dict[str, Any], resolve_after_ms: int, *,
-                counts: bool = True, epoch: int = -1) -> LedgerRecord | None:
+                counts: bool = True, epoch: int = -1, consent: ConsentWrite | None = None
+                ) -> LedgerRecord | None:
         """Write the create's intent before Genesys sees it (state CREATING): it holds the
         window and releases the claim, and if this process dies before ``deliver`` or
         ``defer``, the worker resolves it from ``resolve_after_ms`` on (finding the callback
         by its token, or creating it). Returns the record as stored, or ``None`` when a
         revocation was stored since the consent check that read ``epoch`` (nothing written).
+        ``consent``: the consent the request gave, stored in the same transaction (and kept
+        as evidence even when the journal refuses).
         """
         # Written under every digest, so instances on an older PII_KEYS list see it too.
         stored = replace(record, number_key=self._keys.current(number.e164),
                          number_keys=self._keys.all(number.e164), state="CREATING")
-        status = self._store.queue_callback(stored.number_key, token, stored,
-                                            self._ttl_s(record), None, self._evidence_ttl_s,
-                                            payload, resolve_after_ms, counts, epoch=epoch)
+        if consent is not None:
+            # The consent the request gave goes in the same transaction: one round trip.
+            status, _ = self._store.journal_create(
+                consent, stored.number_key, token, stored, self._ttl_s(record),
+                self._evidence_ttl_s, payload, resolve_after_ms, epoch)
+        else:
+            status = self._store.queue_callback(stored.number_key, token, stored,
+                                                self._ttl_s(record), None,
+                                                self._evidence_ttl_s, payload,
+                                                resolve_after_ms, counts, epoch=epoch)
         return stored if status == "OK" else None
+
+    def claim_and_journal(self, number: CustomerNumber, token: str, record: LedgerRecord,
+                          payload: dict[str, Any], resolve_after_ms: int, *, epoch: int,
+                          consent: ConsentWrite | None = None,
+                          budget: tuple[str, int, float] | None = None) -> Journaled:
+        """``claim`` and ``journal`` in one step, for a number with nothing in its way (the
+        warm path): ``OK`` with the record; ``REVOKED`` as ``journal``; or ``DUPLICATE``,
+        ``BUSY``, ``LIMIT`` when a claim would not have been granted now, with nothing
+        written (the caller then claims as usual, which waits or answers). A consent given
+        with the request is stored in the same transaction, whatever the answer, and a call
+        is taken from the Genesys ``budget`` in it where the store can (``Journaled.rate``)."""
+        now = self._clock.now()
+        stored = replace(record, number_key=self._keys.current(number.e164),
+                         number_keys=self._keys.all(number.e164), state="CREATING")
+        check = window_check(epoch_ms(now + self._window), epoch_ms(now - FORGET_AFTER),
+                             epoch_ms(now), self._daily_limit)
+        status, rate = self._store.journal_create(
+            consent, stored.number_key, token, stored, self._ttl_s(record),
+            self._evidence_ttl_s, payload, resolve_after_ms, epoch, claimed=check, rate=budget)
+        return Journaled(status, stored if status == "OK" else None, rate)
 
     def cancel_later(self, record: LedgerRecord) -> bool:
         """A revocation (or a cancel) could not disconnect this callback now: it is cancelled

@@ -8,20 +8,64 @@ methods that run them; ``Store`` is all of them over one client.
 
 from __future__ import annotations
 
+from typing import Any
+
+from middleware.store import keys
 from middleware.store.client import RedisClient, RedisError, StoreBase, client_key, connect
-from middleware.store.consent import ConsentStore
-from middleware.store.genesys import GenesysStore
+from middleware.store.consent import ConsentStore, ConsentWrite, NumberFacts
+from middleware.store.genesys import _TAKE_RATE_SLOT, GenesysStore
 from middleware.store.idempotency import IdempotencyStore
 from middleware.store.keys import PREFIX, SHARDS
-from middleware.store.ledger import LedgerStore
+from middleware.store.ledger import _JOURNAL, LedgerRecord, LedgerStore, window_check
 from middleware.store.orphans import OrphanStore
 from middleware.store.outbox import OutboxEntry, OutboxStore
 from middleware.store.window import _CLAIM_WINDOW, WindowClaim, WindowStore
 
-__all__ = ["PREFIX", "SHARDS", "_CLAIM_WINDOW", "OutboxEntry", "RedisClient", "RedisError", "Store",
-           "WindowClaim", "client_key", "connect"]
+__all__ = [
+    "PREFIX",
+    "SHARDS",
+    "_CLAIM_WINDOW",
+    "ConsentWrite",
+    "NumberFacts",
+    "OutboxEntry",
+    "RedisClient",
+    "RedisError",
+    "Store",
+    "WindowClaim",
+    "client_key",
+    "connect",
+    "window_check",
+]
 
 
 class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStore,
             GenesysStore, OrphanStore, StoreBase):
     """The service's state in Redis, behind methods named for what they mean."""
+
+    def journal_create(self, consent: ConsentWrite | None, digest: str, token: str,
+                       record: LedgerRecord, ttl_s: int, history_ttl_s: int,
+                       payload: dict[str, Any], first_attempt_ms: int, epoch: int,
+                       claimed: bool | str = True,
+                       rate: tuple[str, int, float] | None = None) -> tuple[str, int | None]:
+        """Journal a create in one transaction, with the consent it gave (the number's, so
+        the same shard) and, on one primary, one call taken from the shared Genesys budget
+        ``rate`` (client, capacity, refill per ms): one round trip for all three. Returns
+        the journal's answer as ``queue_callback`` gives it, and the budget's answer (0: a
+        call taken; else ms to wait; ``None``: not asked, as on a cluster, where the budget
+        is in another slot). The consent is stored whatever the journal answers, as when the
+        two were stored one after the other."""
+        names, args = self._journal_step(digest, token, record, ttl_s, None, history_ttl_s,
+                                         payload, first_attempt_ms, True, epoch, claimed)
+        pipe = self._r.pipeline(transaction=True)
+        if consent is not None:
+            self._consent_in(pipe, consent.digests, consent.record, consent.captured_ms,
+                             consent.lifts, consent.retention_s, consent.event)
+        # EVAL inside MULTI: see LedgerStore.commit_callback.
+        pipe.eval(_JOURNAL, len(names), *names, *args)
+        taking = rate is not None and self.mode == "standalone"
+        if rate is not None and taking:
+            pipe.eval(_TAKE_RATE_SLOT, 1, keys.rate(rate[0]), rate[1], rate[2])
+        replies = self._call(pipe.execute)
+        if taking:
+            return str(replies[-2]), int(replies[-1])
+        return str(replies[-1]), None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, cast
 
 from middleware.store import keys
-from middleware.store.client import StoreBase
+from middleware.store.client import StoreBase, event_json
 
 #: A consent record's fields as Redis keeps them (SPEC names on the left, which ``consent``
 #: answers with). The id is the key's, times are epoch ms, and empty fields are left out:
@@ -47,18 +48,26 @@ def _read(consent_id: str, raw: dict[str, str]) -> dict[str, str]:
 # lifts only when also captured after the revocation). The revocation
 # number is also the epoch a create reads at its consent check and its journal compares.
 # The record keeps its number too ('seq'), so evidence can show the order that counted.
-# KEYS[1] the counter, KEYS[2] the record, KEYS[3..] the number's state under each digest.
-# ARGV: REVOCATION | LIFT | '' (a consent that lifts nothing), captured ms, ttl s.
+# The record, its history event and the state are written in this one step, and only once:
+# a record already there means Redis applied an earlier try whose reply was lost.
+# KEYS[1] the counter, KEYS[2] the record, KEYS[3] the number's history, KEYS[4..] the
+# number's state under each digest.
+# ARGV: REVOCATION | LIFT | '' (a consent that lifts nothing), captured ms, ttl s, the
+# history event (JSON), then the record's field/value pairs.
 _STORE_CONSENT_STATE: Final = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return tonumber(redis.call('HGET', KEYS[2], 'seq')) end
 local seq = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], 'seq', seq)
+redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 -- The number's latest revocation under any digest: one stored by an instance on an older
 -- PII_KEYS list is under fewer digests, and must still hold against a consent before it.
 local revoked = 0
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   revoked = math.max(revoked, tonumber(redis.call('HGET', KEYS[i], 'revokedMs') or '0'))
 end
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   if ARGV[1] == 'REVOCATION' then
     redis.call('HSET', KEYS[i], 'revokedMs', ARGV[2], 'revokedSeq', seq)
   elseif ARGV[1] == 'LIFT' and tonumber(ARGV[2]) > revoked then
@@ -85,17 +94,24 @@ class ConsentStore(StoreBase):
         The state is written under every digest of the number, so instances on an older or
         newer ``PII_KEYS`` list read the same one.
         """
+        pipe = self._r.pipeline(transaction=True)
+        self._consent_in(pipe, digests, record, captured_ms, lifts, retention_s, event)
+        self._call(pipe.execute)
+
+    def _consent_in(self, pipe: Any, digests: tuple[str, ...], record: dict[str, str],
+                    captured_ms: int, lifts: bool, retention_s: int,
+                    event: Mapping[str, str | int]) -> None:
+        """Queue ``save_consent``'s commands on a MULTI ``pipe`` (a create's journal joins
+        them, so one transaction stores the consent it gave and the request)."""
         kind = "REVOCATION" if record["kind"] == "REVOCATION" else "LIFT" if lifts else ""
         shard = keys.shard_of(digests[0])
         key = keys.consent(shard, record['consentId'])
-        names = [keys.consent_seq(shard), key, *(keys.consent_state(d) for d in digests)]
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(key, mapping=cast(Any, _stored(record)))
-        pipe.expire(key, retention_s)
+        names = [keys.consent_seq(shard), key, keys.events(digests[0]),
+                 *(keys.consent_state(d) for d in digests)]
+        fields = [item for pair in _stored(record).items() for item in pair]
         # EVAL inside MULTI: see LedgerStore.commit_callback.
-        pipe.eval(_STORE_CONSENT_STATE, len(names), *names, kind, captured_ms, retention_s)
-        self._append_history(pipe, digests[0], event, retention_s)
-        self._call(pipe.execute)
+        pipe.eval(_STORE_CONSENT_STATE, len(names), *names, kind, captured_ms, retention_s,
+                  event_json(event), *fields)
 
     def consent(self, shard: str, consent_id: str) -> dict[str, str] | None:
         """A consent or revocation record of a number of ``shard``, or ``None``."""
@@ -112,6 +128,33 @@ class ConsentStore(StoreBase):
         return {cid: _read(cid, raw) for cid, raw in zip(consent_ids, rows, strict=True)
                 if raw}
 
+    def number_facts(self, digests: tuple[str, ...], consent_id: str, now_ms: int,
+                     window_end_ms: int) -> NumberFacts:
+        """What a create checks first, in one round trip: the number's accepted creates of
+        the last 24 hours, its revocation state, the consent record ``consent_id`` of its
+        shard (``""``: none asked) and whether any callback is indexed pending in its window
+        (a read only: the claim decides)."""
+        shard = keys.shard_of(digests[0])
+        pipe = self._r.pipeline(transaction=False)
+        for digest in digests:
+            pipe.zrangebyscore(keys.created(digest), f"({now_ms - 86_400_000}", "+inf")
+        for digest in digests:
+            pipe.hmget(keys.consent_state(digest), "revokedSeq", "liftedSeq")
+        for digest in digests:
+            pipe.zrangebyscore(keys.pending(digest), "-inf", window_end_ms, start=0, num=1)
+        if consent_id:
+            pipe.hgetall(keys.consent(shard, consent_id))
+        rows: list[Any] = self._call(pipe.execute)
+        n = len(digests)
+        created = len({token for row in rows[:n] for token in row})
+        states = cast(list[list[str | None]], rows[n:2 * n])
+        revoked = max((int(r[0]) for r in states if r[0]), default=0)
+        lifted = max((int(r[1]) for r in states if r[1]), default=0)
+        indexed = any(rows[2 * n:3 * n])
+        raw = cast(dict[str, str], rows[3 * n]) if consent_id else {}
+        return NumberFacts(created, revoked, lifted, _read(consent_id, raw) if raw else None,
+                           indexed)
+
     def consent_state(self, digests: tuple[str, ...]) -> tuple[int, int]:
         """``(revocation epoch, lifting epoch)``: the store order of the latest revocation and
         of the latest lifting consent (0 when none). Revoked while the first is larger."""
@@ -122,3 +165,28 @@ class ConsentStore(StoreBase):
         revoked = max((int(r[0]) for r in rows if r[0]), default=0)
         lifted = max((int(r[1]) for r in rows if r[1]), default=0)
         return revoked, lifted
+
+
+@dataclass(frozen=True)
+class NumberFacts:
+    """A number's daily count, revocation state and one consent record, read together."""
+
+    created_today: int
+    revoked: int
+    lifted: int
+    consent: dict[str, str] | None
+    #: A callback is indexed pending in the window (it may have ended since).
+    pending_indexed: bool = False
+
+
+@dataclass(frozen=True)
+class ConsentWrite:
+    """A consent to store (``ConsentStore.save_consent``'s arguments), for a step that
+    stores it together with something else."""
+
+    digests: tuple[str, ...]
+    record: dict[str, str]
+    captured_ms: int
+    lifts: bool
+    retention_s: int
+    event: Mapping[str, str | int]

@@ -219,6 +219,30 @@ return 1
 _JOURNAL: Final = """
 local nd = (#KEYS - 6) / 4
 if redis.call('HGET', KEYS[1], 't') == ARGV[1] then return 'OK' end
+-- 'W:<window end ms>:<forget before ms>:<now ms>:<daily cap>': no claim was taken, so this
+-- step is the claim: the window check of the claim script, then the journal, in one step.
+-- Anything in the way answers DUPLICATE, BUSY or LIMIT, and nothing is written.
+local w_end, forget, now, cap = string.match(ARGV[10], '^W:(%d+):(%-?%d+):(%d+):(%d+)$')
+if w_end then
+  for i = 0, nd - 1 do
+    local base = 7 + 4 * i
+    redis.call('ZREMRANGEBYSCORE', KEYS[base + 1], '-inf', '(' .. forget)
+    if #redis.call('ZRANGEBYSCORE', KEYS[base + 1], '-inf', w_end, 'LIMIT', 0, 1) > 0 then
+      return 'DUPLICATE'
+    end
+    local held = redis.call('GET', KEYS[base])
+    if held and held ~= ARGV[1] then return 'BUSY' end
+  end
+  local seen, count = {}, 0
+  for i = 0, nd - 1 do
+    local created = KEYS[9 + 4 * i]
+    redis.call('ZREMRANGEBYSCORE', created, '-inf', tonumber(now) - 86400000)
+    for _, token in ipairs(redis.call('ZRANGE', created, 0, -1)) do
+      if not seen[token] then seen[token] = true; count = count + 1 end
+    end
+  end
+  if count >= tonumber(cap) then return 'LIMIT' end
+end
 for i = 0, nd - 1 do
   local base = 7 + 4 * i
   if tonumber(ARGV[5]) >= 0 then
@@ -330,6 +354,12 @@ return 0
 """
 
 
+def window_check(window_end_ms: int, forget_before_ms: int, now_ms: int, daily_limit: int
+                 ) -> str:
+    """The journal's ``claimed`` argument that makes it check the window as a claim would."""
+    return f"W:{window_end_ms}:{forget_before_ms}:{now_ms}:{daily_limit}"
+
+
 class StoredRecord(Protocol):
     """What the store needs of a ledger record (``ledger.records.LedgerRecord``): the store
     sits below the ledger, so it names the shape rather than importing the class."""
@@ -425,15 +455,27 @@ class LedgerStore(StoreBase):
     def queue_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
                        event: Mapping[str, str | int] | None, history_ttl_s: int,
                        payload: dict[str, Any], first_attempt_ms: int,
-                       counts: bool = True, epoch: int = -1, claimed: bool = True) -> str:
+                       counts: bool = True, epoch: int = -1, claimed: bool | str = True
+                       ) -> str:
         """Journal a callback before (or instead of) its Genesys create: the ledger record (in
         the window, under every digest of ``record.digests``), its history event and the
         outbox entry, in one guarded step.
 
         ``OK``; ``REVOKED`` when a revocation was stored since the consent check that read
         ``epoch`` (``-1``: not guarded); ``LOST`` when ``claimed`` and the number's claim is
-        no longer ``token``'s. Nothing is written unless ``OK``.
+        no longer ``token``'s. With ``claimed`` a window check (``window_check``), the step
+        is the claim too: ``DUPLICATE``, ``BUSY`` or ``LIMIT`` when the claim would not have
+        been granted. Nothing is written unless ``OK``.
         """
+        names, args = self._journal_step(digest, token, record, ttl_s, event, history_ttl_s,
+                                         payload, first_attempt_ms, counts, epoch, claimed)
+        return str(self._call(lambda: self._script("_journal")(keys=names, args=args)))
+
+    def _journal_step(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
+                      event: Mapping[str, str | int] | None, history_ttl_s: int,
+                      payload: dict[str, Any], first_attempt_ms: int, counts: bool,
+                      epoch: int, claimed: bool | str) -> tuple[list[str], list[str | int]]:
+        """The journal script's keys and arguments (``queue_callback``)."""
         digests = record.digests or (digest,)
         fields = [item for pair in record.to_fields().items() for item in pair]
         shard = keys.shard_of(digests[0])
@@ -443,10 +485,11 @@ class LedgerStore(StoreBase):
         for d in digests:
             names += [keys.claim(d), keys.pending(d), keys.created(d), keys.consent_state(d)]
         history = [event_json(event)] if event else []
-        return str(self._call(lambda: self._script("_journal")(keys=names, args=[
+        return names, [
             token, record.callback_id, record.scheduled_ms, ttl_s, epoch,
             1 if counts else 0, record.created_ms, json.dumps(payload), first_attempt_ms,
-            1 if claimed else 0, history_ttl_s, len(fields), *fields, *history])))
+            claimed if isinstance(claimed, str) else 1 if claimed else 0, history_ttl_s,
+            len(fields), *fields, *history]
 
     def defer_journaled(self, record: LedgerRecord, payload: dict[str, Any],
                         next_ms: int, event: Mapping[str, str | int], history_ttl_s: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +15,8 @@ import pytest
 from middleware.app import build_duties, build_services
 from middleware.deadline import Deadline
 from middleware.genesys.client import new_session
-from middleware.store import _CLAIM_WINDOW, connect
+from middleware.rules.number import NumberKeys
+from middleware.store import _CLAIM_WINDOW, connect, keys
 from tests.conftest import (
     API_KEY,
     T0,
@@ -245,9 +247,13 @@ def test_cancel_twice_is_idempotent(service: Service, sim: Simulator) -> None:
 # -- faults ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("step", ["claim", "journal"])
 def test_lost_claim_reply_is_not_a_false_duplicate(redis_server: RedisServer, sim: Simulator,
-                                                   redis_client: Any) -> None:
-    """Redis runs the claim but its reply is lost: the retry sees our own claim → CREATED."""
+                                                   redis_client: Any, step: str) -> None:
+    """Redis runs the claim (a number with a callback indexed takes the claim script; a
+    fresh one, the warm step that claims, journals and stores the consent at once) but its
+    reply is lost: the retry sees our own claim or journal → CREATED, one callback, and the
+    consent the request gave is in the evidence once."""
     import falcon.testing
 
     from middleware.app import create_app
@@ -261,8 +267,13 @@ def test_lost_claim_reply_is_not_a_false_duplicate(redis_server: RedisServer, si
         app = create_app(config, redis_client=connect(config.redis_url, 1.0),
                          http=new_session(), clock=FixedClock(T0))
         client = falcon.testing.TestClient(app)
-        sha = hashlib.sha1(_CLAIM_WINDOW.encode()).hexdigest().encode()  # noqa: S324
-        proxy.drop_reply_to(sha)
+        if step == "claim":
+            # An entry left in the number's index (its record gone) sends it to the claim.
+            digest = NumberKeys(config.pii_keys).current("+14155552671")
+            redis_client.zadd(keys.pending(digest), {"gone-callback": T0.timestamp() * 1000})
+            proxy.drop_reply_to(hashlib.sha1(_CLAIM_WINDOW.encode()).hexdigest().encode())  # noqa: S324
+        else:
+            proxy.drop_reply_to(b"^W:(%d+)")
         answer = client.simulate_post("/v1/actions/create-callback", json=create_body(),
                                       headers=AUTH).json
     finally:
@@ -270,6 +281,9 @@ def test_lost_claim_reply_is_not_a_false_duplicate(redis_server: RedisServer, si
     assert proxy.dropped == 1
     assert answer["outcome"] == "CREATED", answer
     assert sim.creates() == 1
+    digest = NumberKeys(config.pii_keys).current("+14155552671")
+    events = [json.loads(e)["e"] for e in redis_client.lrange(keys.events(digest), 0, -1)]
+    assert events.count("co") == 1, events
 
 
 def test_daily_cap_per_number(service: Service, sim: Simulator) -> None:
