@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from zoneinfo import ZoneInfo
 
@@ -196,7 +196,10 @@ def restart_redis(server: RedisServer) -> RedisServer:
     return server.restart()
 
 
-def serve_checked(server: RedisServer) -> Iterator[RedisServer]:
+_Server = TypeVar("_Server", bound=RedisServer)
+
+
+def serve_checked(server: _Server) -> Iterator[_Server]:
     """Yield ``server``, then stop it and fail if any key name on any primary holds a raw
     number."""
     try:
