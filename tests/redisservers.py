@@ -170,7 +170,8 @@ def _spawn(directory: Path, port: int, *extra: str) -> StandaloneRedis:
     try:
         _wait(lambda: process.poll() is None and bool(server.client().ping()),
               START_TIMEOUT_S, f"redis-server on port {port}", explain)
-    except RedisStartError:
+    except BaseException:
+        # Whatever went wrong (a timeout, Ctrl-C), no server outlives the failed start.
         _stop(process, abrupt=True)
         raise
     return server
@@ -293,7 +294,7 @@ class RedisClusterServer(RedisServer):
             for node in self.nodes:
                 node.start()
                 started.append(node)
-        except RedisStartError:
+        except BaseException:
             for node in started:
                 if node.process is not None:
                     _stop(node.process, abrupt=True)
@@ -336,7 +337,7 @@ def start_cluster(directory: Path, size: int = 3) -> RedisClusterServer:
                 f"redis-cli --cluster create exited with {created.returncode}:\n"
                 f"{created.stdout[-2000:]}{created.stderr[-2000:]}{cluster._explain()}")
         cluster.wait_ok()
-    except (RedisStartError, subprocess.TimeoutExpired):
+    except BaseException:
         for process in cluster.processes:
             _stop(process, abrupt=True)
         raise
