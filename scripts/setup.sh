@@ -1,12 +1,15 @@
 # Sourced by scripts/run and scripts/test: installs what is missing, nothing else.
-# - redis-server, curl, nginx, promtool and openssl (Debian packages) when absent
+# - redis-server, redis-cli, curl, nginx, promtool and openssl (Debian packages) when absent
 # - a virtualenv in .venv with the package (SETUP_EXTRAS=dev adds the test and lint tools),
 #   at the versions of constraints.txt, refreshed when pyproject or constraints change
 
 ensure_packages() {
-  # redis-server for the product and the suite; curl for the run command's health waits.
+  # redis-server for the product and the suite; redis-cli (Debian's redis-tools, which
+  # redis-server depends on, checked apart for hosts that have the server from elsewhere) for
+  # the suite's cluster (TEST_REDIS=cluster); curl for the run command's health waits.
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   # nginx for the front door (scripts/run --proxy, tests/system/test_proxy.py); promtool (Debian's
   # prometheus package) for the deploy/ checks; openssl for the throwaway certificates.

@@ -11,8 +11,6 @@ import io
 import logging
 import os
 import re
-import shutil
-import socket
 import socketserver
 import subprocess
 import sys
@@ -22,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from zoneinfo import ZoneInfo
 
@@ -37,6 +35,18 @@ from middleware.config import Config
 from middleware.genesys.client import new_session
 from middleware.logs import JsonFormatter
 from middleware.store import connect
+
+# The suite and bench/ import the Redis starters from here too (hence the noqa).
+from tests.redisservers import (  # noqa: F401
+    RedisClusterServer,
+    RedisServer,
+    RedisStartError,
+    StandaloneRedis,
+    free_port,
+    start_cluster,
+    start_for_mode,
+    start_redis,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID = "test-client"
@@ -135,13 +145,6 @@ def utc_of_local(wall: str, zone: str) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``check`` until true, or fail the test after ``timeout_s``."""
     end = time.monotonic() + timeout_s
@@ -182,68 +185,48 @@ def log_capture() -> Iterator[io.StringIO]:
 
 # -- Redis -----------------------------------------------------------------------------
 
-
-@dataclass
-class RedisServer:
-    """A redis-server process owned by the test session."""
-
-    port: int
-    directory: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        """Where the service should connect."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        """A plain client for assertions and clean-up."""
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
-
-
-def start_redis(directory: Path, port: int | None = None) -> RedisServer:
-    """Start redis-server durable as production runs it: AOF always, noeviction."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed; scripts/test installs it")
-    port = port or free_port()
-    directory.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-         "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-         "--maxmemory-policy", "noeviction", "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    server = RedisServer(port, directory, process)
-    wait_for(lambda: bool(server.client().ping()), 10, "redis-server")
-    return server
+#: The shape of the session's Redis (``TEST_REDIS``): ``standalone`` (the default) or
+#: ``cluster``, three primaries on loopback, as SPEC §5 allows ``REDIS_URL`` to name.
+TEST_REDIS = os.environ.get("TEST_REDIS", "")
 
 
 def restart_redis(server: RedisServer) -> RedisServer:
-    """Kill redis-server abruptly and start it again on the same port and directory (AOF)."""
-    server.process.kill()
-    server.process.wait(10)
-    return start_redis(server.directory, server.port)
+    """Kill Redis abruptly (every node of a cluster) and start it again on the same ports
+    and directories: the AOF brings the data back, ``nodes.conf`` the cluster."""
+    return server.restart()
+
+
+_Server = TypeVar("_Server", bound=RedisServer)
+
+
+def serve_checked(server: _Server) -> Iterator[_Server]:
+    """Yield ``server``, then stop it and fail if any key name on any primary holds a raw
+    number."""
+    try:
+        yield server
+        leaked = [k for k in server.key_names() if any(number in k for number in TEST_NUMBERS)]
+    finally:
+        server.stop()
+    assert not leaked, f"Redis key names hold raw numbers: {leaked[:5]}"
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One real redis-server for the session; its key names are checked at the end."""
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    leaked = [k for k in server.client().scan_iter(count=1000)
-              if any(number in k for number in TEST_NUMBERS)]
-    server.process.terminate()
-    server.process.wait(10)
-    assert not leaked, f"Redis key names hold raw numbers: {leaked[:5]}"
+    """One real Redis for the session (a cluster when ``TEST_REDIS=cluster``); its key
+    names are checked at the end."""
+    try:
+        server = start_for_mode(TEST_REDIS, tmp_path_factory.mktemp("redis"))
+    except RedisStartError as exc:
+        pytest.fail(str(exc))
+    yield from serve_checked(server)
 
 
 @pytest.fixture
-def redis_client(redis_server: RedisServer) -> redis.Redis:
-    """A client on an emptied database, so tests start from nothing."""
-    client = redis_server.client()
-    client.flushdb()
-    return client
+def redis_client(redis_server: RedisServer) -> redis.Redis | redis.RedisCluster:
+    """A client on an emptied Redis (every primary of a cluster), so tests start from
+    nothing."""
+    redis_server.flush()
+    return redis_server.client()
 
 
 # -- Genesys simulator -----------------------------------------------------------------
