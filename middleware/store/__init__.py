@@ -61,10 +61,10 @@ class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStor
             self._consent_in(pipe, consent.digests, consent.record, consent.captured_ms,
                              consent.lifts, consent.retention_s, consent.event)
         # EVAL inside MULTI: see LedgerStore.commit_callback.
-        pipe.eval(_JOURNAL, len(names), *names, *args)
+        pipe.execute_command("EVAL", _JOURNAL, len(names), *names, *args)
         taking = rate is not None and self.mode == "standalone"
         if rate is not None and taking:
-            pipe.eval(_TAKE_RATE_SLOT, 1, keys.rate(rate[0]), rate[1], rate[2])
+            pipe.execute_command("EVAL", _TAKE_RATE_SLOT, 1, keys.rate(rate[0]), rate[1], rate[2])
         replies = self._call(pipe.execute)
         if taking:
             return str(replies[-2]), int(replies[-1])

@@ -110,8 +110,8 @@ class ConsentStore(StoreBase):
                  *(keys.consent_state(d) for d in digests)]
         fields = [item for pair in _stored(record).items() for item in pair]
         # EVAL inside MULTI: see LedgerStore.commit_callback.
-        pipe.eval(_STORE_CONSENT_STATE, len(names), *names, kind, captured_ms, retention_s,
-                  event_json(event), *fields)
+        pipe.execute_command("EVAL", _STORE_CONSENT_STATE, len(names), *names, kind,
+                             captured_ms, retention_s, event_json(event), *fields)
 
     def consent(self, shard: str, consent_id: str) -> dict[str, str] | None:
         """A consent or revocation record of a number of ``shard``, or ``None``."""

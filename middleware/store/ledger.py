@@ -419,8 +419,9 @@ class LedgerStore(StoreBase):
         # EVAL, not a registered script: inside MULTI a missing script (after a Redis
         # restart) would fail alone while the rest applied, and redis-py's guard against that
         # costs a SCRIPT EXISTS round trip per transaction. Redis caches it by hash anyway.
-        pipe.eval(_COMMIT_CALLBACK, len(names), *names, token, record.callback_id,
-                  record.scheduled_ms, ttl_s, *fields)
+        # Sent as a raw command: a cluster pipeline's ``eval`` is not the EVAL command.
+        pipe.execute_command("EVAL", _COMMIT_CALLBACK, len(names), *names, token,
+                             record.callback_id, record.scheduled_ms, ttl_s, *fields)
 
     def commit_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
                         event: Mapping[str, str | int], history_ttl_s: int) -> None:
@@ -571,7 +572,7 @@ class LedgerStore(StoreBase):
         """Note that a cancel is being sent for this callback (only while it exists); the
         worker reads it from ``check_ms`` on."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.eval(_MARK_CANCEL, 1, keys.record(shard, callback_id))
+        pipe.execute_command("EVAL", _MARK_CANCEL, 1, keys.record(shard, callback_id))
         pipe.zadd(keys.in_doubt(shard), {callback_id: check_ms})
         self._call(pipe.execute)
 
@@ -580,7 +581,7 @@ class LedgerStore(StoreBase):
         """Note that a reschedule's PATCH is being sent (only while the record exists); the
         worker reads the callback from ``check_ms`` on unless the reschedule commits."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.eval(_MARK_RESCHEDULE, 1, keys.record(shard, callback_id), asked_ms)
+        pipe.execute_command("EVAL", _MARK_RESCHEDULE, 1, keys.record(shard, callback_id), asked_ms)
         pipe.zadd(keys.in_doubt(shard), {callback_id: check_ms})
         self._call(pipe.execute)
 
@@ -643,7 +644,7 @@ class LedgerStore(StoreBase):
         names = [keys.record(shard, record.callback_id), keys.pending_all(shard),
                  keys.owned(shard, record.agent_id), *(keys.pending(d) for d in record.digests)]
         pipe = self._r.pipeline(transaction=True)
-        pipe.eval(_CLOSE_CALLBACK, len(names), *names, state, record.callback_id)
+        pipe.execute_command("EVAL", _CLOSE_CALLBACK, len(names), *names, state, record.callback_id)
         pipe.srem(keys.replacing(shard), record.callback_id)
         if event is not None:
             self._append_history(pipe, record.number_key, event, history_ttl_s)
