@@ -35,6 +35,7 @@ from middleware.deadline import Deadline
 from middleware.genesys.client import new_session
 from middleware.store import connect, keys
 from tests.conftest import AUTH, DEMO_AGENT, DEMO_QUEUE, T0, service_env
+from tests.redisservers import client_for
 
 #: Redis' own bookkeeping per key that MEMORY USAGE (which counts the key, its object and
 #: its main dictionary entry) leaves out: the main dictionary's bucket, and for a key with a
@@ -178,7 +179,7 @@ def build_rig(redis_url: str, sim_url: str, clock: FixedClock,
                      clock=clock)
     services = build_services(config, redis_client=connect(redis_url, 5.0),
                               http=new_session(), clock=clock)
-    plain = redis.Redis.from_url(redis_url, decode_responses=True)
+    plain = client_for(redis_url)
     return Rig(falcon.testing.TestClient(app), services, clock, plain, sim)
 
 

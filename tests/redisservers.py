@@ -352,3 +352,16 @@ def start_for_mode(mode: str, directory: Path) -> RedisServer:
     if mode == "cluster":
         return start_cluster(directory)
     raise RedisStartError(f"TEST_REDIS={mode!r}: use 'standalone' (the default) or 'cluster'")
+
+
+def client_for(url: str) -> redis.Redis | redis.RedisCluster:
+    """A plain client on ``url`` for assertions, of the kind the server there is (asked
+    with ``INFO cluster``, as the product does)."""
+    probe = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+    try:
+        enabled = int(probe.info("cluster").get("cluster_enabled", 0)) == 1
+    finally:
+        probe.close()
+    if enabled:
+        return redis.RedisCluster.from_url(url, decode_responses=True, socket_timeout=5)
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)

@@ -64,7 +64,7 @@ class _Batching:
 def fill(service: Service, redis_server: RedisServer, count: int) -> None:
     """``count`` pending callbacks in the ledger, written by ``Lifecycle.keep`` in big
     pipelines (Genesys never heard of them: only the ledger's size matters here)."""
-    real = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    real = redis_server.client()
     batch = _Batching(real)
     filler = build_services(service.config, redis_client=cast(redis.Redis, batch),
                             http=new_session(), clock=service.clock)
