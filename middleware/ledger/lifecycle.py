@@ -7,6 +7,7 @@ version unchanged); a transition whose guard no longer holds writes nothing and 
 
     claim / release    the number, for one create at a time (``claimed`` is the ``with``)
     journal            the create's intent, before Genesys sees it (CREATING)
+    claim_and_journal  both at once, for a number with nothing in the way (the warm path)
     deliver            Genesys holds it: the real record takes the journal's place (PENDING)
     defer              Genesys could not take it now: QUEUED, for the outbox
     abandon            Genesys refused it: gone, as if never asked for
