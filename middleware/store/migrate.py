@@ -534,6 +534,13 @@ def _json(raw: str | None) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def _event_ms(raw: str) -> int:
+    try:
+        return int(_json(raw).get("t") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _score(score: float) -> int | float:
     return int(score) if score == int(score) else score
 
@@ -600,24 +607,27 @@ def _merge_state(old: str, new: str) -> Plan:
 
 def _merge_events(stream: str | None, listed: str | None, new: str) -> Plan:
     """A number's evidence: the stream written before lists (each entry as it was stored,
-    which ``evidence.expand_events`` reads as the long form it is), then the old list, then
-    anything already in the new list; oldest first, as the product appends."""
+    which ``evidence.expand_events`` reads as the long form it is), then the old list and
+    anything already in the new one; oldest first, as the product appends."""
     def plan(r: Any) -> list[Op] | None:
-        old: list[str] = []
+        streamed: list[str] = []
+        listed_events: list[str] = []
         ttls: list[int] = []
         if stream is not None and r.exists(stream):
-            old += [event_json(e) for _, e in cast(list[tuple[str, dict[str, str]]],
-                                                    r.xrange(stream))]
+            streamed = [event_json(e) for _, e in cast(list[tuple[str, dict[str, str]]],
+                                                        r.xrange(stream))]
             ttls.append(int(r.pttl(stream)))
         if listed is not None and r.exists(listed):
-            old += cast(list[str], r.lrange(listed, 0, -1))
+            listed_events = cast(list[str], r.lrange(listed, 0, -1))
             ttls.append(int(r.pttl(listed)))
         if not ttls:
             return None
         there = cast(list[str], r.lrange(new, 0, -1))
         if there:
             ttls.append(int(r.pttl(new)))
-        events = old + there
+        # Lists merge by their times, as the evidence reader orders them; the stream's
+        # events, which have none, stay first.
+        events = streamed + sorted(listed_events + there, key=_event_ms)
         ops: list[Op] = [("DEL", (new,))] if there else []
         ops += [("RPUSH", (new, *events[i:i + CHUNK])) for i in range(0, len(events), CHUNK)]
         # Written afresh: the longest-lived of the lists it joins sets its expiry.
