@@ -11,6 +11,8 @@
 * ``dead-letters list`` / ``dead-letters replay (TOKEN ... | --all)``: queued callbacks that
   exhausted their attempts (needs only ``REDIS_URL`` and ``PII_KEYS``), and putting them
   back in the outbox (checks the worker's settings first).
+* ``migrate-keys [--dry-run]``: move the keys of a release before shards into the sharded
+  layout (needs only ``REDIS_URL`` and ``PII_KEYS``); ``--dry-run`` writes nothing.
 * ``install-actions --base-url URL --auth basic|apikey [--secure] [--dry-run]``: find or
   create the integration, its credential and every action in the org, through the API.
 * ``export-terraform --base-url URL --auth basic|apikey [--out DIR]``: write ``terraform/``
@@ -51,8 +53,9 @@ from middleware.genesys.integrations import IntegrationsApi
 from middleware.install import REFUSED, Installer, render_steps, secret_for
 from middleware.logs import configure_logging
 from middleware.metrics import serve_worker_metrics
-from middleware.rules.number import normalise
+from middleware.rules.number import NumberKeys, normalise
 from middleware.store import RedisError, connect
+from middleware.store.migrate import migrate_keys, render_report
 from middleware.web.export import export_actions
 from middleware.web.terraform import export_terraform
 from middleware.worker.loop import run_once, run_worker
@@ -71,6 +74,8 @@ REQUIRED_SETTINGS = ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", "PII_KEYS",
                      "ACTION_API_KEYS", "ACTION_BASIC_CREDENTIALS")
 _SERVICE_SETTINGS = tuple(s.name for s in SETTINGS
                           if "web" in s.process or "worker" in s.process)
+#: migrate-keys' least timeout per Redis command (s).
+_MIGRATE_TIMEOUT_S = 30.0
 _DEMO_ENV = "source .run/env   # the demo's environment, written by scripts/run"
 #: The top-level ``--help`` tail: one call of every command.
 _COMMAND_EXAMPLES = """\
@@ -80,14 +85,15 @@ examples (each command's --help lists the variables it reads):
   python -m middleware consent-evidence --number '+1 415 555 2671'
   python -m middleware dead-letters list
   python -m middleware dead-letters replay --all
+  python -m middleware migrate-keys --dry-run
   python -m middleware worker --once
   python -m middleware import-callbacks callbacks.csv --report report.csv --dry-run
   python -m middleware export-actions --base-url https://cb.example.com --auth basic
   python -m middleware install-actions --base-url https://cb.example.com --auth apikey --dry-run
   python -m middleware export-terraform --base-url https://cb.example.com --auth basic
 
-read-only commands (consent-evidence, dead-letters list, check-config --read-only) need
-only REDIS_URL and PII_KEYS; the others need the service's settings."""
+read-only commands (consent-evidence, dead-letters list, check-config --read-only) and
+migrate-keys need only REDIS_URL and PII_KEYS; the others need the service's settings."""
 
 
 def _epilog(required: tuple[str, ...], also: tuple[str, ...], *examples: str) -> str:
@@ -172,6 +178,16 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
     dead.add_argument("action", choices=("list", "replay"))
     dead.add_argument("tokens", nargs="*", help="entries to replay (see list)")
     dead.add_argument("--all", action="store_true", help="replay every dead letter")
+    migrate = commands.add_parser("migrate-keys", **_help(
+        "move the keys of a release before shards into the sharded layout",
+        "Run on the standalone Redis of a release before shards, with that release stopped;\n"
+        "safe to run again (an interrupted run resumes). Progress goes to stderr, the\n"
+        "summary to stdout.\n\n" + _epilog(
+            ("REDIS_URL", "PII_KEYS"), READ_SETTINGS, _DEMO_ENV,
+            "REDIS_URL=redis://127.0.0.1:6379/0 PII_KEYS=... \\",
+            "  python -m middleware migrate-keys --dry-run")))
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="read only: print what would move, write nothing")
     _add_setup_commands(commands)
     args = parser.parse_args(argv)
 
@@ -186,7 +202,8 @@ def run(argv: list[str] | None, environ: Mapping[str, str], clock: Clock, *,
             print(f"wrote {path}")
         return 0
     # A replay hands callbacks to the worker: it runs only where the worker could.
-    read_only = args.command == "consent-evidence" or (
+    # migrate-keys writes, but only keys; PII_KEYS tells it which number a digest is.
+    read_only = args.command in ("consent-evidence", "migrate-keys") or (
         args.command == "dead-letters" and args.action == "list") or (
         args.command == "check-config" and args.read_only)
     try:
@@ -253,6 +270,8 @@ def _run_read_only(args: argparse.Namespace, config: ReadConfig, clock: Clock,
                    own_logging: bool) -> int:
     if own_logging:
         configure_logging(config.log_level)
+    if args.command == "migrate-keys":
+        return _migrate_keys(config, args.dry_run)
     services = build_read_services(
         config, redis_client=connect(config.redis_url, config.redis_timeout_s), clock=clock)
     if args.command == "consent-evidence":
@@ -264,6 +283,21 @@ def _run_read_only(args: argparse.Namespace, config: ReadConfig, clock: Clock,
         print(render_evidence(number.e164, events, args.format))
         return 0
     return _dead_letters(services, args.action, args.tokens, args.all)
+
+
+def _migrate_keys(config: ReadConfig, dry_run: bool) -> int:
+    # A whole index is read in one command: the per-command timeout of a data action is
+    # too short for that.
+    conn = connect(config.redis_url, max(config.redis_timeout_s, _MIGRATE_TIMEOUT_S))
+    numbers = NumberKeys(config.pii_keys)
+    report = migrate_keys(conn, numbers.shard, numbers.all, dry_run=dry_run,
+                          progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if report is None:
+        print("Redis is a cluster: releases before shards never ran on one, nothing to move")
+        return 0
+    print(render_report(report))
+    # Old indexes left mean the service stays not ready: a failure for whoever scripted it.
+    return 1 if report.blocking else 0
 
 
 def _nothing() -> None:
