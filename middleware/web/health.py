@@ -42,7 +42,8 @@ class Readiness:
             legacy = self._store.legacy_keys()
             report["redisLayout"] = {"ok": not legacy, "detail": (
                 f"keys of the layout before shards found ({', '.join(legacy)}): they are not "
-                "read; see README \"Upgrading from a release without shards\"") if legacy
+                "read until moved with `python -m middleware migrate-keys` (README \"Upgrading "
+                "from a release without shards\")") if legacy
                 else "16 shards"}
         except StoreUnavailable as exc:
             report["redis"] = {"ok": False, "detail": str(exc),
