@@ -7,13 +7,24 @@ that still break are marked ``xfail(strict=True)`` with the invariant they break
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import Service, Simulator, create_body, when
-from tests.system.test_lifecycle import BOB, live
+from middleware.ledger.lifecycle import epoch_ms
+from middleware.rules.number import NumberKeys
+from middleware.store import keys
+from tests.conftest import (
+    PII_KEY,
+    T0,
+    RedisServer,
+    Service,
+    Simulator,
+    create_body,
+    wait_for,
+    when,
+)
+from tests.system.test_lifecycle import BOB, NUMBER, duty, live, worker
 
 
 def _in_window(sim: Simulator) -> list[dict[str, Any]]:
@@ -91,3 +102,58 @@ def test_a_concurrent_duplicate_names_the_consent_the_pending_callback_relies_on
     # As a sequential duplicate answers (empty), or the consent the pending one relies on.
     assert duplicate["consentId"] in (again["consentId"], created["consentId"]), (
         duplicate["consentId"], created["consentId"], again["consentId"])
+
+
+WALTER = "a1000000-0000-4000-8000-000000000010"
+
+
+def _digest(number: str = NUMBER) -> str:
+    return NumberKeys((PII_KEY.encode(),)).current(number)
+
+
+@pytest.mark.xfail(strict=True, reason="SPEC §4 Lifecycle 3: a reschedule whose owner move's "
+                   "journal is refused (the number's claim is held by a create) answers "
+                   "RESCHEDULED, yet nothing was moved nor queued")
+def test_reschedule_with_a_new_owner_while_a_create_holds_the_claim_keeps_its_answer(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """Invariant 3 (every RESCHEDULED answer ends as exactly one live callback at the
+    answered time): Bob's callback three days ahead is rescheduled to a day he has off, so
+    the owner rule moves it to a teammate (a disconnect plus a new create). Meanwhile a
+    create for the same number (this evening, Walter of the other team) holds the number's window
+    claim while its owner read is slow: it took the usual claim path because a stale entry
+    was indexed pending in the window (an index that outlived its record, which the claim
+    drops). The move's journal is guarded by the claim and refuses ("LOST");
+    ``replace_owner`` takes that for "queued" and returns ``""``, so the reschedule answers
+    RESCHEDULED "the new callback is queued and its id follows". Nothing was queued: after
+    the worker's duties the only callback is Bob's, at the old time.
+
+    Interleaving: stale index entry; create with 2 s latency on GET /api/v2/users; once
+    the claim is held, the reschedule; then outbox and reassign duties."""
+    far = service.action("create-callback", create_body(
+        agentId=BOB, requestedTime=when("2026-11-26T19:00:00Z"))).json
+    assert far["outcome"] == "CREATED", far
+    new_day = when("2026-11-24T19:00:00Z")
+    sim.control("POST", "timeoff", {"userId": BOB, "date": new_day[:10],
+                                    "status": "APPROVED"})
+    digest = _digest()
+    service.redis.zadd(keys.pending(digest), {"a-record-long-gone": epoch_ms(T0) + 3_600_000})
+    sim.control("PUT", "faults", {"latencyMs": 2000, "count": 1, "method": "GET",
+                                  "pathPrefix": "/api/v2/users"})
+    answers: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: answers.append(dict(service.action(
+        "create-callback", create_body(agentId=WALTER, customerName="Another")).json)))
+    thread.start()
+    wait_for(lambda: bool(service.redis.exists(keys.claim(digest))), 5,
+             "the create's claim")
+    moved = service.action("reschedule-callback", {
+        "callbackId": far["callbackId"], "requestedTime": new_day}).json
+    thread.join()
+    sim.control("DELETE", "faults")
+    services = worker(service, redis_server)
+    for name in ("outbox", "reassign", "reconcile"):
+        duty(services, name)()
+    assert moved["outcome"] == "RESCHEDULED", moved
+    at_new_time = [c for c in live(sim)
+                   if str(c["callbackScheduledTime"])[:16] == new_day[:16]]
+    assert len(at_new_time) == 1, ("RESCHEDULED, yet nothing at the answered time", moved,
+                                   answers, live(sim))
