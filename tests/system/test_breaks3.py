@@ -24,7 +24,7 @@ from tests.conftest import (
     wait_for,
     when,
 )
-from tests.system.test_lifecycle import BOB, NUMBER, duty, live, worker
+from tests.system.test_lifecycle import BOB, CALLBACKS, NUMBER, duty, live, worker
 
 
 def _in_window(sim: Simulator) -> list[dict[str, Any]]:
@@ -105,6 +105,8 @@ def test_a_concurrent_duplicate_names_the_consent_the_pending_callback_relies_on
 
 
 WALTER = "a1000000-0000-4000-8000-000000000010"
+#: A number of a later shard (6) than ``NUMBER`` (3).
+OTHER = "+12125550199"
 
 
 def _digest(number: str = NUMBER) -> str:
@@ -157,3 +159,41 @@ def test_reschedule_with_a_new_owner_while_a_create_holds_the_claim_keeps_its_an
                    if str(c["callbackScheduledTime"])[:16] == new_day[:16]]
     assert len(at_new_time) == 1, ("RESCHEDULED, yet nothing at the answered time", moved,
                                    answers, live(sim))
+
+
+@pytest.mark.xfail(strict=True, reason="SPEC §4 Worker (lookahead moves): the shard walk stops "
+                   "at the first shard whose move Genesys refuses, so every later shard's due "
+                   "callbacks are never moved")
+def test_one_refused_move_does_not_stop_the_lookahead_in_later_shards(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """SPEC §4 Worker: "before a callback falls due (REASSIGN_LOOKAHEAD_MINUTES) moves
+    ownership away from an owner who has since become unavailable". Bob owns two callbacks
+    due within the lookahead, for numbers of shard 3 (at +1 h 30) and shard 6 (at +1 h),
+    then takes today off. Genesys refuses (403) every read of the first callback. The
+    reassign duty walks the shards in order: in shard 3 ``replace_owner`` reads that
+    callback, gets ``UpstreamRejected``, and the whole run stops ("reassignment paused"),
+    so shard 6 is never reached; its cursor resets on the short page, and every later run
+    stops at the same place. The callback due first, whose move Genesys would take, stays
+    with an owner on time off until it falls due (a time-ordered walk would have moved it
+    first).
+
+    Input: the two creates; Bob's time off; 403 on GET of the first callback; the reassign
+    duty, three runs."""
+    assert NumberKeys.shard(NUMBER) < NumberKeys.shard(OTHER)
+    blocked = service.action("create-callback", create_body(
+        agentId=BOB, requestedTime=when("2026-11-23T19:30:00Z"))).json
+    due = service.action("create-callback", create_body(
+        agentId=BOB, customerNumber=OTHER, requestedTime=when("2026-11-23T19:00:00Z"))).json
+    assert (blocked["outcome"], due["outcome"]) == ("CREATED", "CREATED"), (blocked, due)
+    sim.control("POST", "timeoff", {"userId": BOB, "date": when("2026-11-23"),
+                                    "status": "APPROVED"})
+    sim.control("PUT", "faults", {"status": 403, "count": 1000, "method": "GET",
+                                  "pathPrefix": f"{CALLBACKS}/{blocked['callbackId']}"})
+    services = worker(service, redis_server)
+    for _ in range(3):
+        duty(services, "reassign")()
+    sim.control("DELETE", "faults")
+    owners = {str(c.get("ownerAgentId")) for c in live(sim)
+              if OTHER in str(c.get("callbackNumbers"))}
+    assert owners and BOB not in owners, ("the due callback stays with Bob, on time off",
+                                          owners)
