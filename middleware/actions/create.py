@@ -68,6 +68,8 @@ class Draft:
     assigned: str = ""
     #: The owner step ran (``assigned`` may be empty: the queue owns it).
     owner_known: bool = False
+    #: A call was taken from the Genesys budget for this create (the warm step's).
+    reserved: bool = False
     command: dict[str, Any] = field(default_factory=dict)
     journaled: LedgerRecord | None = None
 
@@ -292,10 +294,16 @@ class CreateCallback:
             self._consents.stored(given, d.number)
         if done.status == "REVOKED":
             return self._revoked_meanwhile(d)
+        # A call taken from the Genesys budget is kept for the create the usual path sends.
+        d.reserved = done.rate == 0
         if done.record is None:
+            # The usual path answers as if this step had not run: a DUPLICATE names no
+            # consent (the one stored here is evidence; the pending callback relies on its
+            # own), and a create it journals relies on the one stored here.
+            d.common.pop("consentId", None)
             return None
         d.journaled = done.record
-        return self._send(d, reserved=done.rate == 0)
+        return self._send(d)
 
     def _given_consent(self, d: Draft) -> ConsentWrite | None:
         """The consent the request gave, to store with its journal (``None`` when it relies
@@ -368,12 +376,12 @@ class CreateCallback:
         return {"command": d.command, "ledgerId": ledger_id, "e164": d.number.e164,
                 "mayHaveRun": may_have_run, "acceptedMs": epoch_ms(d.now)}
 
-    def _send(self, d: Draft, reserved: bool = False) -> Answer:
-        """Create it in Genesys, then deliver it (or QUEUE it, or take it back);
-        ``reserved``: the journal's step took the call from the Genesys budget."""
+    def _send(self, d: Draft) -> Answer:
+        """Create it in Genesys, then deliver it (or QUEUE it, or take it back)."""
         journaled = d.journaled
         if journaled is None:
             raise RuntimeError("the journal step has not run")
+        reserved, d.reserved = d.reserved, False
         try:
             created = self._genesys.create_callback(d.command, d.ctx.deadline, reserved)
         except UpstreamUnavailable as exc:

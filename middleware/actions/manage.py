@@ -211,11 +211,35 @@ class ManageCallbacks:
                     "now; nothing was changed. Retry the same request.")
             if self._changed(record):
                 return None
-            return self._reschedule_locked(record, scheduled, number, ctx, common, change)
+            if number is None or not self._lifecycle.enters_window(record, epoch_ms(scheduled)):
+                return self._reschedule_locked(record, scheduled, number, ctx, common, change)
+            # Into the window from beyond it: the number's claim is held until the new time
+            # is committed, so no create slips in beside it, and another callback pending
+            # in the window refuses it (SPEC §4 Lifecycle 1).
+            token = uuid.uuid4().hex
+            claim = self._lifecycle.claim(number, token, ctx.deadline, capped=False)
+            if claim.existing is not None:
+                when = timing.format_utc(from_ms(claim.existing.scheduled_ms))
+                shown = claim.existing.callback_id if claim.existing.in_genesys else ""
+                return self._reschedule_out.answer(
+                    outcome="REJECTED", reason="DUPLICATE_PENDING", **common,
+                    existingCallbackId=shown, existingScheduledTimeUtc=when,
+                    existingAgentId=claim.existing.agent_id,
+                    message=f"Another callback for this number is already scheduled for "
+                    f"{when}, within the duplicate window; this one was left unchanged.")
+            if not claim.claimed:
+                return self._reschedule_out.answer(
+                    outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", retryable=True,
+                    **common, message="Another request for this number is being made right "
+                    "now; nothing was changed. Retry the same request.")
+            with self._lifecycle.claimed(number, token):
+                return self._reschedule_locked(record, scheduled, number, ctx, common, change,
+                                               token)
 
     def _reschedule_locked(self, record: LedgerRecord, scheduled: datetime,
                            number: CustomerNumber | None, ctx: RequestContext,
-                           common: dict[str, Any], change: Change) -> Answer | None:
+                           common: dict[str, Any], change: Change, claim_token: str = ""
+                           ) -> Answer | None:
         out = self._reschedule_out
         callback_id = record.callback_id
         try:
@@ -231,7 +255,8 @@ class ManageCallbacks:
                                   "it was left unchanged.")
             if decision.reassigned:
                 new_id = self.replace_owner(record, decision.assigned, scheduled,
-                                            ctx.deadline, decision.reassign_reason)
+                                            ctx.deadline, decision.reassign_reason,
+                                            token=claim_token)
                 zone = decision.profile.zone if decision.profile is not None else ""
                 common.update(time_fields(scheduled, zone, number))
                 return out.answer(outcome="RESCHEDULED", reason="OK", **{
@@ -271,7 +296,7 @@ class ManageCallbacks:
     # -- moving ownership: disconnect plus a new agent-owned create ---------------------
 
     def replace_owner(self, record: LedgerRecord, new_agent: str, scheduled: datetime,
-                      deadline: Deadline, reason: str) -> str:
+                      deadline: Deadline, reason: str, token: str = "") -> str:
         """Give a pending callback a new owner (``""``: the queue); return the new callback's
         id, or ``""`` when Genesys could not take it now and it is queued.
 
@@ -294,7 +319,9 @@ class ManageCallbacks:
         customer: dict[str, Any] = next((p for p in (old or {}).get("participants", [])
                                          if p.get("purpose") == "customer"), {})
         attributes = dict(customer.get("attributes") or {})
-        token = uuid.uuid4().hex
+        # The token of the number's claim when the caller holds it (its journal then takes
+        # the claim's place), else a new one.
+        token = token or uuid.uuid4().hex
         now = self._clock.now()
         fields = {"queueId": record.queue_id, "customerName": customer.get("callbackUserName"),
                   "reference": attributes.get("reference"), "notes": attributes.get("notes")}
@@ -314,7 +341,9 @@ class ManageCallbacks:
             e164=record.e164, replaces=record.callback_id), payload,
             epoch_ms(now) + self._journal_lease_ms, counts=False, epoch=epoch)
         if journaled is None:
-            return ""
+            # A revocation stored since, or the number claimed by another request: nothing
+            # was moved or queued, so the caller reads again (never answers "queued").
+            raise Superseded(record.callback_id)
         if not self._lifecycle.move(record, journaled):
             # A reschedule (or another move, or a cancel) committed since the record was
             # read: a replacement made from it would bring back what it changed.

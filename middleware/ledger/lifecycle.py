@@ -133,19 +133,28 @@ class Lifecycle:
         """The window's length, as flows see it."""
         return int(self._window.total_seconds() // 3600)
 
-    def claim(self, number: CustomerNumber, token: str, deadline: Deadline) -> Claim:
+    def enters_window(self, record: LedgerRecord, scheduled_ms: int) -> bool:
+        """Whether moving ``record`` to ``scheduled_ms`` brings it into the window from
+        beyond it (where another callback of the number may be pending)."""
+        end = epoch_ms(self._clock.now() + self._window)
+        return record.scheduled_ms > end >= scheduled_ms
+
+    def claim(self, number: CustomerNumber, token: str, deadline: Deadline, *,
+              capped: bool = True) -> Claim:
         """Claim the number for ``token``, or return the pending callback that blocks it.
 
         While another request holds the claim (it is creating right now), wait for its
         result within the deadline: it either becomes the pending callback we return, or
-        is released and we claim.
+        is released and we claim. ``capped``: the daily cap applies (not to a reschedule,
+        which creates nothing new).
         """
         digests = self._keys.all(number.e164)
         while True:
             now = self._clock.now()
             result = self._store.claim_window(
                 digests, token, epoch_ms(now + self._window), self._claim_ttl_ms,
-                epoch_ms(now - FORGET_AFTER), epoch_ms(now), self._daily_limit)
+                epoch_ms(now - FORGET_AFTER), epoch_ms(now),
+                self._daily_limit if capped else 2**31)
             if result.status == "CLAIMED":
                 return Claim(claimed=True)
             if result.status == "LIMIT":

@@ -18,7 +18,7 @@ from middleware.actions.checks import OwnerRule
 from middleware.actions.manage import ManageCallbacks
 from middleware.clock import Clock
 from middleware.deadline import Deadline
-from middleware.errors import UpstreamError
+from middleware.errors import UpstreamError, UpstreamRejected
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.store import SHARDS, Store
 
@@ -98,6 +98,14 @@ class Reassigner:
                 moved += 1
             except Superseded:
                 # Rescheduled or cancelled meanwhile: the next round sees it as it now is.
+                continue
+            except UpstreamRejected as exc:
+                # Genesys refuses this one callback (a read or create it will not do): the
+                # others, here and in later shards, are still moved; this one is tried again
+                # next round.
+                log.warning("callback not moved: genesys refused", extra={
+                    "callbackId": record.callback_id, "status": exc.status,
+                    "error": exc.message})
                 continue
             except UpstreamError as exc:
                 log.warning("reassignment paused: genesys", extra={"error": exc.message})
