@@ -15,8 +15,11 @@ Everything on loopback, started here and stopped here by PID:
 Then wrk scenarios (warm-up, then a measured run each), CPU per request from the gunicorn
 process trees (``/proc/<pid>/stat``), Genesys calls per create from ``/sim/stats``, and the
 duplicate window's lookups with 1k and 1M pending callbacks written by the product's own
-``Store`` code, plus Redis bytes per pending callback. Prints one Markdown report and
-writes it to ``bench/last-run.md``.
+``Store`` code (each in its number's shard), plus Redis bytes per pending callback; the
+create row again against a three-primary Redis Cluster (``tests/redisservers.py``), the
+Redis round trips per request (``bench/roundtrips.py``, on one primary and on the
+cluster), and the bytes a callback keeps past the window (``tests/memory.py``). Prints one
+Markdown report and writes it to ``bench/last-run.md``.
 """
 
 # A benchmark driver, not product code: it starts known local binaries (S603/S607) and
@@ -62,9 +65,9 @@ from middleware.ledger.records import LedgerRecord  # noqa: E402
 from middleware.rules.number import CustomerNumber, NumberKeys, normalise  # noqa: E402
 from middleware.store import connect, keys  # noqa: E402
 from tests import memory  # noqa: E402
-from tests.conftest import T0, _serve_sim, start_redis  # noqa: E402
+from tests.conftest import T0, _serve_sim  # noqa: E402
 from tests.memory import key_bytes, kind_of  # noqa: E402
-from tests.redisservers import start_cluster  # noqa: E402
+from tests.redisservers import start_cluster, start_redis  # noqa: E402
 
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-client-secret"
 BASIC_USER, BASIC_PASSWORD = "bench", "bench-password"
@@ -778,13 +781,15 @@ def _wait_for_aof(client: redis.Redis) -> None:
         time.sleep(0.5)
 
 
-def shape_check(real: redis.Redis, product: str, bulk: str, agents: list[str]) -> str:
-    """Whether the callback the fill replayed for digest ``bulk`` is kept as the product kept
-    its own for ``product``: the same record fields with a TTL, in its number's shard (the
-    record, the shard's pending set, the owner's set of that shard), and whether keys drawn
-    at random from the whole database are all of a kind ``keys.py`` names."""
+def shape_check(real: redis.Redis, product: str, bulk: list[str], agents: list[str],
+                expected: int) -> str:
+    """Whether the callbacks the fill replayed for the digests ``bulk`` are kept as the
+    product kept its own for ``product``: the same record fields with a TTL, in each
+    number's shard (the record, the shard's pending set, the owner's set of that shard);
+    whether the shards' pending sets hold ``expected`` callbacks in all; and whether keys
+    drawn at random from the whole database are all of a kind ``keys.py`` names."""
     found: list[tuple[str, dict[str, str]]] = []
-    for digest in (product, bulk):
+    for digest in (product, *bulk):
         shard = keys.shard_of(digest)
         ids = [str(i) for i in real.zrangebyscore(keys.pending(digest), "-inf", "+inf")]
         if not ids:
@@ -802,8 +807,12 @@ def shape_check(real: redis.Redis, product: str, bulk: str, agents: list[str]) -
                 keys.owned(shard, record.agent_id), ids[0]) is None:
             return f"NO: {ids[0]} is not in its owner's set of shard {shard}"
         found.append((key, fields))
-    if set(found[0][1]) != set(found[1][1]):
-        return f"NO: fields {sorted(set(found[0][1]) ^ set(found[1][1]))}"
+    for key, fields in found[1:]:
+        if set(found[0][1]) != set(fields):
+            return f"NO: {key} fields {sorted(set(found[0][1]) ^ set(fields))}"
+    held = sum(int(real.zcard(keys.pending_all(shard))) for shard in keys.SHARDS)
+    if held != expected:
+        return f"NO: the shards' pending sets hold {held} callbacks, not {expected}"
     drawn = [str(real.randomkey()) for _ in range(1000)]
     strays = sorted({k for k in drawn if kind_of(k) == "other"})
     if strays:
@@ -924,8 +933,10 @@ def ledger_phase(redis_port: int, args: argparse.Namespace) -> Ledger:
     rows.append(lookups(args.ledger))
 
     # Same shape as Store wrote it? Compare a bulk record with a product-written one.
-    shape_ok = shape_check(real, digest(f"+1{2000000000:010d}"),
-                           digest(f"+1{2000000000 + (args.ledger - 1) * 7:010d}"), agents)
+    # The last 32 bulk callbacks: numbers of most shards, far from the template's.
+    shape_ok = shape_check(real, digest(f"+1{2000000000:010d}"), [
+        digest(f"+1{2000000000 + i * 7:010d}")
+        for i in range(max(first, args.ledger - 32), args.ledger)], agents, args.ledger)
 
     # MEMORY USAGE (with Redis' dictionary entries, as tests/memory.py counts them) of one
     # bulk-written record and its number's set, and each callback's share of the shards'

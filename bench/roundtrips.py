@@ -43,6 +43,7 @@ from middleware.app import create_app
 from middleware.clock import FixedClock
 from middleware.config import Config
 from middleware.genesys.client import new_session
+from middleware.store.client import Connection
 from tests.conftest import (
     AUTH,
     DEMO_AGENT,
@@ -50,9 +51,9 @@ from tests.conftest import (
     T0,
     _serve_sim,
     service_env,
-    start_redis,
     when,
 )
+from tests.redisservers import start_redis
 
 #: issue 13, point 2: a warm create makes at most this many Redis round trips.
 CREATE_TARGET = 3
@@ -229,8 +230,8 @@ def rig(directory: Path, pids: Path | None = None,
         tally = Tally()
         make = counting_cluster_client if external is not None and external.cluster \
             else counting_client
-        app = create_app(config, redis_client=make(
-            config.redis_url, config.redis_timeout_s, tally), http=new_session(),
+        app = create_app(config, redis_client=Connection("", 0, make(
+            config.redis_url, config.redis_timeout_s, tally)), http=new_session(),
             clock=FixedClock(T0))
         yield Rig(falcon.testing.TestClient(app), tally, primaries, simulator.stats)
     finally:
