@@ -1273,7 +1273,7 @@ def report(results: dict[str, WrkResult], ledger: Ledger | None,
         lines += ["", roundtrips.section(trips).rstrip("\n")]
     if on_cluster is not None and on_cluster.trips is not None:
         lines += ["", "### The same, against the three-primary Redis Cluster", "",
-                  roundtrips.table(on_cluster.trips).rstrip("\n")]
+                  roundtrips.table(on_cluster.trips, with_target=False).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -313,8 +313,9 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**NO**"
 
 
-def table(rows: dict[str, Row]) -> str:
-    """The Markdown section: one line per action, the issue-13 target beside the create."""
+def table(rows: dict[str, Row], with_target: bool = True) -> str:
+    """The Markdown section: one line per action, the issue-13 target beside the create
+    (``with_target``: the target is one primary's; a cluster's table shows none)."""
     lines = [
         "| action | requests | Redis round trips/req (mean, min-max) | commands sent/req | "
         "commands run in Redis/req | Genesys calls/req | answers | target | met? |",
@@ -324,7 +325,7 @@ def table(rows: dict[str, Row]) -> str:
         trips = row.round_trips or [0]
         mean = sum(trips) / len(trips)
         target, met = "", ""
-        if row.action == "create-callback CREATED":
+        if with_target and row.action == "create-callback CREATED":
             target = f"≤ {CREATE_TARGET} round trips per warm create (issue 13)"
             met = _met(max(trips) <= CREATE_TARGET)
         answers = ", ".join(f"{k} {n}" for k, n in row.answers.most_common())
