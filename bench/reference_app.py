@@ -29,7 +29,7 @@ from middleware.contracts import load_contracts
 from middleware.errors import ContractViolation
 from middleware.genesys.client import new_session
 from middleware.rules.number import NumberKeys, normalise
-from middleware.store import connect
+from middleware.store import connect, keys
 
 PREFIX: Final = "bench:ref:"
 WINDOW_MS: Final = 48 * 3600 * 1000
@@ -101,7 +101,8 @@ class Reference:
     def __init__(self, environ: dict[str, str]) -> None:
         self._contract = load_contracts()["create-callback"]
         self._keys = NumberKeys(tuple(k.encode() for k in environ["PII_KEYS"].split(",")))
-        redis_client = connect(environ["REDIS_URL"], 1.0)
+        # The store's client as ``connect`` finds it (standalone or cluster), for scripts.
+        redis_client: Any = connect(environ["REDIS_URL"], 1.0).client()
         self._claim = redis_client.register_script(_CLAIM)
         self._commit = redis_client.register_script(_COMMIT)
         self._genesys = _Genesys(environ["GENESYS_API_URL"], environ["GENESYS_LOGIN_URL"],
@@ -118,7 +119,9 @@ class Reference:
             resp.media = {"outcome": "REJECTED", "reason": "INVALID_NUMBER"}
             return
         digest = self._keys.current(number.e164)
-        claim_key, pending_key = f"{PREFIX}{{n:{digest}}}:claim", f"{PREFIX}{{n:{digest}}}:pending"
+        # Laid out as the product's keys: the number's shard as hash tag, one slot for all.
+        stem = f"{PREFIX}{{s{keys.shard_of(digest)}}}"
+        claim_key, pending_key = f"{stem}:n:{digest}:claim", f"{stem}:n:{digest}:pending"
         token = uuid.uuid4().hex
         now = datetime.now(UTC)
         now_ms = int(now.timestamp() * 1000)
@@ -138,7 +141,7 @@ class Reference:
             "callbackUserName": str(fields.get("customerName") or ""),
         })
         callback_id = str(created["conversation"]["id"])
-        self._commit(keys=[claim_key, pending_key, f"{PREFIX}cb:{callback_id}"],
+        self._commit(keys=[claim_key, pending_key, f"{stem}:cb:{callback_id}"],
                      args=[token, callback_id, int(scheduled.timestamp() * 1000),
                            int(WINDOW_MS / 1000) + 8 * 86400, fields["agentId"],
                            fields["queueId"]])

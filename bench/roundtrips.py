@@ -43,6 +43,7 @@ from middleware.app import create_app
 from middleware.clock import FixedClock
 from middleware.config import Config
 from middleware.genesys.client import new_session
+from middleware.store.client import Connection
 from tests.conftest import (
     AUTH,
     DEMO_AGENT,
@@ -50,9 +51,9 @@ from tests.conftest import (
     T0,
     _serve_sim,
     service_env,
-    start_redis,
     when,
 )
+from tests.redisservers import start_redis
 
 #: issue 13, point 2: a warm create makes at most this many Redis round trips.
 CREATE_TARGET = 3
@@ -138,6 +139,15 @@ def counting_client(url: str, timeout_s: float, tally: Tally) -> redis.Redis:
         connection_class=counting_connection(tally))
 
 
+def counting_cluster_client(url: str, timeout_s: float, tally: Tally) -> redis.RedisCluster:
+    """A Redis Cluster client set up as ``middleware.store.connect`` sets one up, each
+    node's connections counting into ``tally`` (a round trip is a write to any node)."""
+    return redis.RedisCluster.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1), decode_responses=True,
+        connection_class=counting_connection(tally))
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -187,41 +197,59 @@ class Rig:
 
     client: falcon.testing.TestClient
     tally: Tally
-    plain: redis.Redis
+    plain: list[redis.Redis]  # a plain client on each primary
     sim_stats: Callable[[], dict[str, Any]]
 
 
+@dataclass
+class External:
+    """A Redis this module did not start: where the product connects, whether it is a
+    cluster, and a plain client on each primary (for ``INFO commandstats``)."""
+
+    url: str
+    cluster: bool
+    primaries: list[redis.Redis]
+
+
 @contextlib.contextmanager
-def rig(directory: Path, pids: Path | None = None) -> Iterator[Rig]:
-    """redis-server and the simulator started, the app built on a counting client; both
-    stopped on exit."""
-    server = start_redis(directory / "redis")
-    if pids is not None:
+def rig(directory: Path, pids: Path | None = None,
+        external: External | None = None) -> Iterator[Rig]:
+    """redis-server (unless ``external``) and the simulator started, the app built on a
+    counting client; what was started here is stopped on exit."""
+    server = start_redis(directory / "redis") if external is None else None
+    if server is not None and pids is not None:
         with pids.open("a") as out:
             out.write(f"{server.process.pid}\n")
+    url = server.url if server is not None else external.url if external else ""
+    primaries = [server.client()] if server is not None else \
+        external.primaries if external else []
     simulator, sim_server = _serve_sim(FixedClock(T0))
     try:
-        config = Config.from_env(service_env(server.url, simulator.url,
+        config = Config.from_env(service_env(url, simulator.url,
                                              GENESYS_RATE_LIMIT_PER_MIN=str(RATE_LIMIT)))
         tally = Tally()
-        app = create_app(config, redis_client=counting_client(
-            config.redis_url, config.redis_timeout_s, tally), http=new_session(),
+        make = counting_cluster_client if external is not None and external.cluster \
+            else counting_client
+        app = create_app(config, redis_client=Connection("", 0, make(
+            config.redis_url, config.redis_timeout_s, tally)), http=new_session(),
             clock=FixedClock(T0))
-        yield Rig(falcon.testing.TestClient(app), tally, server.client(), simulator.stats)
+        yield Rig(falcon.testing.TestClient(app), tally, primaries, simulator.stats)
     finally:
         sim_server.shutdown()
         sim_server.server_close()
-        server.process.terminate()
-        server.process.wait(10)
+        if server is not None:
+            server.process.terminate()
+            server.process.wait(10)
 
 
 def _genesys_calls(rig: Rig) -> int:
     return sum(int(n) for n in rig.sim_stats()["requests"].values())
 
 
-def _server_commands(plain: redis.Redis) -> int:
-    return sum(int(s["calls"]) for name, s in plain.info("commandstats").items()
-               if name != "cmdstat_info")
+def _server_commands(plain: list[redis.Redis]) -> int:
+    return sum(int(s["calls"]) for primary in plain
+               for name, s in primary.info("commandstats").items()
+               if name not in ("cmdstat_info", "cmdstat_cluster"))
 
 
 def _bodies(e164: str, ids: dict[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -268,12 +296,12 @@ def run_actions(the_rig: Rig, numbers: list[str]) -> dict[str, Row]:
 
 
 def measure(numbers: int = 200, warm: int = 5, directory: Path | None = None,
-            pids: Path | None = None) -> dict[str, Row]:
+            pids: Path | None = None, external: External | None = None) -> dict[str, Row]:
     """Warm the product up on ``warm`` numbers, then measure every action on ``numbers``
-    fresh ones."""
+    fresh ones (against ``external`` when given, else a redis-server started here)."""
     with contextlib.ExitStack() as stack:
         where = directory or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        the_rig = stack.enter_context(rig(where, pids))
+        the_rig = stack.enter_context(rig(where, pids, external))
         run_actions(the_rig, fresh_numbers(warm, start=8000))
         return run_actions(the_rig, fresh_numbers(numbers))
 
@@ -285,8 +313,9 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**NO**"
 
 
-def table(rows: dict[str, Row]) -> str:
-    """The Markdown section: one line per action, the issue-13 target beside the create."""
+def table(rows: dict[str, Row], with_target: bool = True) -> str:
+    """The Markdown section: one line per action, the issue-13 target beside the create
+    (``with_target``: the target is one primary's; a cluster's table shows none)."""
     lines = [
         "| action | requests | Redis round trips/req (mean, min-max) | commands sent/req | "
         "commands run in Redis/req | Genesys calls/req | answers | target | met? |",
@@ -296,7 +325,7 @@ def table(rows: dict[str, Row]) -> str:
         trips = row.round_trips or [0]
         mean = sum(trips) / len(trips)
         target, met = "", ""
-        if row.action == "create-callback CREATED":
+        if with_target and row.action == "create-callback CREATED":
             target = f"≤ {CREATE_TARGET} round trips per warm create (issue 13)"
             met = _met(max(trips) <= CREATE_TARGET)
         answers = ", ".join(f"{k} {n}" for k, n in row.answers.most_common())
