@@ -193,12 +193,6 @@ class Lifecycle:
         """Callbacks a number may get in any 24 hours."""
         return self._daily_limit
 
-    def over_daily_limit(self, number: CustomerNumber) -> bool:
-        """Whether the number already had its callbacks for any 24 hours, read before the
-        other checks so the answer comes in the number step (the claim checks it again)."""
-        return self._store.creations_today(self._keys.all(number.e164),
-                                           epoch_ms(self._clock.now())) >= self._daily_limit
-
     def _ttl_s(self, record: LedgerRecord) -> int:
         """A record lives until a week past its time: long after Genesys has let it go."""
         ahead = max(record.scheduled_ms - epoch_ms(self._clock.now()), 0) // 1000

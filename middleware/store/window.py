@@ -79,15 +79,6 @@ class WindowStore(StoreBase):
             return WindowClaim(status, "", max(int(reply[2]), 0))
         return WindowClaim(status)
 
-    def creations_today(self, digests: tuple[str, ...], now_ms: int) -> int:
-        """How many callbacks were accepted for the number in the 24 hours before ``now_ms``,
-        under any of its digests (a read only: the claim enforces the cap atomically)."""
-        pipe = self._r.pipeline(transaction=False)
-        for digest in digests:
-            pipe.zrangebyscore(keys.created(digest), f"({now_ms - 86_400_000}", "+inf")
-        rows = cast(list[list[str]], self._call(pipe.execute))
-        return len({token for row in rows for token in row})
-
     def release_claim(self, digests: tuple[str, ...], token: str) -> None:
         """Give the number back after a refusal or failure, if the claim is still ours."""
         for digest in digests:
