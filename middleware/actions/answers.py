@@ -23,6 +23,11 @@ class Superseded(Exception):
     """The record changed since it was read: the step was not taken; read it again."""
 
 
+class Revoked(Exception):
+    """The number's consent stands revoked: the step needs a create, so it is not taken
+    (reading again would not change that)."""
+
+
 def time_fields(instant: datetime, agent_zone: str, number: CustomerNumber | None,
                 customer_zones: str = "") -> dict[str, str]:
     """The readable-back times of an answer: agent's and customer's zone and local time."""

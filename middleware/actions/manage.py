@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from middleware.actions.answers import (
     Answer,
+    Revoked,
     Superseded,
     create_command,
     from_ms,
@@ -232,9 +233,14 @@ class ManageCallbacks:
                     outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", retryable=True,
                     **common, message="Another request for this number is being made right "
                     "now; nothing was changed. Retry the same request.")
-            with self._lifecycle.claimed(number, token):
-                return self._reschedule_locked(record, scheduled, number, ctx, common, change,
-                                               token)
+            with self._lifecycle.claimed(number, token) as hold:
+                answer = self._reschedule_locked(record, scheduled, number, ctx, common,
+                                                 change, token)
+                if change.in_doubt:
+                    # The PATCH may have landed: the window stays claimed until the worker
+                    # has read the callback back (as the change lock stays held).
+                    self._lifecycle.keep_claim(number, token, hold)
+                return answer
 
     def _reschedule_locked(self, record: LedgerRecord, scheduled: datetime,
                            number: CustomerNumber | None, ctx: RequestContext,
@@ -274,6 +280,11 @@ class ManageCallbacks:
                 return None
         except Superseded:
             return None
+        except Revoked:
+            return out.answer(outcome="REJECTED", reason="CONSENT_REVOKED", **common,
+                              message="The customer withdrew consent: the new time needs a new "
+                              "owner, and so a new callback, which is not created; the callback "
+                              "was left unchanged.")
         except UpstreamRejected as exc:
             if self._changed(record):
                 return None
@@ -333,7 +344,7 @@ class ManageCallbacks:
         # journal, and its delivery.
         epoch = self._lifecycle.revocation_epoch(number)
         if epoch is None:
-            raise Superseded(record.callback_id)
+            raise Revoked(record.callback_id)
         journaled = self._lifecycle.journal(number, token, LedgerRecord(
             callback_id=f"queued-{token}", number_key="", scheduled_ms=epoch_ms(scheduled),
             agent_id=new_agent, queue_id=record.queue_id, state="CREATING", acd_id="",

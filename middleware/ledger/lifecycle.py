@@ -64,6 +64,10 @@ LATE_CREATE_WATCH: Final = timedelta(minutes=15)
 #: A change in doubt is read back by the worker no sooner than this after it was asked
 #: (the request itself is still making sure within its deadline until then).
 DOUBT_AFTER: Final = timedelta(seconds=10)
+#: How long a reschedule left in doubt keeps the number's claim: until the worker has read
+#: the callback back (``DOUBT_AFTER``, then its next reconcile round, every
+#: RECONCILE_INTERVAL_SECONDS, 60 by default) and the ledger holds the time Genesys holds.
+IN_DOUBT_CLAIM: Final = timedelta(minutes=3)
 #: How often one process notes again a queue it wrote a callback on (the worker keeps
 #: the queues seen recently).
 _QUEUE_NOTE_S: Final = 600.0
@@ -221,6 +225,14 @@ class Lifecycle:
         finally:
             if not hold.kept:
                 self.release(number, token)
+
+    def keep_claim(self, number: CustomerNumber, token: str, hold: Hold) -> None:
+        """A change sent under the number's claim is in doubt (it may have landed): the claim
+        outlives the ``with`` for ``IN_DOUBT_CLAIM``, so no create takes the window while
+        the ledger may not hold the time Genesys holds."""
+        self._store.extend_claim(self._keys.all(number.e164), token,
+                                 int(IN_DOUBT_CLAIM.total_seconds() * 1000))
+        hold.journaled()
 
     @contextmanager
     def changing(self, record: LedgerRecord, deadline: Deadline, settle_s: float

@@ -132,6 +132,9 @@ class KeyMigration:
         """Find, learn, move; the report says what happened."""
         self._scan()
         self._learn()
+        # The counters first: a revocation the service stores between two runs (or while a
+        # number's state is still to move) must outnumber every one stored before.
+        self._move_consent_seq()
         for digest, found in sorted(self._numbers.items()):
             self._move_number(digest, found)
         for callback_id in self._records:
@@ -143,7 +146,6 @@ class KeyMigration:
         for callback_id in self._locks:
             self._move_lock(callback_id)
         self._move_indexes()
-        self._move_consent_seq()
         for cursor in OLD_CURSORS:
             if cursor in self._singles and self._apply([cursor], _delete(cursor)):
                 self.report.dropped["cursor of a walk (the shards' walks start afresh)"] += 1

@@ -51,11 +51,20 @@ return {'CLAIMED'}
 """
 
 
+# Keep a claim longer only while it is still the holder's. KEYS[1] the claim.
+# ARGV: holder, ttl ms.
+_EXTEND_CLAIM: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
 class WindowStore(StoreBase):
     """The duplicate window: claims, daily counts, pending indexes and cursors."""
 
     SCRIPTS: ClassVar[dict[str, str]] = {
         "_claim_window": _CLAIM_WINDOW,
+        "_extend_claim": _EXTEND_CLAIM,
     }
 
     def claim_window(self, digests: tuple[str, ...], token: str, window_end_ms: int,
@@ -83,6 +92,13 @@ class WindowStore(StoreBase):
         """Give the number back after a refusal or failure, if the claim is still ours."""
         for digest in digests:
             self._release(keys.claim(digest), token)
+
+    def extend_claim(self, digests: tuple[str, ...], token: str, ttl_ms: int) -> None:
+        """Keep the number's claim ``ttl_ms`` more, where it is still ``token``'s."""
+        script = self._script("_extend_claim")
+        for digest in digests:
+            self._call(functools.partial(script, keys=[keys.claim(digest)],
+                                         args=[token, ttl_ms]))
 
     def uncount_creation(self, digests: tuple[str, ...], token: str) -> None:
         """A journaled create Genesys refused does not count towards the daily cap."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from middleware.actions.answers import Superseded, from_ms
+from middleware.actions.answers import Revoked, Superseded, from_ms
 from middleware.actions.checks import OwnerRule
 from middleware.actions.manage import ManageCallbacks
 from middleware.clock import Clock
@@ -96,6 +96,9 @@ class Reassigner:
                     self._callbacks.replace_owner(record, decision.assigned, at, deadline,
                                                   decision.reassign_reason)
                 moved += 1
+            except Revoked:
+                # Revoked with its callbacks kept: no new callback is made for it.
+                continue
             except Superseded:
                 # Rescheduled or cancelled meanwhile: the next round sees it as it now is.
                 continue

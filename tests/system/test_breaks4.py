@@ -2,8 +2,8 @@
 after a reschedule into the window began holding the number's claim, a refused owner move
 began raising ``Superseded``, the warm create began storing its consent in the journal's
 transaction, and ``migrate-keys`` arrived. Each is forced deterministically (the app
-in-process, simulator faults, the fixed clock); each is marked xfail until fixed, and
-names the invariant it breaks."""
+in-process, simulator faults, the fixed clock); each names the invariant it guards.
+The last is a known limit (README), kept as a strict xfail so a change to it is seen."""
 
 from __future__ import annotations
 
@@ -34,10 +34,6 @@ def _in_window(sim: Simulator, service: Service) -> list[dict[str, Any]]:
     return [c for c in live(sim) if str(c["callbackScheduledTime"])[:19] <= end]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a reschedule into the window whose PATCH is left in doubt releases the number's claim: "
-    "Genesys holds the callback in the window while the ledger still has it beyond, so a "
-    "create is CREATED beside it"))
 def test_reschedule_into_the_window_left_in_doubt_lets_a_create_beside_it(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Invariant 1 (at most one live callback per number in the window): a callback three
@@ -74,8 +70,9 @@ def test_reschedule_into_the_window_left_in_doubt_lets_a_create_beside_it(
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "two creates beyond the window never meet in the duplicate check, and both enter the "
-    "window as time passes"))
+    "README known limits, \"Two callbacks beyond the window\": the duplicate rule (SPEC §4 "
+    "Duplicates) looks only within now + the window, so two callbacks made days ahead both "
+    "enter it as time passes"))
 def test_two_callbacks_beyond_the_window_both_enter_it_as_time_passes(
         service: Service, sim: Simulator) -> None:
     """Invariant 1 ("at every instant"): the duplicate check looks only at callbacks due
@@ -99,10 +96,6 @@ def test_two_callbacks_beyond_the_window_both_enter_it_as_time_passes(
         second, found, live(sim))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "migrate-keys moves the revocation counter last: a revocation the service stores "
-    "between an interrupted run and the next numbers itself from 1 and loses to the old "
-    "release's lifting consent"))
 def test_a_revocation_stored_between_interrupted_migrate_runs_still_holds(
         service: Service, redis_server: RedisServer) -> None:
     """Invariant 2 (after revoke-consent answered, nothing leaves a live callback for the
@@ -154,10 +147,6 @@ def _revoked_then_moved(service: Service, sim: Simulator) -> tuple[dict[str, Any
     return moved, time.monotonic() - started
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an owner move refused by a standing revocation raises Superseded, which the reschedule "
-    "loop reads as a race: it re-reads Genesys until its deadline and answers a retryable "
-    "UPSTREAM_UNAVAILABLE that no retry can ever turn"))
 def test_reschedule_needing_an_owner_move_of_a_revoked_number_is_not_retryable(
         service: Service, sim: Simulator) -> None:
     """The answers' contract (``retryable`` "true when the same request may succeed later
