@@ -18,6 +18,7 @@ from middleware.store import connect
 from middleware.store.migrate import migrate_keys
 from tests.conftest import (
     PII_KEY,
+    TEST_REDIS,
     RedisServer,
     Service,
     Simulator,
@@ -96,6 +97,8 @@ def test_two_callbacks_beyond_the_window_both_enter_it_as_time_passes(
         second, found, live(sim))
 
 
+@pytest.mark.skipif(TEST_REDIS == "cluster", reason=(
+    "releases before shards ran on one primary only: there is no old dataset on a cluster"))
 def test_a_revocation_stored_between_interrupted_migrate_runs_still_holds(
         service: Service, redis_server: RedisServer) -> None:
     """Invariant 2 (after revoke-consent answered, nothing leaves a live callback for the
