@@ -27,7 +27,6 @@ from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord, history_event
 from middleware.rules.consent import (
     ConsentDecision,
-    ConsentFacts,
     decide,
     in_future,
 )
@@ -37,32 +36,9 @@ from middleware.store import ConsentWrite, NumberFacts, Store
 
 log = logging.getLogger(__name__)
 
-class _NumberConsents:
-    """The consent rule's view of one number's records in the store."""
-
-    def __init__(self, store: Store, keys: NumberKeys, number: CustomerNumber) -> None:
-        self._store = store
-        self._keys = keys
-        self._number = number
-
-    def consent(self, consent_id: str) -> Mapping[str, str] | None:
-        """The stored record with this id, if any."""
-        # A number's consents are in its shard: one of another number is not found here,
-        # which the rule refuses as it would refuse one that is found for another number.
-        return self._store.consent(NumberKeys.shard(self._number.e164), consent_id)
-
-    def number_keys(self) -> tuple[str, ...]:
-        """Every key the number's records may carry."""
-        return self._keys.all(self._number.e164)
-
-    def revocation(self) -> tuple[int, int]:
-        """The epochs of the number's latest revocation and latest lifting consent."""
-        return self._store.consent_state(self._keys.all(self._number.e164))
-
-
 class _ReadConsents:
     """The consent rule's view of one number, from facts read beforehand in one round trip
-    (``ConsentLedger.facts``): the record asked for, and the revocation state."""
+    (``Lifecycle.facts``): the record asked for, and the revocation state."""
 
     def __init__(self, facts: NumberFacts, consent_id: str, number_keys: tuple[str, ...]
                  ) -> None:
@@ -94,13 +70,12 @@ class ConsentLedger:
         self._max_age = max_age
         self._retention_s = int(retention.total_seconds())
 
-    def check(self, fields: dict[str, Any], number: CustomerNumber,
-              facts: NumberFacts | None = None) -> ConsentDecision:
-        """Apply the consent rule for a create (on ``facts`` when read already); nothing is
-        written."""
-        view: ConsentFacts = _NumberConsents(self._store, self._keys, number) if facts is None \
-            else _ReadConsents(facts, str(fields.get("consentId") or ""),
-                               self._keys.all(number.e164))
+    def check(self, fields: dict[str, Any], number: CustomerNumber, facts: NumberFacts
+              ) -> ConsentDecision:
+        """Apply the consent rule for a create on ``facts`` (``Lifecycle.facts``, read in
+        the create's first round trip); nothing is written."""
+        view = _ReadConsents(facts, str(fields.get("consentId") or ""),
+                             self._keys.all(number.e164))
         return decide(fields, view, self._clock.now(), self._max_age)
 
     def record(self, number: CustomerNumber, fields: dict[str, Any], captured: datetime,

@@ -106,6 +106,18 @@ def _digest(number: str = NUMBER) -> str:
     return NumberKeys((PII_KEY.encode(),)).current(number)
 
 
+def far_callback_and_a_day_off(service: Service, sim: Simulator) -> tuple[dict[str, Any], str]:
+    """Bob's callback three days ahead (CREATED), and a day in the window he then takes off,
+    so a reschedule to it needs an owner move."""
+    far = service.action("create-callback", create_body(
+        agentId=BOB, requestedTime=when("2026-11-26T19:00:00Z"))).json
+    assert far["outcome"] == "CREATED", far
+    new_day = when("2026-11-24T19:00:00Z")
+    sim.control("POST", "timeoff", {"userId": BOB, "date": new_day[:10],
+                                    "status": "APPROVED"})
+    return far, new_day
+
+
 def test_reschedule_with_a_new_owner_while_a_create_holds_the_claim_keeps_its_answer(
         service: Service, sim: Simulator, redis_server: RedisServer) -> None:
     """Invariant 3 (every RESCHEDULED answer ends as exactly one live callback at the
@@ -114,19 +126,14 @@ def test_reschedule_with_a_new_owner_while_a_create_holds_the_claim_keeps_its_an
     create for the same number (this evening, Walter of the other team) holds the number's window
     claim while its owner read is slow: it took the usual claim path because a stale entry
     was indexed pending in the window (an index that outlived its record, which the claim
-    drops). The move's journal is guarded by the claim and refuses ("LOST");
-    ``replace_owner`` takes that for "queued" and returns ``""``, so the reschedule answers
-    RESCHEDULED "the new callback is queued and its id follows". Nothing was queued: after
-    the worker's duties the only callback is Bob's, at the old time.
+    drops). The move's journal is guarded by the claim and refuses ("LOST"); before the fix
+    ``replace_owner`` took that for "queued" and the reschedule answered RESCHEDULED "the new
+    callback is queued and its id follows" while nothing was queued. Now the reschedule
+    either lands or is refused, and the callback stays where the answer says.
 
     Interleaving: stale index entry; create with 2 s latency on GET /api/v2/users; once
     the claim is held, the reschedule; then outbox and reassign duties."""
-    far = service.action("create-callback", create_body(
-        agentId=BOB, requestedTime=when("2026-11-26T19:00:00Z"))).json
-    assert far["outcome"] == "CREATED", far
-    new_day = when("2026-11-24T19:00:00Z")
-    sim.control("POST", "timeoff", {"userId": BOB, "date": new_day[:10],
-                                    "status": "APPROVED"})
+    far, new_day = far_callback_and_a_day_off(service, sim)
     digest = _digest()
     service.redis.zadd(keys.pending(digest), {"a-record-long-gone": epoch_ms(T0) + 3_600_000})
     sim.control("PUT", "faults", {"latencyMs": 2000, "count": 1, "method": "GET",

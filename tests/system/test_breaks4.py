@@ -25,7 +25,8 @@ from tests.conftest import (
     create_body,
     when,
 )
-from tests.system.test_lifecycle import BOB, CALLBACKS, NUMBER, duty, live, worker
+from tests.system.test_breaks3 import far_callback_and_a_day_off
+from tests.system.test_lifecycle import CALLBACKS, NUMBER, duty, live, worker
 from tests.system.test_migrate import LIFTED_NUMBER, Interrupted, write_old_dataset
 
 
@@ -135,12 +136,7 @@ def test_a_revocation_stored_between_interrupted_migrate_runs_still_holds(
 def _revoked_then_moved(service: Service, sim: Simulator) -> tuple[dict[str, Any], float]:
     """Bob's callback three days ahead; the number revoked with cancelPending false; a
     reschedule to a day Bob has off (an owner move): its answer and how long it took."""
-    far = service.action("create-callback", create_body(
-        agentId=BOB, requestedTime=when("2026-11-26T19:00:00Z"))).json
-    assert far["outcome"] == "CREATED", far
-    new_day = when("2026-11-24T19:00:00Z")
-    sim.control("POST", "timeoff", {"userId": BOB, "date": new_day[:10],
-                                    "status": "APPROVED"})
+    far, new_day = far_callback_and_a_day_off(service, sim)
     revoked = service.action("revoke-consent", {"customerNumber": NUMBER,
                                                 "cancelPending": False}).json
     assert revoked["outcome"] == "REVOKED", revoked
