@@ -7,7 +7,7 @@ Genesys reads are cached by the Genesys client.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
@@ -39,11 +39,14 @@ from middleware.rules.time import (
     format_local,
     format_utc,
     parse_request,
+    zone_info,
 )
 from middleware.store import Store
 
 _PAST_TOLERANCE: Final = timedelta(minutes=1)
 _MAX_AHEAD: Final = timedelta(days=366)
+# Agents whose built profiles are kept (one per agent and day); past it, all are dropped.
+_PROFILES_KEPT: Final = 4096
 
 
 class TimeService:
@@ -60,6 +63,9 @@ class TimeService:
         self._contract = contract
         self._country = default_country
         self._clock = clock
+        # Profiles built from the same inputs, reused: laying hours out over the horizon
+        # (and the rules' per-profile caches) would otherwise be redone twice a request.
+        self._built: dict[tuple[str, ...], tuple[object, AgentProfile]] = {}
 
     @property
     def min_lead(self) -> timedelta:
@@ -110,12 +116,28 @@ class TimeService:
             mu_id, zone = wfm
             first, last = shift_dates(now, zone, self._policy.horizon)
             shifts = self._genesys.published_shifts(mu_id, agent_id, first, last, deadline)
-            return wfm_profile(zone, mu_id, None if shifts is None
-                               else tuple((s.start, s.end) for s in shifts))
+            return self._reused(("wfm", agent_id, mu_id, zone), shifts, lambda: wfm_profile(
+                zone, mu_id, None if shifts is None else tuple((s.start, s.end)
+                                                               for s in shifts)))
         found = self._profiles.get(agent_id)
         if found is not None:
-            return file_profile(found, now, self._policy.horizon)
+            day = now.astimezone(zone_info(found.zone)).date().isoformat()
+            return self._reused(("file", agent_id, day), found,
+                                lambda: file_profile(found, now, self._policy.horizon))
         return UNKNOWN_PROFILE
+
+    def _reused(self, key: tuple[str, ...], source: object,
+                build: Callable[[], AgentProfile]) -> AgentProfile:
+        """The profile built from ``source`` (the very object: a shift list stays the same
+        object while the read cache holds it) under ``key``, or a new one."""
+        seen = self._built.get(key)
+        if seen is not None and seen[0] is source and source is not None:
+            return seen[1]
+        profile = build()
+        if len(self._built) >= _PROFILES_KEPT:
+            self._built.clear()
+        self._built[key] = (source, profile)
+        return profile
 
     def context(self, now: datetime, profile: AgentProfile, number: CustomerNumber | None,
                 queue: dict[str, Any] | None, *, strict_day: bool = False) -> TimeContext:

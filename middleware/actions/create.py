@@ -3,6 +3,12 @@
     number → idempotency key → daily cap → consent → time → claim (duplicate) → owner →
     journal → create in Genesys → deliver (or QUEUED for the outbox worker)
 
+A create that gives its own consent first tries them all with no read of its number: the
+consent, time and owner rules, then one Redis step that makes the number's checks (daily
+cap, window, claim, revocation) and journals it, then Genesys and the delivery: two Redis
+round trips. Anything that step refuses or finds in its way, and any refusal before it,
+sends the request through the steps above from the start, which answer in their order.
+
 Each step either answers (the first failing check gives the answer) or fills in the draft
 for the next. Nothing reaches Genesys unless every check passed, and a REJECTED answer
 leaves nothing behind: the number's claim is released by the one ``with`` around the steps
@@ -39,9 +45,14 @@ from middleware.ledger.lifecycle import Hold, Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
 from middleware.rules import time as timing
 from middleware.rules.number import CustomerNumber, invalid_number_message, number_of
-from middleware.store import ConsentWrite, NumberFacts
+from middleware.store import READ_IN_STEP, ConsentWrite, NumberFacts
 
 log = logging.getLogger(__name__)
+
+# The consent rule's facts before any is read: the step that journals makes the revocation
+# check (``READ_IN_STEP``), and nothing else of the rule reads the store for a create that
+# gives its own consent.
+_UNREAD: Final = NumberFacts(created_today=0, revoked=0, lifted=0, consent=None)
 
 _DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allowed in 24 "
                                "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
@@ -196,10 +207,47 @@ class CreateCallback:
 
     def _checked(self, d: Draft) -> Answer:
         """The checks that need no claim, then the steps that hold it."""
+        if not d.afresh and d.fields.get("consentGiven") is True \
+                and not d.fields.get("consentId"):
+            start = dict(d.common)
+            answer = self._at_once(d)
+            if answer is not None:
+                return answer
+            # Refused, or something in the way: nothing was written, and the usual steps
+            # answer afresh, in their order (a call taken from the budget is kept).
+            d = Draft(d.afresh, d.fields, d.number, d.agent_id, d.token, d.ctx, d.now, start,
+                      reserved=d.reserved)
         # The daily count, the revocation state and the consent relied on: one round trip.
         facts = self._lifecycle.facts(d.number, str(d.fields.get("consentId") or ""))
         return self._daily_cap(d, facts) or self._consent(d, facts) or self._time(d) \
             or self._claimed(d, facts)
+
+    def _at_once(self, d: Draft) -> Answer | None:
+        """A create that gives its own consent, with nothing in its way: consent, time and
+        owner are checked before anything of the number is read, then one Redis step makes
+        the number's checks (daily cap, window, claim, and the consent rule's revocation
+        check) and journals it with its consent; then Genesys. Two Redis round trips in all.
+        ``None`` when a check refused or the step found anything in its way: nothing was
+        written, and ``_checked``'s usual steps answer."""
+        verdict = self._consents.check(d.fields, d.number, _UNREAD)
+        if verdict.reason != "OK":
+            return None
+        d.consent_id, d.consent_epoch, d.captured = "", READ_IN_STEP, verdict.captured
+        if self._time(d) is not None or self._owner_step(d) is not None:
+            return None
+        given = self._given_consent(d)
+        ask = self._genesys.budget()
+        done = self._lifecycle.claim_and_journal(
+            d.number, d.token, self._intent(d), self._payload(d, may_have_run=True),
+            epoch_ms(d.now) + self._journal_lease_ms, epoch=READ_IN_STEP, consent=given,
+            budget=(ask.client, ask.capacity, ask.per_ms))
+        d.reserved = done.rate == 0
+        if done.record is None:
+            return None
+        if given is not None:
+            self._consents.stored(given, d.number)
+        d.journaled = done.record
+        return self._send(d)
 
     def _daily_cap(self, d: Draft, facts: NumberFacts) -> Answer | None:
         """The number's cap, read first so a capped number answers in the number step (the

@@ -44,6 +44,7 @@ from middleware.ledger.records import TERMINAL_STATES, LedgerRecord, State, hist
 from middleware.rules.consent import well_formed_id
 from middleware.rules.number import CustomerNumber, NumberKeys
 from middleware.store import (
+    READ_IN_STEP,
     SHARDS,
     ConsentWrite,
     NumberFacts,
@@ -341,17 +342,23 @@ class Lifecycle:
         """``claim`` and ``journal`` in one step, for a number with nothing in its way (the
         warm path): ``OK`` with the record; ``REVOKED`` as ``journal``; or ``DUPLICATE``,
         ``BUSY``, ``LIMIT`` when a claim would not have been granted now, with nothing
-        written (the caller then claims as usual, which waits or answers). A consent given
-        with the request is stored in the same transaction, whatever the answer, and a call
+        written (the caller then claims as usual, which waits or answers). With ``epoch``
+        ``READ_IN_STEP`` the step makes the consent rule's revocation check itself
+        (``REVOKED`` while the number stands revoked). A consent given with the request is
+        stored in the same transaction, whatever the answer (with ``READ_IN_STEP``: only
+        with ``OK``), and a call
         is taken from the Genesys ``budget`` in it where the store can (``Journaled.rate``)."""
         now = self._clock.now()
         stored = replace(record, number_key=self._keys.current(number.e164),
                          number_keys=self._keys.all(number.e164), state="CREATING")
         check = window_check(epoch_ms(now + self._window), epoch_ms(now - FORGET_AFTER),
                              epoch_ms(now), self._daily_limit)
+        # A create whose revocation check is made in this step stores its consent only if
+        # the step journals it: refused here, it is answered by the usual steps afresh.
         status, rate = self._store.journal_create(
             consent, stored.number_key, token, stored, self._ttl_s(record),
-            self._evidence_ttl_s, payload, resolve_after_ms, epoch, claimed=check, rate=budget)
+            self._evidence_ttl_s, payload, resolve_after_ms, epoch, claimed=check, rate=budget,
+            consent_if_journaled=epoch == READ_IN_STEP)
         return Journaled(status, stored if status == "OK" else None, rate)
 
     def cancel_later(self, record: LedgerRecord) -> bool:

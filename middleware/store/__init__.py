@@ -16,13 +16,20 @@ from middleware.store.consent import ConsentStore, ConsentWrite, NumberFacts
 from middleware.store.genesys import _TAKE_RATE_SLOT, GenesysStore
 from middleware.store.idempotency import IdempotencyStore
 from middleware.store.keys import PREFIX, SHARDS
-from middleware.store.ledger import _JOURNAL, LedgerRecord, LedgerStore, window_check
+from middleware.store.ledger import (
+    _JOURNAL,
+    READ_IN_STEP,
+    LedgerRecord,
+    LedgerStore,
+    window_check,
+)
 from middleware.store.orphans import OrphanStore
 from middleware.store.outbox import OutboxEntry, OutboxStore
 from middleware.store.window import _CLAIM_WINDOW, WindowClaim, WindowStore
 
 __all__ = [
     "PREFIX",
+    "READ_IN_STEP",
     "SHARDS",
     "_CLAIM_WINDOW",
     "ConsentWrite",
@@ -46,26 +53,32 @@ class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStor
                        record: LedgerRecord, ttl_s: int, history_ttl_s: int,
                        payload: dict[str, Any], first_attempt_ms: int, epoch: int,
                        claimed: bool | str = True,
-                       rate: tuple[str, int, float] | None = None) -> tuple[str, int | None]:
+                       rate: tuple[str, int, float] | None = None,
+                       consent_if_journaled: bool = False) -> tuple[str, int | None]:
         """Journal a create in one transaction, with the consent it gave (the number's, so
         the same shard) and, on one primary, one call taken from the shared Genesys budget
         ``rate`` (client, capacity, refill per ms): one round trip for all three. Returns
         the journal's answer as ``queue_callback`` gives it, and the budget's answer (0: a
         call taken; else ms to wait; ``None``: not asked, as on a cluster, where the budget
         is in another slot). The consent is stored whatever the journal answers, as when the
-        two were stored one after the other."""
+        two were stored one after the other, or, with ``consent_if_journaled``, only when
+        the journal answers ``OK``."""
         names, args = self._journal_step(digest, token, record, ttl_s, None, history_ttl_s,
                                          payload, first_attempt_ms, True, epoch, claimed)
         pipe = self._r.pipeline(transaction=True)
-        if consent is not None:
+        before = consent is not None and not consent_if_journaled
+        if consent is not None and before:
             self._consent_in(pipe, consent.digests, consent.record, consent.captured_ms,
                              consent.lifts, consent.retention_s, consent.event)
         # EVAL inside MULTI: see LedgerStore.commit_callback.
         pipe.execute_command("EVAL", _JOURNAL, len(names), *names, *args)
+        if consent is not None and not before:
+            self._consent_in(pipe, consent.digests, consent.record, consent.captured_ms,
+                             consent.lifts, consent.retention_s, consent.event,
+                             journaled=(names[0], token))
         taking = rate is not None and self.mode == "standalone"
         if rate is not None and taking:
             pipe.execute_command("EVAL", _TAKE_RATE_SLOT, 1, keys.rate(rate[0]), rate[1], rate[2])
         replies = self._call(pipe.execute)
-        if taking:
-            return str(replies[-2]), int(replies[-1])
-        return str(replies[-1]), None
+        journal = str(replies[1 if before else 0])
+        return journal, int(replies[-1]) if taking else None

@@ -50,30 +50,35 @@ def _read(consent_id: str, raw: dict[str, str]) -> dict[str, str]:
 # The record keeps its number too ('seq'), so evidence can show the order that counted.
 # The record, its history event and the state are written in this one step, and only once:
 # a record already there means Redis applied an earlier try whose reply was lost.
-# KEYS[1] the counter, KEYS[2] the record, KEYS[3] the number's history, KEYS[4..] the
+# KEYS[1] the counter, KEYS[2] the record, KEYS[3] the number's history, KEYS[4] the
+# journal record a guarded consent waits for (unguarded: the record again), KEYS[5..] the
 # number's state under each digest.
-# ARGV: REVOCATION | LIFT | '' (a consent that lifts nothing), captured ms, ttl s, the
-# history event (JSON), then the record's field/value pairs.
+# ARGV: the guard's request token ('': unguarded), REVOCATION | LIFT | '' (a consent that
+# lifts nothing), captured ms, ttl s, the history event (JSON), then the record's
+# field/value pairs.
+# A guarded consent (a create's own, sent after its journal in one transaction) is stored
+# only if the journal took, so a create refused there leaves no consent behind.
 _STORE_CONSENT_STATE: Final = """
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[4], 't') ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return tonumber(redis.call('HGET', KEYS[2], 'seq')) end
 local seq = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('RPUSH', KEYS[3], ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('RPUSH', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
 -- The number's latest revocation under any digest: one stored by an instance on an older
 -- PII_KEYS list is under fewer digests, and must still hold against a consent before it.
 local revoked = 0
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   revoked = math.max(revoked, tonumber(redis.call('HGET', KEYS[i], 'revokedMs') or '0'))
 end
-for i = 4, #KEYS do
-  if ARGV[1] == 'REVOCATION' then
-    redis.call('HSET', KEYS[i], 'revokedMs', ARGV[2], 'revokedSeq', seq)
-  elseif ARGV[1] == 'LIFT' and tonumber(ARGV[2]) > revoked then
-    redis.call('HSET', KEYS[i], 'liftedMs', ARGV[2], 'liftedSeq', seq)
+for i = 5, #KEYS do
+  if ARGV[2] == 'REVOCATION' then
+    redis.call('HSET', KEYS[i], 'revokedMs', ARGV[3], 'revokedSeq', seq)
+  elseif ARGV[2] == 'LIFT' and tonumber(ARGV[3]) > revoked then
+    redis.call('HSET', KEYS[i], 'liftedMs', ARGV[3], 'liftedSeq', seq)
   end
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
 end
 return seq
 """
@@ -100,18 +105,22 @@ class ConsentStore(StoreBase):
 
     def _consent_in(self, pipe: Any, digests: tuple[str, ...], record: dict[str, str],
                     captured_ms: int, lifts: bool, retention_s: int,
-                    event: Mapping[str, str | int]) -> None:
+                    event: Mapping[str, str | int],
+                    journaled: tuple[str, str] | None = None) -> None:
         """Queue ``save_consent``'s commands on a MULTI ``pipe`` (a create's journal joins
-        them, so one transaction stores the consent it gave and the request)."""
+        them, so one transaction stores the consent it gave and the request); with
+        ``journaled`` (the journal record's key and request token, the journal queued
+        before) only if that journal took."""
         kind = "REVOCATION" if record["kind"] == "REVOCATION" else "LIFT" if lifts else ""
         shard = keys.shard_of(digests[0])
         key = keys.consent(shard, record['consentId'])
-        names = [keys.consent_seq(shard), key, keys.events(digests[0]),
+        guard_key, guard_token = journaled if journaled is not None else (key, "")
+        names = [keys.consent_seq(shard), key, keys.events(digests[0]), guard_key,
                  *(keys.consent_state(d) for d in digests)]
         fields = [item for pair in _stored(record).items() for item in pair]
         # EVAL inside MULTI: see LedgerStore.commit_callback.
-        pipe.execute_command("EVAL", _STORE_CONSENT_STATE, len(names), *names, kind,
-                             captured_ms, retention_s, event_json(event), *fields)
+        pipe.execute_command("EVAL", _STORE_CONSENT_STATE, len(names), *names, guard_token,
+                             kind, captured_ms, retention_s, event_json(event), *fields)
 
     def consent(self, shard: str, consent_id: str) -> dict[str, str] | None:
         """A consent or revocation record of a number of ``shard``, or ``None``."""

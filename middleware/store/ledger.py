@@ -211,7 +211,8 @@ return 1
 
 # The journal: one guarded step. KEYS: record, global pending, owner's pending, outbox,
 # outbox entry, history, then per digest: claim, pending, created, consent state.
-# ARGV: token, id, scheduled ms, ttl s, revocation epoch read (-1: unguarded), counts,
+# ARGV: token, id, scheduled ms, ttl s, revocation epoch read (-1: unguarded; -2: read it
+# here, READ_IN_STEP), counts,
 # created ms, payload, first attempt ms, claimed, history ttl s, n, n field/value items,
 # then the history event (JSON; none: no event).
 # The claim may be missing only when Redis applied an earlier try whose reply was lost
@@ -243,11 +244,26 @@ if w_end then
   end
   if count >= tonumber(cap) then return 'LIMIT' end
 end
+local ep = tonumber(ARGV[5])
+if ep == -2 then
+  -- No consent check read the state before (a create that gave its own consent): the
+  -- rule's revocation check is made here, as it makes it (revoked while the latest
+  -- revocation under any digest outnumbers the latest lifting consent), and the epoch the
+  -- delivery re-checks is the latest revocation.
+  local revoked, lifted = 0, 0
+  for i = 0, nd - 1 do
+    local state = redis.call('HMGET', KEYS[10 + 4 * i], 'revokedSeq', 'liftedSeq')
+    revoked = math.max(revoked, tonumber(state[1] or '0'))
+    lifted = math.max(lifted, tonumber(state[2] or '0'))
+  end
+  if revoked > lifted then return 'REVOKED' end
+  ep = revoked
+end
 for i = 0, nd - 1 do
   local base = 7 + 4 * i
-  if tonumber(ARGV[5]) >= 0 then
+  if ep >= 0 then
     local seq = tonumber(redis.call('HGET', KEYS[base + 3], 'revokedSeq') or '0')
-    if seq > tonumber(ARGV[5]) then return 'REVOKED' end
+    if seq > ep then return 'REVOKED' end
   end
   if ARGV[10] == '1' then
     local held = redis.call('GET', KEYS[base])
@@ -257,7 +273,7 @@ end
 local n = tonumber(ARGV[12])
 redis.call('HSET', KEYS[1], unpack(ARGV, 13, 12 + n))
 -- The revocation epoch it was accepted under: its delivery re-checks it.
-if tonumber(ARGV[5]) >= 0 then redis.call('HSET', KEYS[1], 'ep', ARGV[5]) end
+if ep >= 0 then redis.call('HSET', KEYS[1], 'ep', ep) end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
@@ -352,6 +368,12 @@ if not rx then return 1 end
 if rx == ARGV[1] then redis.call('HDEL', KEYS[1], 'rx'); return 1 end
 return 0
 """
+
+
+#: The journal's ``epoch`` for a create no consent check has read the state for (one that
+#: gave its own consent): the journal checks the revocation state itself, and refuses with
+#: ``REVOKED`` while the number stands revoked.
+READ_IN_STEP: Final = -2
 
 
 def window_check(window_end_ms: int, forget_before_ms: int, now_ms: int, daily_limit: int
@@ -463,7 +485,8 @@ class LedgerStore(StoreBase):
         outbox entry, in one guarded step.
 
         ``OK``; ``REVOKED`` when a revocation was stored since the consent check that read
-        ``epoch`` (``-1``: not guarded); ``LOST`` when ``claimed`` and the number's claim is
+        ``epoch`` (``-1``: not guarded; ``READ_IN_STEP``: while the number stands revoked
+        now); ``LOST`` when ``claimed`` and the number's claim is
         no longer ``token``'s. With ``claimed`` a window check (``window_check``), the step
         is the claim too: ``DUPLICATE``, ``BUSY`` or ``LIMIT`` when the claim would not have
         been granted. Nothing is written unless ``OK``.

@@ -131,16 +131,21 @@ def test_reschedule_with_a_new_owner_while_a_create_holds_the_claim_keeps_its_an
     callback is queued and its id follows" while nothing was queued. Now the reschedule
     either lands or is refused, and the callback stays where the answer says.
 
-    Interleaving: stale index entry; create with 2 s latency on GET /api/v2/users; once
-    the claim is held, the reschedule; then outbox and reassign duties."""
+    Interleaving: stale index entry; create (relying on a recorded consent, so its first
+    step reads the number and it claims before its owner read) with 2 s latency on GET
+    /api/v2/users; once the claim is held, the reschedule; then outbox and reassign
+    duties."""
     far, new_day = far_callback_and_a_day_off(service, sim)
     digest = _digest()
     service.redis.zadd(keys.pending(digest), {"a-record-long-gone": epoch_ms(T0) + 3_600_000})
+    consent_id = service.action("record-consent", {
+        "customerNumber": "+1 415 555 2671", "consentSource": "IVR_KEYPRESS"}).json["consentId"]
     sim.control("PUT", "faults", {"latencyMs": 2000, "count": 1, "method": "GET",
                                   "pathPrefix": "/api/v2/users"})
     answers: list[dict[str, Any]] = []
     thread = threading.Thread(target=lambda: answers.append(dict(service.action(
-        "create-callback", create_body(agentId=WALTER, customerName="Another")).json)))
+        "create-callback", create_body(agentId=WALTER, customerName="Another",
+                                       consentId=consent_id)).json)))
     thread.start()
     wait_for(lambda: bool(service.redis.exists(keys.claim(digest))), 5,
              "the create's claim")
