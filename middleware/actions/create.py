@@ -44,7 +44,12 @@ from middleware.genesys.client import GenesysClient, callback_end_state
 from middleware.ledger.lifecycle import Hold, Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
 from middleware.rules import time as timing
-from middleware.rules.number import CustomerNumber, invalid_number_message, number_of
+from middleware.rules.number import (
+    CustomerNumber,
+    NumberKeys,
+    invalid_number_message,
+    number_of,
+)
 from middleware.store import READ_IN_STEP, ConsentWrite, NumberFacts
 
 log = logging.getLogger(__name__)
@@ -233,7 +238,11 @@ class CreateCallback:
         if verdict.reason != "OK":
             return None
         d.consent_id, d.consent_epoch, d.captured = "", READ_IN_STEP, verdict.captured
-        if self._time(d) is not None or self._owner_step(d) is not None:
+        if self._time(d) is not None:
+            return None
+        # What a DUPLICATE answer carries: the usual steps find it before the owner rule.
+        checked = dict(d.common)
+        if self._owner_step(d) is not None:
             return None
         given = self._given_consent(d)
         ask = self._genesys.budget()
@@ -242,6 +251,12 @@ class CreateCallback:
             epoch_ms(d.now) + self._journal_lease_ms, epoch=READ_IN_STEP, consent=given,
             budget=(ask.client, ask.capacity, ask.per_ms))
         d.reserved = done.rate == 0
+        if done.existing:
+            # Cap, consent and time passed: the usual claim would answer this one, unless it
+            # is being created right now (wait for it) or its record ended (drop its index).
+            existing = self._lifecycle.record(done.existing, NumberKeys.shard(d.number.e164))
+            if existing is not None and existing.pending and existing.state != "CREATING":
+                return self._duplicate(existing, checked)
         if done.record is None:
             return None
         if given is not None:

@@ -99,6 +99,8 @@ class Journaled:
     status: str
     record: LedgerRecord | None
     rate: int | None
+    #: ``DUPLICATE``: the id indexed pending in the window (its record may have ended).
+    existing: str = ""
 
 
 class Hold:
@@ -346,20 +348,22 @@ class Lifecycle:
         ``READ_IN_STEP`` the step makes the consent rule's revocation check itself
         (``REVOKED`` while the number stands revoked). A consent given with the request is
         stored in the same transaction, whatever the answer (with ``READ_IN_STEP``: only
-        with ``OK``), and a call
+        with ``OK``, and so is the budget's call), and a call
         is taken from the Genesys ``budget`` in it where the store can (``Journaled.rate``)."""
         now = self._clock.now()
         stored = replace(record, number_key=self._keys.current(number.e164),
                          number_keys=self._keys.all(number.e164), state="CREATING")
         check = window_check(epoch_ms(now + self._window), epoch_ms(now - FORGET_AFTER),
                              epoch_ms(now), self._daily_limit)
-        # A create whose revocation check is made in this step stores its consent only if
-        # the step journals it: refused here, it is answered by the usual steps afresh.
+        # A create whose revocation check is made in this step stores its consent, and
+        # takes its Genesys call, only if the step journals it: refused here, it is answered
+        # by the usual steps afresh, or as the DUPLICATE this step found.
         status, rate = self._store.journal_create(
             consent, stored.number_key, token, stored, self._ttl_s(record),
             self._evidence_ttl_s, payload, resolve_after_ms, epoch, claimed=check, rate=budget,
-            consent_if_journaled=epoch == READ_IN_STEP)
-        return Journaled(status, stored if status == "OK" else None, rate)
+            only_if_journaled=epoch == READ_IN_STEP)
+        status, _, found = status.partition(":")
+        return Journaled(status, stored if status == "OK" else None, rate, found)
 
     def cancel_later(self, record: LedgerRecord) -> bool:
         """A revocation (or a cancel) could not disconnect this callback now: it is cancelled

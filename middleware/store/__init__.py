@@ -54,19 +54,19 @@ class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStor
                        payload: dict[str, Any], first_attempt_ms: int, epoch: int,
                        claimed: bool | str = True,
                        rate: tuple[str, int, float] | None = None,
-                       consent_if_journaled: bool = False) -> tuple[str, int | None]:
+                       only_if_journaled: bool = False) -> tuple[str, int | None]:
         """Journal a create in one transaction, with the consent it gave (the number's, so
         the same shard) and, on one primary, one call taken from the shared Genesys budget
         ``rate`` (client, capacity, refill per ms): one round trip for all three. Returns
         the journal's answer as ``queue_callback`` gives it, and the budget's answer (0: a
         call taken; else ms to wait; ``None``: not asked, as on a cluster, where the budget
-        is in another slot). The consent is stored whatever the journal answers, as when the
-        two were stored one after the other, or, with ``consent_if_journaled``, only when
-        the journal answers ``OK``."""
+        is in another slot; -1: not taken). The consent is stored, and the call taken,
+        whatever the journal answers, as when they were made one after the other, or, with
+        ``only_if_journaled``, only when the journal answers ``OK``."""
         names, args = self._journal_step(digest, token, record, ttl_s, None, history_ttl_s,
                                          payload, first_attempt_ms, True, epoch, claimed)
         pipe = self._r.pipeline(transaction=True)
-        before = consent is not None and not consent_if_journaled
+        before = consent is not None and not only_if_journaled
         if consent is not None and before:
             self._consent_in(pipe, consent.digests, consent.record, consent.captured_ms,
                              consent.lifts, consent.retention_s, consent.event)
@@ -77,7 +77,10 @@ class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStor
                              consent.lifts, consent.retention_s, consent.event,
                              journaled=(names[0], token))
         taking = rate is not None and self.mode == "standalone"
-        if rate is not None and taking:
+        if rate is not None and taking and only_if_journaled:
+            pipe.execute_command("EVAL", _TAKE_RATE_SLOT, 2, keys.rate(rate[0]), names[0],
+                                 rate[1], rate[2], token)
+        elif rate is not None and taking:
             pipe.execute_command("EVAL", _TAKE_RATE_SLOT, 1, keys.rate(rate[0]), rate[1], rate[2])
         replies = self._call(pipe.execute)
         journal = str(replies[1 if before else 0])

@@ -10,8 +10,11 @@ from middleware.store.client import StoreBase
 
 # A token bucket shared by every worker and instance. KEYS[1] the bucket.
 # ARGV: capacity, refill per ms. Returns 0 when a token was taken, else ms to wait.
-# Redis' own clock keeps every instance on one timeline.
+# Redis' own clock keeps every instance on one timeline. With KEYS[2] (a journal record,
+# queued before in one transaction on one primary) and ARGV[3] (its request token), a call
+# is taken only if that journal took: -1, nothing taken, otherwise.
 _TAKE_RATE_SLOT: Final = """
+if #KEYS > 1 and redis.call('HGET', KEYS[2], 't') ~= ARGV[3] then return -1 end
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ms')

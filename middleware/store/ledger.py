@@ -222,18 +222,12 @@ local nd = (#KEYS - 6) / 4
 if redis.call('HGET', KEYS[1], 't') == ARGV[1] then return 'OK' end
 -- 'W:<window end ms>:<forget before ms>:<now ms>:<daily cap>': no claim was taken, so this
 -- step is the claim: the window check of the claim script, then the journal, in one step.
--- Anything in the way answers DUPLICATE, BUSY or LIMIT, and nothing is written.
+-- Anything in the way answers LIMIT, DUPLICATE:<the pending id found> or BUSY, and nothing
+-- is written.
 local w_end, forget, now, cap = string.match(ARGV[10], '^W:(%d+):(%-?%d+):(%d+):(%d+)$')
+-- The claim's checks come in the order of SPEC §4: the daily cap, the revocation (when no
+-- consent check read it before: READ_IN_STEP), then the window and the claim.
 if w_end then
-  for i = 0, nd - 1 do
-    local base = 7 + 4 * i
-    redis.call('ZREMRANGEBYSCORE', KEYS[base + 1], '-inf', '(' .. forget)
-    if #redis.call('ZRANGEBYSCORE', KEYS[base + 1], '-inf', w_end, 'LIMIT', 0, 1) > 0 then
-      return 'DUPLICATE'
-    end
-    local held = redis.call('GET', KEYS[base])
-    if held and held ~= ARGV[1] then return 'BUSY' end
-  end
   local seen, count = {}, 0
   for i = 0, nd - 1 do
     local created = KEYS[9 + 4 * i]
@@ -258,6 +252,16 @@ if ep == -2 then
   end
   if revoked > lifted then return 'REVOKED' end
   ep = revoked
+end
+if w_end then
+  for i = 0, nd - 1 do
+    local base = 7 + 4 * i
+    redis.call('ZREMRANGEBYSCORE', KEYS[base + 1], '-inf', '(' .. forget)
+    local found = redis.call('ZRANGEBYSCORE', KEYS[base + 1], '-inf', w_end, 'LIMIT', 0, 1)
+    if #found > 0 then return 'DUPLICATE:' .. found[1] end
+    local held = redis.call('GET', KEYS[base])
+    if held and held ~= ARGV[1] then return 'BUSY' end
+  end
 end
 for i = 0, nd - 1 do
   local base = 7 + 4 * i
@@ -489,7 +493,8 @@ class LedgerStore(StoreBase):
         now); ``LOST`` when ``claimed`` and the number's claim is
         no longer ``token``'s. With ``claimed`` a window check (``window_check``), the step
         is the claim too: ``DUPLICATE``, ``BUSY`` or ``LIMIT`` when the claim would not have
-        been granted. Nothing is written unless ``OK``.
+        been granted (``DUPLICATE:<id>``: the pending callback found). Nothing is written
+        unless ``OK``.
         """
         names, args = self._journal_step(digest, token, record, ttl_s, event, history_ttl_s,
                                          payload, first_attempt_ms, counts, epoch, claimed)

@@ -19,10 +19,11 @@ from middleware.clock import FixedClock
 from middleware.config import Config
 from middleware.genesys.client import new_session
 from middleware.rules.number import NumberKeys
-from middleware.store import keys
+from middleware.store import client_key, keys
 from middleware.store.client import Connection
 from tests.conftest import (
     AUTH,
+    CLIENT_ID,
     PII_KEY,
     T0,
     TEST_REDIS,
@@ -111,6 +112,21 @@ def test_a_pending_callback_answers_duplicate_before_the_owner_rule(
     assert again.get("consentId", "") in ("", first["consentId"]), again
     assert _events(service) == before
     assert _creates(sim) == 1
+
+
+@pytest.mark.skipif(TEST_REDIS == "cluster", reason="on a cluster the Genesys budget is in "
+                    "another slot and taken apart, after the journal")
+def test_a_duplicate_takes_no_call_from_the_genesys_budget(
+        service: Service, sim: Simulator) -> None:
+    """The one step takes the create's Genesys call from the shared budget only if it
+    journals: repeated DUPLICATE answers leave the budget as it was (it only refills)."""
+    first = _act(service)
+    assert first["outcome"] == "CREATED", first
+    bucket = keys.rate(client_key(CLIENT_ID))
+    before = float(service.redis.hget(bucket, "tokens") or 0)
+    for _ in range(5):
+        assert _act(service)["outcome"] == "DUPLICATE"
+    assert float(service.redis.hget(bucket, "tokens") or 0) >= before
 
 
 def test_a_revocation_stored_while_the_create_is_checked_wins(
