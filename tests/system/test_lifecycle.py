@@ -506,10 +506,18 @@ def test_idempotency_key_is_not_left_in_flight_after_a_redis_stall(
     assert first.status_code == 503
     stalled_redis.blackhole = False
     stalled_redis.reset_all()
-    time.sleep(float(first.headers["Retry-After"]))
-    again = client.simulate_post("/v1/actions/create-callback", json=create_body(),
-                                 headers=headers)
-    assert again.status_code == 200, again.text
+    wait, statuses = float(first.headers["Retry-After"]), []
+    # A retry may meet the pool's cut connections again on a loaded machine (200 ms Redis
+    # timeouts): a caller then retries after Retry-After once more; none may see 409.
+    for _ in range(3):
+        time.sleep(wait)
+        again = client.simulate_post("/v1/actions/create-callback", json=create_body(),
+                                     headers=headers)
+        statuses.append(again.status_code)
+        if again.status_code != 503:
+            break
+        wait = float(again.headers.get("Retry-After", "1"))
+    assert again.status_code == 200 and 409 not in statuses, (statuses, again.text)
     assert again.json["outcome"] == "CREATED"
 
 
