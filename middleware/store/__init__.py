@@ -8,11 +8,12 @@ methods that run them; ``Store`` is all of them over one client.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from middleware.store import keys
 from middleware.store.client import RedisClient, RedisError, StoreBase, client_key, connect
-from middleware.store.consent import ConsentStore, ConsentWrite, NumberFacts
+from middleware.store.consent import _STORE_CONSENT_STATE, ConsentStore, ConsentWrite, NumberFacts
 from middleware.store.genesys import _TAKE_RATE_SLOT, GenesysStore
 from middleware.store.idempotency import IdempotencyStore
 from middleware.store.keys import PREFIX, SHARDS
@@ -65,23 +66,28 @@ class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStor
         ``only_if_journaled``, only when the journal answers ``OK``."""
         names, args = self._journal_step(digest, token, record, ttl_s, None, history_ttl_s,
                                          payload, first_attempt_ms, True, epoch, claimed)
-        pipe = self._r.pipeline(transaction=True)
+        # One script runs them all (``_steps``): one command in one round trip, where a
+        # MULTI of three scripts sent every script's text each time.
+        steps: list[tuple[str, list[str], Sequence[str | int | float]]] = []
         before = consent is not None and not only_if_journaled
         if consent is not None and before:
-            self._consent_in(pipe, consent.digests, consent.record, consent.captured_ms,
-                             consent.lifts, consent.retention_s, consent.event)
-        # EVAL inside MULTI: see LedgerStore.commit_callback.
-        pipe.execute_command("EVAL", _JOURNAL, len(names), *names, *args)
+            steps.append((_STORE_CONSENT_STATE, *self._consent_step(
+                consent.digests, consent.record, consent.captured_ms, consent.lifts,
+                consent.retention_s, consent.event)))
+        steps.append((_JOURNAL, names, args))
         if consent is not None and not before:
-            self._consent_in(pipe, consent.digests, consent.record, consent.captured_ms,
-                             consent.lifts, consent.retention_s, consent.event,
-                             journaled=(names[0], token))
+            steps.append((_STORE_CONSENT_STATE, *self._consent_step(
+                consent.digests, consent.record, consent.captured_ms, consent.lifts,
+                consent.retention_s, consent.event, journaled=(names[0], token))))
         taking = rate is not None and self.mode == "standalone"
         if rate is not None and taking and only_if_journaled:
-            pipe.execute_command("EVAL", _TAKE_RATE_SLOT, 2, keys.rate(rate[0]), names[0],
-                                 rate[1], rate[2], token)
+            steps.append((_TAKE_RATE_SLOT, [keys.rate(rate[0]), names[0]],
+                          [rate[1], rate[2], token]))
         elif rate is not None and taking:
-            pipe.execute_command("EVAL", _TAKE_RATE_SLOT, 1, keys.rate(rate[0]), rate[1], rate[2])
-        replies = self._call(pipe.execute)
+            steps.append((_TAKE_RATE_SLOT, [keys.rate(rate[0])], [rate[1], rate[2]]))
+        shape = "journal-create:" + ("consent-first," if before else "") + (
+            "consent," if consent is not None and not before else "") + (
+            "rate" if taking else "")
+        replies = self._steps(shape, steps)
         journal = str(replies[1 if before else 0])
         return journal, int(replies[-1]) if taking else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final, TypeVar, cast
 
 import redis
@@ -115,6 +115,35 @@ def client_key(client_id: str) -> str:
     return hashlib.sha256(client_id.encode()).hexdigest()[:16]
 
 
+def compose(*bodies: str) -> str:
+    """One script that runs ``bodies`` in order, each on its own slice of KEYS and ARGV, and
+    answers a list of their answers (``false`` for none).
+
+    Its ARGV starts with each body's key and argument counts; ``StoreBase._steps`` lays them
+    out. Each body runs as a local function whose parameters shadow KEYS and ARGV, so it
+    reads as it would alone.
+    """
+    parts = [f"local function step{i}(KEYS, ARGV)\n{body}\nend"
+             for i, body in enumerate(bodies)]
+    parts.append("""
+local function slice(t, from, n)
+  local s = {}
+  for j = 1, n do s[j] = t[from + j] end
+  return s
+end
+local out, k, a = {}, 0, """ + str(2 * len(bodies)))
+    for i in range(len(bodies)):
+        parts.append(f"""do
+  local nk, na = tonumber(ARGV[{2 * i + 1}]), tonumber(ARGV[{2 * i + 2}])
+  local r = step{i}(slice(KEYS, k, nk), slice(ARGV, a, na))
+  if r == nil then r = false end
+  out[{i + 1}] = r
+  k, a = k + nk, a + na
+end""")
+    parts.append("return out")
+    return "\n".join(parts)
+
+
 class StoreBase:
     """The client, the error policy and the scripts of every part of the store.
 
@@ -149,6 +178,24 @@ class StoreBase:
         if name not in self._scripts:
             self._scripts[name] = self._r.register_script(self._lua[name])
         return self._scripts[name]
+
+    def _steps(self, name: str,
+               steps: list[tuple[str, list[str], Sequence[str | int | float]]]) -> list[Any]:
+        """Run several scripts as one (``compose``): one command, so one round trip and all
+        or nothing sent (a script missing after a Redis restart is loaded and the whole
+        step sent again, where inside MULTI it would fail alone while the rest applied).
+        ``name`` names this combination of ``steps`` (body, keys, args)."""
+        if name not in self._scripts:
+            self._scripts[name] = self._r.register_script(compose(*(b for b, _, _ in steps)))
+        counts: list[str | int | float] = []
+        names: list[str] = []
+        args: list[str | int | float] = []
+        for _, step_keys, step_args in steps:
+            counts += [len(step_keys), len(step_args)]
+            names += step_keys
+            args += step_args
+        script = self._scripts[name]
+        return cast(list[Any], self._call(lambda: script(keys=names, args=[*counts, *args])))
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:

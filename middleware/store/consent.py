@@ -111,6 +111,17 @@ class ConsentStore(StoreBase):
         them, so one transaction stores the consent it gave and the request); with
         ``journaled`` (the journal record's key and request token, the journal queued
         before) only if that journal took."""
+        names, args = self._consent_step(digests, record, captured_ms, lifts, retention_s,
+                                         event, journaled)
+        # EVAL inside MULTI: see LedgerStore.commit_callback.
+        pipe.execute_command("EVAL", _STORE_CONSENT_STATE, len(names), *names, *args)
+
+    @staticmethod
+    def _consent_step(digests: tuple[str, ...], record: dict[str, str], captured_ms: int,
+                      lifts: bool, retention_s: int, event: Mapping[str, str | int],
+                      journaled: tuple[str, str] | None = None,
+                      ) -> tuple[list[str], list[str | int]]:
+        """The consent script's keys and arguments (``_consent_in``)."""
         kind = "REVOCATION" if record["kind"] == "REVOCATION" else "LIFT" if lifts else ""
         shard = keys.shard_of(digests[0])
         key = keys.consent(shard, record['consentId'])
@@ -118,9 +129,7 @@ class ConsentStore(StoreBase):
         names = [keys.consent_seq(shard), key, keys.events(digests[0]), guard_key,
                  *(keys.consent_state(d) for d in digests)]
         fields = [item for pair in _stored(record).items() for item in pair]
-        # EVAL inside MULTI: see LedgerStore.commit_callback.
-        pipe.execute_command("EVAL", _STORE_CONSENT_STATE, len(names), *names, guard_token,
-                             kind, captured_ms, retention_s, event_json(event), *fields)
+        return names, [guard_token, kind, captured_ms, retention_s, event_json(event), *fields]
 
     def consent(self, shard: str, consent_id: str) -> dict[str, str] | None:
         """A consent or revocation record of a number of ``shard``, or ``None``."""

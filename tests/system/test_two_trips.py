@@ -173,8 +173,11 @@ def test_a_fresh_create_is_two_redis_round_trips(
     tally.reset()
     assert act(NUMBER) == "CREATED"
     assert tally.round_trips == 2, tally.labels
-    recorded = client.simulate_post("/v1/actions/record-consent", headers=AUTH, json={
-        "customerNumber": "+12125550199", "consentSource": "IVR_KEYPRESS"}).json
+    recorded = [client.simulate_post("/v1/actions/record-consent", headers=AUTH, json={
+        "customerNumber": n, "consentSource": "IVR_KEYPRESS"}).json
+        for n in ("+12125550198", "+12125550199")]
+    # The first create of this kind in the process loads its script (warm path: the next).
+    assert act("+12125550198", consentId=recorded[0]["consentId"]) == "CREATED"
     tally.reset()
-    assert act("+12125550199", consentId=recorded["consentId"]) == "CREATED"
+    assert act("+12125550199", consentId=recorded[1]["consentId"]) == "CREATED"
     assert tally.round_trips == 3, tally.labels
