@@ -35,6 +35,7 @@ _KEEP_OR_NUMBER: Final = re.compile(
     r")|(?P<number>\+?\d(?:[\s().-]{0,3}\d){6,})"
 )
 _E164_MAX_DIGITS: Final = 15
+_E164_MIN: Final = 7
 # Kept whole only at token length: a short hex-looking word ("Bea4155552671",
 # "14155550101a") is a number with letters beside it, not an id.
 _HEX_WORD: Final = re.compile(r"[0-9a-fA-F]{16,}")
@@ -62,8 +63,10 @@ def mask_number(text: str) -> str:
 
 def redact(text: str) -> str:
     """Mask phone numbers and credentials anywhere in a free-text string."""
-    if "%" not in text and not _CREDENTIAL_WORD.search(text) and (
-            _UUID.fullmatch(text) or not _SEVEN_DIGITS.match(text)):
+    # Shorter than seven characters, a value holds no number, no percent-encoded one and
+    # no "Bearer <token>": most fields of a line (outcomes, methods, codes) stop here.
+    if len(text) < _E164_MIN or ("%" not in text and not _CREDENTIAL_WORD.search(text) and (
+            _UUID.fullmatch(text) or not _SEVEN_DIGITS.match(text))):
         return text
     text = _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
     if "%" in text:
@@ -87,12 +90,31 @@ def _mask_match(match: re.Match[str]) -> str:
     return mask_number(number)
 
 
+#: One encoder for every line: ``json.dumps`` with ``default`` builds a new one per call.
+_ENCODER: Final = json.JSONEncoder(default=str)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, requestId, extra fields."""
 
+    #: The last whole second formatted, and its text: lines come many to a second.
+    _second: tuple[int, str] = (-1, "")
+
+    def _ts(self, created: float) -> str:
+        # Rounded to the microsecond first, as ``datetime.fromtimestamp`` does.
+        second = int(created)
+        micros = round((created - second) * 1_000_000)
+        if micros == 1_000_000:
+            second, micros = second + 1, 0
+        last = self._second
+        if last[0] != second:
+            last = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+            self._second = last
+        return f"{last[1]}.{micros // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._ts(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": redact(record.getMessage()),
@@ -105,7 +127,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 def configure_logging(level: str) -> None:
@@ -115,6 +137,12 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # No line carries the caller's file and line, thread or process: not looking them up
+    # spares every line a stack walk (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # urllib3 logs full URLs at DEBUG; those never carry numbers here, but stay quiet anyway.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -717,8 +718,10 @@ def route_template(path: str) -> str:
     return "other"
 
 
+@functools.lru_cache(maxsize=4096)
 def _seg(value: str) -> str:
-    """An id as one URL path segment, whatever a caller put in it."""
+    """An id as one URL path segment, whatever a caller put in it (the same few ids come
+    back on every request: quoted once)."""
     return quote(value, safe="")
 
 

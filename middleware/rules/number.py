@@ -108,4 +108,5 @@ class NumberKeys:
 
     @classmethod
     def _digest(cls, key: bytes, e164: str) -> str:
-        return cls.shard(e164) + hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()[:32]
+        # ``hmac.digest``: the same HMAC in one C call, a fraction of ``hmac.new``'s cost.
+        return cls.shard(e164) + hmac.digest(key, e164.encode(), "sha256").hex()[:32]

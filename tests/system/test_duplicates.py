@@ -276,7 +276,8 @@ def test_lost_claim_reply_is_not_a_false_duplicate(redis_server: RedisServer, si
             redis_client.zadd(keys.pending(digest), {"gone-callback": T0.timestamp() * 1000})
             proxy.drop_reply_to(hashlib.sha1(_CLAIM_WINDOW.encode()).hexdigest().encode())  # noqa: S324
         else:
-            proxy.drop_reply_to(b"^W:(%d+)")
+            # The step's window argument ("W:<window end>:..."), sent with the script's hash.
+            proxy.drop_reply_to(b"\r\nW:")
         answer = client.simulate_post("/v1/actions/create-callback", json=create_body(),
                                       headers=AUTH).json
     finally:
