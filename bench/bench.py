@@ -1190,9 +1190,11 @@ def report(results: dict[str, WrkResult], ledger: Ledger | None,
         small, big = ledger.rows[0], ledger.rows[-1]
         drift = big.duplicate[0] / small.duplicate[0] - 1
         lines += [
-            f"| duplicate lookup p50 with {big.pending:,} pending within 20% of "
+            # The cost must not grow with the ledger; one faster at the full size is noise
+            # of the machine (the small size is timed first), not a cost.
+            f"| duplicate lookup p50 with {big.pending:,} pending at most 20% above "
             f"{small.pending:,} | {small.duplicate[0]:.0f} µs → {big.duplicate[0]:.0f} µs "
-            f"({drift:+.0%}) | {_met(abs(drift) <= 0.2)} |",
+            f"({drift:+.0%}) | {_met(drift <= 0.2)} |",
             f"| ≤ 512 bytes of Redis per pending callback at {big.pending:,}, all its "
             f"indexes included | {ledger.bytes_per_callback_1m:.0f} B (INFO used_memory "
             f"delta / callback; MEMORY USAGE of record + number's set + shares of the shards' "

@@ -296,14 +296,31 @@ class AgentHours:
         if not self.works_on(local_day) and not self.working_at(instant):
             return instant
         working = self.next_working(instant)
+        free = self._next_free_day(local_day)
+        candidates = [c for c in (working, free) if c is not None]
+        return min(candidates) if candidates else None
+
+    @cached_property
+    def _free_after(self) -> dict[date, datetime | None]:
+        # The same profile serves many requests (``TimeService`` reuses it), and they ask
+        # about the same few days: each day's answer is worked out once.
+        return {}
+
+    def _next_free_day(self, local_day: date) -> datetime | None:
+        """The first local midnight after ``local_day`` of a date the agent does not work."""
+        known = self._free_after
+        if local_day in known:
+            return known[local_day]
+        tz = zone_info(self.zone)
         free = None
         for offset in range(1, 400):
             day = local_day + timedelta(days=offset)
             if not self.works_on(day):
                 free = _local_instant(day, 0, tz)
                 break
-        candidates = [c for c in (working, free) if c is not None]
-        return min(candidates) if candidates else None
+        if len(known) < 400:
+            known[local_day] = free
+        return free
 
     def working_at(self, instant: datetime) -> bool:
         """Whether a shift covers the instant."""

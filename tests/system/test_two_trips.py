@@ -181,3 +181,23 @@ def test_a_fresh_create_is_two_redis_round_trips(
     tally.reset()
     assert act("+12125550199", consentId=recorded[1]["consentId"]) == "CREATED"
     assert tally.round_trips == 3, tally.labels
+
+
+def test_a_create_after_redis_lost_its_scripts_runs_its_step_once(
+        service: Service, sim: Simulator) -> None:
+    """The composed step goes by hash: when Redis has lost it (a restart, SCRIPT FLUSH), the
+    command fails whole, the client loads it and sends it again, and the request goes on as
+    if nothing happened: one callback, its consent stored once."""
+    assert _act(service, customerNumber="+14155550101")["outcome"] == "CREATED"  # warm
+    if TEST_REDIS == "cluster":
+        service.redis.execute_command("SCRIPT FLUSH", target_nodes=service.redis.ALL_NODES)
+    else:
+        service.redis.script_flush()
+    before_creates = _creates(sim)
+    made = _act(service)
+    assert made["outcome"] == "CREATED", made
+    assert _creates(sim) == before_creates + 1
+    kinds = [e.split('"e":"')[1].split('"')[0] for e in _events(service)]
+    assert kinds.count("co") == 1 and kinds.count("cb") == 1, kinds
+    # No journal record left behind (a create stuck CREATING).
+    assert not list(service.redis.scan_iter(match="cbm:*:cb:queued-*"))
