@@ -40,7 +40,12 @@ from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
 from middleware.errors import StoreUnavailable, UpstreamError, UpstreamRejected, UpstreamUnavailable
-from middleware.genesys.client import GenesysClient, callback_end_state
+from middleware.genesys.client import (
+    GenesysClient,
+    NotCached,
+    cached_reads_only,
+    callback_end_state,
+)
 from middleware.ledger.lifecycle import Hold, Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
 from middleware.rules import time as timing
@@ -238,11 +243,18 @@ class CreateCallback:
         if verdict.reason != "OK":
             return None
         d.consent_id, d.consent_epoch, d.captured = "", READ_IN_STEP, verdict.captured
-        if self._time(d) is not None:
-            return None
-        # What a DUPLICATE answer carries: the usual steps find it before the owner rule.
-        checked = dict(d.common)
-        if self._owner_step(d) is not None:
+        # The time and owner rules run here before the number's cap and revocation are
+        # read: only on what the read cache holds, so a create those refuse never calls
+        # Genesys (a cold cache sends it down the usual steps, which read the number first).
+        try:
+            with cached_reads_only():
+                if self._time(d) is not None:
+                    return None
+                # What a DUPLICATE answer carries: the usual steps find it before the owner.
+                checked = dict(d.common)
+                if self._owner_step(d) is not None:
+                    return None
+        except NotCached:
             return None
         given = self._given_consent(d)
         ask = self._genesys.budget()
@@ -353,18 +365,19 @@ class CreateCallback:
             d.number, d.token, self._intent(d), self._payload(d, may_have_run=True),
             epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch, consent=given,
             budget=(ask.client, ask.capacity, ask.per_ms))
-        if given is not None:
-            self._consents.stored(given, d.number)
         if done.status == "REVOKED":
             return self._revoked_meanwhile(d)
-        # A call taken from the Genesys budget is kept for the create the usual path sends.
         d.reserved = done.rate == 0
         if done.record is None:
-            # The usual path answers as if this step had not run: a DUPLICATE names no
-            # consent (the one stored here is evidence; the pending callback relies on its
-            # own), and a create it journals relies on the one stored here.
+            # Nothing was written, the consent and the budget's call included: the usual
+            # path answers as if this step had not run, and a create it journals stores
+            # the consent with its own journal.
             d.common.pop("consentId", None)
+            if given is not None:
+                d.consent_id = ""
             return None
+        if given is not None:
+            self._consents.stored(given, d.number)
         d.journaled = done.record
         return self._send(d)
 
@@ -427,7 +440,7 @@ class CreateCallback:
             d.number, d.token, self._intent(d), payload=self._payload(d, may_have_run=True),
             resolve_after_ms=epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch,
             consent=given)
-        if given is not None:
+        if given is not None and d.journaled is not None:
             self._consents.stored(given, d.number)
         if d.journaled is None:
             return self._revoked_meanwhile(d)

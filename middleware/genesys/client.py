@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import logging
@@ -21,7 +22,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -83,6 +85,27 @@ class GenesysSettings:
     connect_timeout_s: float
     read_timeout_s: float
     rate_limit_per_min: int = 300
+
+
+#: Set while only reads the cache answers may be made (``cached_reads_only``).
+_CACHED_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("genesys_cached_only",
+                                                                    default=False)
+
+
+class NotCached(Exception):
+    """A call to Genesys was about to be made where only cached reads may be."""
+
+
+@contextmanager
+def cached_reads_only() -> Iterator[None]:
+    """Within the block, any call that would reach Genesys raises ``NotCached`` before it
+    takes anything from the budget: for work that is only worth doing ahead of a check that
+    may refuse it (a refusal must not call Genesys, SPEC §4, README Consent)."""
+    token = _CACHED_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CACHED_ONLY.reset(token)
 
 
 class TtlCache:
@@ -315,6 +338,8 @@ class GenesysClient:
              reserved: bool = False) -> Any:
         """One API call with the shared token; the parsed JSON answer (``None`` when empty).
         ``reserved``: the caller already took this call from the budget."""
+        if _CACHED_ONLY.get():
+            raise NotCached(f"{method} {route_template(path)}")
         refreshed = False
         while True:
             token = self.token(deadline)

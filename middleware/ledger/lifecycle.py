@@ -44,7 +44,6 @@ from middleware.ledger.records import TERMINAL_STATES, LedgerRecord, State, hist
 from middleware.rules.consent import well_formed_id
 from middleware.rules.number import CustomerNumber, NumberKeys
 from middleware.store import (
-    READ_IN_STEP,
     SHARDS,
     ConsentWrite,
     NumberFacts,
@@ -319,8 +318,8 @@ class Lifecycle:
         ``defer``, the worker resolves it from ``resolve_after_ms`` on (finding the callback
         by its token, or creating it). Returns the record as stored, or ``None`` when a
         revocation was stored since the consent check that read ``epoch`` (nothing written).
-        ``consent``: the consent the request gave, stored in the same transaction (and kept
-        as evidence even when the journal refuses).
+        ``consent``: the consent the request gave, stored in the same step only when the
+        journal takes (a create refused here keeps no consent of its own).
         """
         # Written under every digest, so instances on an older PII_KEYS list see it too.
         stored = replace(record, number_key=self._keys.current(number.e164),
@@ -347,21 +346,19 @@ class Lifecycle:
         written (the caller then claims as usual, which waits or answers). With ``epoch``
         ``READ_IN_STEP`` the step makes the consent rule's revocation check itself
         (``REVOKED`` while the number stands revoked). A consent given with the request is
-        stored in the same transaction, whatever the answer (with ``READ_IN_STEP``: only
-        with ``OK``, and so is the budget's call), and a call
-        is taken from the Genesys ``budget`` in it where the store can (``Journaled.rate``)."""
+        stored in the same step, and a call taken from the Genesys ``budget`` where the
+        store can (``Journaled.rate``), both only when it answers ``OK``: a refused create
+        keeps no consent and spends no call."""
         now = self._clock.now()
         stored = replace(record, number_key=self._keys.current(number.e164),
                          number_keys=self._keys.all(number.e164), state="CREATING")
         check = window_check(epoch_ms(now + self._window), epoch_ms(now - FORGET_AFTER),
                              epoch_ms(now), self._daily_limit)
-        # A create whose revocation check is made in this step stores its consent, and
-        # takes its Genesys call, only if the step journals it: refused here, it is answered
-        # by the usual steps afresh, or as the DUPLICATE this step found.
+        # The consent and the Genesys call only if the step journals: refused here, the
+        # create is answered by the usual steps, or as the DUPLICATE this step found.
         status, rate = self._store.journal_create(
             consent, stored.number_key, token, stored, self._ttl_s(record),
-            self._evidence_ttl_s, payload, resolve_after_ms, epoch, claimed=check, rate=budget,
-            only_if_journaled=epoch == READ_IN_STEP)
+            self._evidence_ttl_s, payload, resolve_after_ms, epoch, claimed=check, rate=budget)
         status, _, found = status.partition(":")
         return Journaled(status, stored if status == "OK" else None, rate, found)
 

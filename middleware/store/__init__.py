@@ -54,40 +54,31 @@ class Store(WindowStore, LedgerStore, OutboxStore, ConsentStore, IdempotencyStor
                        record: LedgerRecord, ttl_s: int, history_ttl_s: int,
                        payload: dict[str, Any], first_attempt_ms: int, epoch: int,
                        claimed: bool | str = True,
-                       rate: tuple[str, int, float] | None = None,
-                       only_if_journaled: bool = False) -> tuple[str, int | None]:
-        """Journal a create in one transaction, with the consent it gave (the number's, so
-        the same shard) and, on one primary, one call taken from the shared Genesys budget
-        ``rate`` (client, capacity, refill per ms): one round trip for all three. Returns
-        the journal's answer as ``queue_callback`` gives it, and the budget's answer (0: a
-        call taken; else ms to wait; ``None``: not asked, as on a cluster, where the budget
-        is in another slot; -1: not taken). The consent is stored, and the call taken,
-        whatever the journal answers, as when they were made one after the other, or, with
-        ``only_if_journaled``, only when the journal answers ``OK``."""
+                       rate: tuple[str, int, float] | None = None) -> tuple[str, int | None]:
+        """Journal a create in one step, with the consent it gave (the number's, so the same
+        shard) and, on one primary, one call taken from the shared Genesys budget ``rate``
+        (client, capacity, refill per ms): one round trip for all three. The consent is
+        stored, and the call taken, only when the journal answers ``OK``: a refused create
+        keeps no consent and spends no call. Returns the journal's answer as
+        ``queue_callback`` gives it, and the budget's answer (0: a call taken; else ms to
+        wait; ``None``: not asked, as on a cluster, where the budget is in another slot;
+        -1: not taken)."""
         names, args = self._journal_step(digest, token, record, ttl_s, None, history_ttl_s,
                                          payload, first_attempt_ms, True, epoch, claimed)
         # One script runs them all (``_steps``): one command in one round trip, where a
-        # MULTI of three scripts sent every script's text each time.
-        steps: list[tuple[str, list[str], Sequence[str | int | float]]] = []
-        before = consent is not None and not only_if_journaled
-        if consent is not None and before:
-            steps.append((_STORE_CONSENT_STATE, *self._consent_step(
-                consent.digests, consent.record, consent.captured_ms, consent.lifts,
-                consent.retention_s, consent.event)))
-        steps.append((_JOURNAL, names, args))
-        if consent is not None and not before:
+        # MULTI of three scripts sent every script's text each time. The steps after the
+        # journal act only if it took: each checks the journal record holds this token.
+        steps: list[tuple[str, list[str], Sequence[str | int | float]]] = [
+            (_JOURNAL, names, args)]
+        if consent is not None:
             steps.append((_STORE_CONSENT_STATE, *self._consent_step(
                 consent.digests, consent.record, consent.captured_ms, consent.lifts,
                 consent.retention_s, consent.event, journaled=(names[0], token))))
         taking = rate is not None and self.mode == "standalone"
-        if rate is not None and taking and only_if_journaled:
+        if rate is not None and taking:
             steps.append((_TAKE_RATE_SLOT, [keys.rate(rate[0]), names[0]],
                           [rate[1], rate[2], token]))
-        elif rate is not None and taking:
-            steps.append((_TAKE_RATE_SLOT, [keys.rate(rate[0])], [rate[1], rate[2]]))
-        shape = "journal-create:" + ("consent-first," if before else "") + (
-            "consent," if consent is not None and not before else "") + (
+        shape = "journal-create:" + ("consent," if consent is not None else "") + (
             "rate" if taking else "")
         replies = self._steps(shape, steps)
-        journal = str(replies[1 if before else 0])
-        return journal, int(replies[-1]) if taking else None
+        return str(replies[0]), int(replies[-1]) if taking else None
