@@ -824,8 +824,13 @@ class Checker:
             source = producers.get(callback_id)
             if call.get("reason") != "NOT_FOUND" or source is None:
                 continue
-            if not any(e is not call and e.ended > source.started and e.started < call.ended
-                       for e in ends):
+            # A callback Genesys completed before the service reconciled it may still be
+            # handed out (a DUPLICATE names it until reconciliation reads the end): its end
+            # counts whenever it came, as long as it came before this answer.
+            completed = any(e.action == "complete" and e.body.get("callbackId") == callback_id
+                            and e.started < call.ended for e in ends)
+            if not completed and not any(e is not call and e.ended > source.started
+                                         and e.started < call.ended for e in ends):
                 self.flag("4", e164, f"#{call.seq} {call.action} by {callback_id} (held from "
                           f"#{source.seq}) answered NOT_FOUND, yet nothing ended it",
                           focus=(source, call))
