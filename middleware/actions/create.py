@@ -366,6 +366,8 @@ class CreateCallback:
             epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch, consent=given,
             budget=(ask.client, ask.capacity, ask.per_ms))
         if done.status == "REVOKED":
+            if given is not None:
+                d.common["consentId"] = ""  # not stored: the answer names none
             return self._revoked_meanwhile(d)
         d.reserved = done.rate == 0
         if done.record is None:
@@ -443,6 +445,8 @@ class CreateCallback:
         if given is not None and d.journaled is not None:
             self._consents.stored(given, d.number)
         if d.journaled is None:
+            if given is not None:
+                d.common["consentId"] = ""  # not stored: the answer names none
             return self._revoked_meanwhile(d)
         hold.journaled()
         return None

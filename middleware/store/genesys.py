@@ -15,6 +15,8 @@ from middleware.store.client import StoreBase
 # is taken only if that journal took: -1, nothing taken, otherwise.
 _TAKE_RATE_SLOT: Final = """
 if #KEYS > 1 and redis.call('HGET', KEYS[2], 't') ~= ARGV[3] then return -1 end
+-- Once per journal: a step resent after its reply was lost finds the call already taken.
+if #KEYS > 1 and redis.call('HSETNX', KEYS[2], 'rt', 1) == 0 then return 0 end
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ms')
