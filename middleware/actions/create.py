@@ -438,15 +438,23 @@ class CreateCallback:
         callback. The journal re-checks that no revocation was stored since the consent step
         and that the claim is still ours."""
         given = self._given_consent(d)
-        d.journaled = self._lifecycle.journal(
+        done = self._lifecycle.journal_status(
             d.number, d.token, self._intent(d), payload=self._payload(d, may_have_run=True),
             resolve_after_ms=epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch,
             consent=given)
+        d.journaled = done.record
         if given is not None and d.journaled is not None:
             self._consents.stored(given, d.number)
         if d.journaled is None:
             if given is not None:
                 d.common["consentId"] = ""  # not stored: the answer names none
+            if done.status == "LOST":
+                # The claim ran out while the owner was read and another request holds the
+                # number now: not a revocation; a retry gets that request's callback.
+                return self._out.answer(
+                    outcome="REJECTED", reason="UPSTREAM_UNAVAILABLE", **d.common,
+                    message="Another request for this number is being created right now; "
+                    "retry shortly to receive it.")
             return self._revoked_meanwhile(d)
         hold.journaled()
         return None

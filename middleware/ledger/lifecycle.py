@@ -321,6 +321,16 @@ class Lifecycle:
         ``consent``: the consent the request gave, stored in the same step only when the
         journal takes (a create refused here keeps no consent of its own).
         """
+        return self.journal_status(number, token, record, payload, resolve_after_ms,
+                                   counts=counts, epoch=epoch, consent=consent).record
+
+    def journal_status(self, number: CustomerNumber, token: str, record: LedgerRecord,
+                       payload: dict[str, Any], resolve_after_ms: int, *,
+                       counts: bool = True, epoch: int = -1,
+                       consent: ConsentWrite | None = None) -> Journaled:
+        """``journal``, saying why when nothing was written: ``REVOKED`` (a revocation
+        stored since the consent check) or ``LOST`` (the number's claim expired and another
+        request holds it)."""
         # Written under every digest, so instances on an older PII_KEYS list see it too.
         stored = replace(record, number_key=self._keys.current(number.e164),
                          number_keys=self._keys.all(number.e164), state="CREATING")
@@ -334,7 +344,7 @@ class Lifecycle:
                                                 self._ttl_s(record), None,
                                                 self._evidence_ttl_s, payload,
                                                 resolve_after_ms, counts, epoch=epoch)
-        return stored if status == "OK" else None
+        return Journaled(status, stored if status == "OK" else None, None)
 
     def claim_and_journal(self, number: CustomerNumber, token: str, record: LedgerRecord,
                           payload: dict[str, Any], resolve_after_ms: int, *, epoch: int,

@@ -156,3 +156,42 @@ def test_a_lost_reply_to_the_composed_step_takes_one_call_from_the_budget_once(
     made = _genesys_requests(sim) - before
     assert taken <= made, (f"{taken} calls taken from the budget, {made} Genesys requests "
                            "made", answer)
+
+
+def test_a_create_whose_claim_was_lost_meanwhile_is_not_answered_as_revoked(
+        make_service: Callable[..., Service], sim: Simulator) -> None:
+    """A journal refused because the number's claim ran out while the owner was read, and
+    another request took it (``LOST``), is no revocation: the create answers retryable
+    UPSTREAM_UNAVAILABLE, writes nothing, and the number's consent is untouched.
+
+    Steps: a stale entry in the number's index (so the usual claim path); a fresh instance;
+    latency on GET /api/v2/users; create; meanwhile the claim is given to another token."""
+    from middleware.rules.number import NumberKeys
+    from tests.conftest import PII_KEY
+
+    service = make_service()
+    digest = NumberKeys((PII_KEY.encode(),)).current(NUMBER)
+    claim = keys.claim(digest)
+    # An entry left in the number's index (its record gone) sends the create to the claim.
+    service.redis.zadd(keys.pending(digest), {"gone-callback": T0.timestamp() * 1000})
+    # Every users read slow: the time rules' (before the claim) and the owner's (under it).
+    sim.control("PUT", "faults", {"latencyMs": 1200, "count": 6, "method": "GET",
+                                  "pathPrefix": "/api/v2/users"})
+    answers: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: answers.append(_act(
+        service, consentSource="AGENT_VERBAL")))
+    thread.start()
+    try:
+        for _ in range(80):  # bounded: the claim is taken within the first reads
+            if service.redis.get(claim):
+                break
+            time.sleep(0.05)
+        assert service.redis.get(claim), "the create took no claim"
+        service.redis.set(claim, "another-request", px=5000)
+    finally:
+        thread.join()
+        sim.control("DELETE", "faults")
+    answer = answers[0]
+    assert (answer["outcome"], answer["reason"], answer["retryable"]) == (
+        "REJECTED", "UPSTREAM_UNAVAILABLE", True), answer
+    assert answer.get("consentId", "") == "", answer
