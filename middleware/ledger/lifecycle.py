@@ -92,8 +92,9 @@ class Claim:
 
 @dataclass(frozen=True)
 class Journaled:
-    """What ``claim_and_journal`` did: its status, the record journaled (``OK`` only) and
-    the Genesys budget's answer (0: a call taken for the create; ``None``: not asked)."""
+    """What ``claim_and_journal`` or ``journal_status`` did: its status, the record
+    journaled (``OK`` only) and the Genesys budget's answer (0: a call taken for the create;
+    ``None``: not asked)."""
 
     status: str
     record: LedgerRecord | None

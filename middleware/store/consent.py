@@ -99,29 +99,18 @@ class ConsentStore(StoreBase):
         The state is written under every digest of the number, so instances on an older or
         newer ``PII_KEYS`` list read the same one.
         """
-        pipe = self._r.pipeline(transaction=True)
-        self._consent_in(pipe, digests, record, captured_ms, lifts, retention_s, event)
-        self._call(pipe.execute)
-
-    def _consent_in(self, pipe: Any, digests: tuple[str, ...], record: dict[str, str],
-                    captured_ms: int, lifts: bool, retention_s: int,
-                    event: Mapping[str, str | int],
-                    journaled: tuple[str, str] | None = None) -> None:
-        """Queue ``save_consent``'s commands on a MULTI ``pipe`` (a create's journal joins
-        them, so one transaction stores the consent it gave and the request); with
-        ``journaled`` (the journal record's key and request token, the journal queued
-        before) only if that journal took."""
-        names, args = self._consent_step(digests, record, captured_ms, lifts, retention_s,
-                                         event, journaled)
-        # EVAL inside MULTI: see LedgerStore.commit_callback.
-        pipe.execute_command("EVAL", _STORE_CONSENT_STATE, len(names), *names, *args)
+        # One script by its hash (``_steps``), as the create's journal step runs it.
+        self._steps("save-consent", [(_STORE_CONSENT_STATE, *self._consent_step(
+            digests, record, captured_ms, lifts, retention_s, event))])
 
     @staticmethod
     def _consent_step(digests: tuple[str, ...], record: dict[str, str], captured_ms: int,
                       lifts: bool, retention_s: int, event: Mapping[str, str | int],
                       journaled: tuple[str, str] | None = None,
                       ) -> tuple[list[str], list[str | int]]:
-        """The consent script's keys and arguments (``_consent_in``)."""
+        """The consent script's keys and arguments; with ``journaled`` (the journal record's
+        key and request token, run before it in the same step) it acts only if that journal
+        took."""
         kind = "REVOCATION" if record["kind"] == "REVOCATION" else "LIFT" if lifts else ""
         shard = keys.shard_of(digests[0])
         key = keys.consent(shard, record['consentId'])

@@ -51,6 +51,15 @@ def _act(service: Service, **fields: Any) -> dict[str, Any]:
     return dict(answer.json)
 
 
+def _assert_revoked_naming_no_unstored_consent(service: Service,
+                                                answer: dict[str, Any]) -> None:
+    assert (answer["outcome"], answer["reason"]) == ("REJECTED", "CONSENT_REVOKED"), answer
+    named = answer.get("consentId", "")
+    assert named == "" or named in _consent_ids(service), (
+        "the refused create names a consent that is not stored", answer,
+        sorted(_consent_ids(service)))
+
+
 def _revoke_during_users_read(service: Service, revoker: Service, sim: Simulator,
                               **fields: Any) -> dict[str, Any]:
     """A create whose owner read (GET /api/v2/users) is slow; a revocation lands meanwhile."""
@@ -84,11 +93,7 @@ def test_a_create_refused_as_revoked_meanwhile_on_the_warm_path_names_no_unstore
     no consentId); revoke-consent 0.7 s later from another instance."""
     service, revoker = make_service(), make_service()
     answer = _revoke_during_users_read(service, revoker, sim, consentSource="AGENT_VERBAL")
-    assert (answer["outcome"], answer["reason"]) == ("REJECTED", "CONSENT_REVOKED"), answer
-    named = answer.get("consentId", "")
-    assert named == "" or named in _consent_ids(service), (
-        "the refused create names a consent that is not stored", answer,
-        sorted(_consent_ids(service)))
+    _assert_revoked_naming_no_unstored_consent(service, answer)
 
 
 def test_a_create_refused_as_revoked_meanwhile_at_its_journal_names_no_unstored_consent(
@@ -105,11 +110,7 @@ def test_a_create_refused_as_revoked_meanwhile_at_its_journal_names_no_unstored_
     assert far["outcome"] == "CREATED", far
     service, revoker = make_service(), make_service()
     answer = _revoke_during_users_read(service, revoker, sim, consentSource="AGENT_VERBAL")
-    assert (answer["outcome"], answer["reason"]) == ("REJECTED", "CONSENT_REVOKED"), answer
-    named = answer.get("consentId", "")
-    assert named == "" or named in _consent_ids(service), (
-        "the refused create names a consent that is not stored", answer,
-        sorted(_consent_ids(service)))
+    _assert_revoked_naming_no_unstored_consent(service, answer)
 
 
 @pytest.mark.skipif(TEST_REDIS == "cluster", reason="on a cluster the budget is taken apart, "
