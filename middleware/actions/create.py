@@ -511,8 +511,11 @@ class CreateCallback:
         # A queued callback has no Genesys id yet; flows see it as pending all the same.
         shown_id = existing.callback_id if existing.in_genesys else ""
         log.info("duplicate found", extra={"callbackId": existing.callback_id})
+        # The owner rule may have run for this request before the window was found taken
+        # (the warm step): its reassignment was of a callback never created.
+        mine = {k: v for k, v in common.items() if k not in ("reassigned", "reassignReason")}
         return self._out.answer(**{
-            **common,
+            **mine,
             "outcome": "DUPLICATE", "reason": "DUPLICATE_PENDING",
             "message": f"A callback for this number is already scheduled for {when}; "
                        "no new one was created.",
