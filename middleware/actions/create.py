@@ -484,8 +484,7 @@ class CreateCallback:
             return self._out.answer(outcome="REJECTED", reason="CONSENT_REVOKED", **d.common,
                                     message="Consent was withdrawn while the callback was "
                                     "being created; it was cancelled.")
-        log.info("callback created", extra={"callbackId": created.conversation_id,
-                                            "number": d.number.masked, "agentId": d.assigned})
+        # The request line names the callback, its owner and the masked number.
         return self._out.answer(outcome="CREATED", reason="OK",
                                 callbackId=created.conversation_id, assignedAgentId=d.assigned,
                                 message=f"Callback scheduled for {timing.format_utc(d.at)}.",

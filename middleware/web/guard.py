@@ -16,7 +16,7 @@ import falcon
 
 from middleware.deadline import Deadline
 from middleware.errors import PayloadTooLarge, Unauthorized
-from middleware.logs import request_id_var
+from middleware.logs import mask_number, request_id_var
 from middleware.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ _CORRELATION: Final = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-f
 #: What a 401 offers, so a client knows which scheme to answer with (RFC 9110 §11.6.1).
 WWW_AUTHENTICATE: Final = 'Basic realm="callback-middleware", charset="UTF-8"'
 _CHUNK: Final = 16 * 1024
+#: Answer fields the request line repeats when set (ids only: no number, no free text).
+_LOGGED_IDS: Final = ("callbackId", "assignedAgentId", "consentId")
 
 
 def _digest(secret: str) -> bytes:
@@ -100,10 +102,20 @@ class RequestGuard:
         media = resp.media if isinstance(resp.media, dict) else {}
         elapsed = time.monotonic() - started if started else 0.0
         outcome, reason = str(media.get("outcome", "")), str(media.get("reason", ""))
-        log.info("request", extra={
+        line: dict[str, Any] = {
             "method": req.method, "path": req.path, "status": resp.status_code,
             "outcome": outcome, "reason": reason, "durationMs": round(elapsed * 1000, 1),
-        })
+        }
+        # The ids the answer names, so one line says what a request did (a create's
+        # callback, its owner, the consent it relies on) without a second line to join.
+        for name in _LOGGED_IDS:
+            value = media.get(name)
+            if value:
+                line[name] = value
+        number = media.get("customerNumberE164")
+        if number:
+            line["number"] = mask_number(str(number))
+        log.info("request", extra=line)
         # Labels come from routes, never from the raw path: an unknown or unauthenticated
         # path must not mint new series (or carry a number into /metrics).
         template = (req.uri_template or "") if resource is not None else ""

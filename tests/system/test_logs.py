@@ -97,3 +97,22 @@ def test_unknown_route_body_never_echoes_a_number(service: Service) -> None:
                                           json={})
     assert result.status_code == 404
     assert "4155552671" not in result.text and "2671" in result.text
+
+
+def test_a_create_is_one_request_line_naming_its_callback(
+        service: Service, log_capture: io.StringIO) -> None:
+    """The request line carries what the create did: outcome, callback, owner, consent and
+    the number masked to its last four digits, so no second line has to be joined to it."""
+    start = len(log_capture.getvalue())
+    answer = service.action("create-callback", create_body()).json
+    assert answer["outcome"] == "CREATED", answer
+    lines = [json.loads(line) for line in log_capture.getvalue()[start:].splitlines()
+             if line.startswith("{")]
+    mine = [e for e in lines if e.get("requestId") == answer["requestId"]]
+    request = [e for e in mine if e["msg"] == "request"]
+    assert len(request) == 1, mine
+    line = request[0]
+    assert (line["outcome"], line["callbackId"], line["assignedAgentId"], line["consentId"]) == (
+        "CREATED", answer["callbackId"], answer["assignedAgentId"], answer["consentId"]), line
+    assert line["number"] == "+*******2671", line
+    assert not [e for e in mine if e["msg"] == "callback created"], mine
