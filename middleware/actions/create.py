@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 # gives its own consent.
 _UNREAD: Final = NumberFacts(created_today=0, revoked=0, lifted=0, consent=None)
 
+#: Consent refusals made before the consent a request names was found for its number.
+_UNFOUND_CONSENT: Final = frozenset({"CONSENT_MISSING", "CONSENT_NOT_FOUND"})
+
 _DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allowed in 24 "
                                "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
 
@@ -268,7 +271,7 @@ class CreateCallback:
             # is being created right now (wait for it) or its record ended (drop its index).
             existing = self._lifecycle.record(done.existing, NumberKeys.shard(d.number.e164))
             if existing is not None and existing.pending and existing.state != "CREATING":
-                return self._duplicate(existing, checked)
+                return self._duplicate(existing, d, checked)
         if done.record is None:
             return None
         if given is not None:
@@ -288,9 +291,11 @@ class CreateCallback:
         """Recorded consent (or one given with the request), not revoked since."""
         verdict = self._consents.check(d.fields, d.number, facts)
         if verdict.reason != "OK":
+            # Named back only once found as this number's record (revoked since, or stale).
+            named = "" if verdict.reason in _UNFOUND_CONSENT else str(
+                d.fields.get("consentId") or "")
             return self._out.answer(outcome="REJECTED", reason=verdict.reason,
-                                    message=verdict.message,
-                                    consentId=str(d.fields.get("consentId") or ""), **d.common)
+                                    message=verdict.message, consentId=named, **d.common)
         d.consent_id, d.consent_epoch = verdict.consent_id, verdict.epoch
         d.captured = verdict.captured
         return None
@@ -329,12 +334,15 @@ class CreateCallback:
             if answer is not None:
                 return answer
         if d.afresh:
-            standing = self._lifecycle.pending(d.number, window_only=False)
+            # One still being created has no id to answer with yet: the claim below waits
+            # for its outcome, as it does for any request.
+            standing = [r for r in self._lifecycle.pending(d.number, window_only=False)
+                        if r.state != "CREATING"]
             if standing:
-                return self._duplicate(standing[0], d.common)
+                return self._duplicate(standing[0], d)
         claim = self._lifecycle.claim(d.number, d.token, d.ctx.deadline)
         if claim.existing is not None:
-            return self._duplicate(claim.existing, d.common)
+            return self._duplicate(claim.existing, d)
         if claim.over_daily_limit:
             return self._out.answer(outcome="REJECTED", reason="TOO_MANY_REQUESTS_FOR_NUMBER",
                                     **d.common, message=_DAILY_LIMIT_MESSAGE)
@@ -356,6 +364,7 @@ class CreateCallback:
         """The owner, then the claim and the journal (and the consent the request gave) in
         one Redis step, then Genesys; ``None`` when the step found the number claimed, a
         callback pending or the daily cap reached (the usual path then waits or answers)."""
+        before = dict(d.common)
         answer = self._owner_step(d)
         if answer is not None:
             return answer
@@ -366,15 +375,18 @@ class CreateCallback:
             epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch, consent=given,
             budget=(ask.client, ask.capacity, ask.per_ms))
         if done.status == "REVOKED":
-            if given is not None:
-                d.common["consentId"] = ""  # not stored: the answer names none
+            # Consent comes before the owner (SPEC §3.1): no owner decision in the answer,
+            # and no consent, which was not stored.
+            d.common = before
             return self._revoked_meanwhile(d)
         d.reserved = done.rate == 0
         if done.record is None:
             # Nothing was written, the consent and the budget's call included: the usual
-            # path answers as if this step had not run, and a create it journals stores
-            # the consent with its own journal.
-            d.common.pop("consentId", None)
+            # path answers as if this step had not run (the owner rule runs again under its
+            # claim, after the window and the cap, in SPEC §3.1's order), and a create it
+            # journals stores the consent with its own journal.
+            d.common = before
+            d.assigned, d.owner_known = "", False
             if given is not None:
                 d.consent_id = ""
             return None
@@ -503,27 +515,45 @@ class CreateCallback:
             message="Accepted: Genesys Cloud is unreachable right now, so the callback will "
             "be created shortly. Do not retry.") | {"retryable": False}
 
-    def _duplicate(self, existing: LedgerRecord, common: dict[str, Any]) -> Answer:
-        """The number's pending callback, answered instead of a second one."""
+    def _duplicate(self, existing: LedgerRecord, d: Draft,
+                   common: dict[str, Any] | None = None) -> Answer:
+        """The number's pending callback, answered instead of a second one: every field
+        describes that callback (``common``: the request's fields to start from, by default
+        ``d.common``), none this request's own time or owner decision."""
+        common = d.common if common is None else common
         instant = from_ms(existing.scheduled_ms)
         when = timing.format_utc(instant)
         # A queued callback has no Genesys id yet; flows see it as pending all the same.
         shown_id = existing.callback_id if existing.in_genesys else ""
         log.info("duplicate found", extra={"callbackId": existing.callback_id})
-        # The owner rule may have run for this request before the window was found taken
-        # (the warm step): its reassignment was of a callback never created.
-        mine = {k: v for k, v in common.items() if k not in ("reassigned", "reassignReason")}
         return self._out.answer(**{
-            **mine,
+            **common,
             "outcome": "DUPLICATE", "reason": "DUPLICATE_PENDING",
             "message": f"A callback for this number is already scheduled for {when}; "
                        "no new one was created.",
             "callbackId": shown_id, "scheduledTimeUtc": when,
             "assignedAgentId": existing.agent_id, "existingCallbackId": shown_id,
             "existingScheduledTimeUtc": when, "existingAgentId": existing.agent_id,
-            **time_fields(instant, "", None, str(common["customerTimeZone"])),
-            "agentTimeZone": "", "agentLocalTime": "",
+            **time_fields(instant, self._owner_zone(existing.agent_id, d, common), None,
+                          str(common["customerTimeZone"])),
+            # The request's warnings are of its own time, and the owner rule may have run
+            # for it (the warm step): neither is of the callback named.
+            "warnings": "", "reassigned": False, "reassignReason": "",
         })
+
+    def _owner_zone(self, agent_id: str, d: Draft, common: dict[str, Any]) -> str:
+        """A pending callback's owner's zone, from what this request read already (its
+        time step read the agent asked for, into ``common``) or the read cache; ``""`` when
+        neither has it: a DUPLICATE never waits on Genesys for a field of its answer."""
+        if not agent_id:
+            return ""
+        if agent_id == d.agent_id and "agentTimeZone" in common:
+            return str(common["agentTimeZone"])
+        try:
+            with cached_reads_only():
+                return self._times.profile(agent_id, d.now, d.ctx.deadline).zone
+        except (NotCached, UpstreamUnavailable, UpstreamRejected):
+            return ""
 
     def undo(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,
              acd_id: str, deadline: Deadline) -> None:
