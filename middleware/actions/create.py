@@ -333,14 +333,11 @@ class CreateCallback:
             answer = self._warm(d)
             if answer is not None:
                 return answer
-        if d.afresh:
-            # One still being created has no id to answer with yet: the claim below waits
-            # for its outcome, as it does for any request.
-            standing = [r for r in self._lifecycle.pending(d.number, window_only=False)
-                        if r.state != "CREATING"]
-            if standing:
-                return self._duplicate(standing[0], d)
-        claim = self._lifecycle.claim(d.number, d.token, d.ctx.deadline)
+        # Run afresh (a derived key whose callback ended), any pending callback of the
+        # number answers, in the window or beyond it, in the same atomic step as the
+        # claim; one still being created is waited for like any other.
+        claim = self._lifecycle.claim(d.number, d.token, d.ctx.deadline,
+                                      beyond_window=d.afresh)
         if claim.existing is not None:
             return self._duplicate(claim.existing, d)
         if claim.over_daily_limit:
@@ -375,9 +372,9 @@ class CreateCallback:
             epoch_ms(d.now) + self._journal_lease_ms, epoch=d.consent_epoch, consent=given,
             budget=(ask.client, ask.capacity, ask.per_ms))
         if done.status == "REVOKED":
-            # Consent comes before the owner (SPEC §3.1): no owner decision in the answer,
-            # and no consent, which was not stored.
-            d.common = before
+            # Consent comes before the owner (SPEC §3.1): no owner decision in the answer.
+            # It names the recorded consent it relied on, never one it gave (not stored).
+            d.common = {**before, "consentId": "" if given is not None else d.consent_id}
             return self._revoked_meanwhile(d)
         d.reserved = done.rate == 0
         if done.record is None:

@@ -147,19 +147,22 @@ class Lifecycle:
         return record.scheduled_ms > end >= scheduled_ms
 
     def claim(self, number: CustomerNumber, token: str, deadline: Deadline, *,
-              capped: bool = True) -> Claim:
+              capped: bool = True, beyond_window: bool = False) -> Claim:
         """Claim the number for ``token``, or return the pending callback that blocks it.
 
         While another request holds the claim (it is creating right now), wait for its
         result within the deadline: it either becomes the pending callback we return, or
         is released and we claim. ``capped``: the daily cap applies (not to a reschedule,
-        which creates nothing new).
+        which creates nothing new). ``beyond_window``: a pending callback at any time
+        blocks it, not only one in the window (a derived key run afresh, whose check of
+        the number must be as atomic as the window's).
         """
         digests = self._keys.all(number.e164)
         while True:
             now = self._clock.now()
             result = self._store.claim_window(
-                digests, token, epoch_ms(now + self._window), self._claim_ttl_ms,
+                digests, token, 2**62 if beyond_window else epoch_ms(now + self._window),
+                self._claim_ttl_ms,
                 epoch_ms(now - FORGET_AFTER), epoch_ms(now),
                 self._daily_limit if capped else 2**31)
             if result.status == "CLAIMED":
