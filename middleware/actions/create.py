@@ -34,12 +34,23 @@ from middleware.actions.answers import (
 )
 from middleware.actions.checks import OwnerRule, TimeService
 from middleware.actions.consent import ConsentLedger
-from middleware.actions.idempotency import IdempotencyGate, IdempotencyKey, key_for
+from middleware.actions.idempotency import (
+    STORED_OUTCOMES,
+    IdempotencyGate,
+    IdempotencyKey,
+    key_for,
+)
 from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
 from middleware.deadline import Deadline
-from middleware.errors import StoreUnavailable, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from middleware.errors import (
+    IdempotencyInFlight,
+    StoreUnavailable,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from middleware.genesys.client import (
     GenesysClient,
     NotCached,
@@ -67,6 +78,13 @@ _UNREAD: Final = NumberFacts(created_today=0, revoked=0, lifted=0, consent=None)
 #: Consent refusals made before the consent a request names was found for its number.
 _UNFOUND_CONSENT: Final = frozenset({"CONSENT_MISSING", "CONSENT_NOT_FOUND"})
 
+#: Times a derived key whose answer ended is read again when another request took it over
+#: first (each try reads what that request left: its answer, or its 409 while in flight).
+_TAKE_OVER_TRIES: Final = 3
+#: What ``_ended`` knows of a stored answer's callback: it ended, or it may have.
+_ENDED: Final = "ENDED"
+_MAYBE_ENDED: Final = "MAYBE"
+
 _DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allowed in 24 "
                                "hours (MAX_CALLBACKS_PER_NUMBER_PER_DAY).")
 
@@ -75,8 +93,11 @@ _DAILY_LIMIT_MESSAGE: Final = ("This number already had the most callbacks allow
 class Draft:
     """What the steps of one create have found so far."""
 
-    #: A derived key's earlier answer was not replayed (its callback ended, or Genesys could
-    #: not say): any pending callback of the number answers, in the window or beyond it.
+    #: A derived key's earlier answer was not replayed, and whether its callback ended is
+    #: unknown (Genesys could not say, or the answer named none): that callback may still
+    #: be live at any time, so any pending callback of the number answers, in the window or
+    #: beyond it. One known to have ended leaves a request like any other (SPEC §4's
+    #: window alone).
     afresh: bool
     fields: dict[str, Any]
     number: CustomerNumber
@@ -140,9 +161,9 @@ class CreateCallback:
                 ownerAgentId=agent_id, message=invalid_number_message(fields, self._country))
         key = key_for(fields, ctx.idempotency_key, ctx.credential, number.e164)
         token = uuid.uuid4().hex
-        leased, afresh = time.monotonic(), False
+        leased, previous, afresh = time.monotonic(), None, False
         if key is not None:
-            replay, leased, afresh = self._begin(key, token, ctx.deadline)
+            replay, leased, previous, afresh = self._begin(key, token, ctx.deadline)
             if replay is not None:
                 log.info("idempotent replay", extra={"number": number.masked})
                 return {**replay, "replayed": True, "requestId": ctx.request_id}
@@ -154,35 +175,49 @@ class CreateCallback:
                 "customerNumberE164": number.e164, "customerTimeZone": ",".join(number.zones),
             }))
         except StoreUnavailable as exc:
-            if key is not None and not self._finish(key, token, answer):
+            if key is not None and not self._finish(key, token, answer, previous):
                 # The key stays in flight until its lease ends: the 503 says when a retry
                 # will be served rather than refused with 409.
                 exc.retry_after_s = self._idempotency.lease_left_s(leased)
             raise
         except BaseException:
             if key is not None:
-                self._finish(key, token, answer)
+                self._finish(key, token, answer, previous)
             raise
         if key is not None:
-            self._finish(key, token, answer)
+            self._finish(key, token, answer, previous)
         return answer
 
     # -- the idempotency key --------------------------------------------------------------
 
     def _begin(self, key: IdempotencyKey, token: str, deadline: Deadline
-               ) -> tuple[Answer | None, float, bool]:
+               ) -> tuple[Answer | None, float, Answer | None, bool]:
         """Take the key for this request: the answer to replay (if one is stored), when its
-        lease started, and whether a derived key runs afresh rather than replay a callback
-        that has ended (or may have)."""
-        started = self._idempotency.begin(key, token)
-        leased = time.monotonic()
-        if started.replay is not None and key.derived and self._ended(started.replay, deadline) \
-                and self._idempotency.take_over(key, token, started.replay):
-            return None, time.monotonic(), True
-        return started.replay, leased, False
+        lease started, and, for a derived key that does not replay a callback that has ended
+        (or may have), the stored answer it took over (``_finish`` puts it back if this run
+        ends with no answer to store) and whether that callback may still be live."""
+        for _ in range(_TAKE_OVER_TRIES):
+            started = self._idempotency.begin(key, token)
+            leased = time.monotonic()
+            ended = "" if started.replay is None or not key.derived \
+                else self._ended(started.replay, deadline)
+            if not ended or started.replay is None:
+                return started.replay, leased, None, False
+            if self._idempotency.take_over(key, token, started.replay):
+                return None, time.monotonic(), started.replay, ended == _MAYBE_ENDED
+            # Another request took the key over first: what it answers (or its 409 while
+            # in flight) is read again, never the ended answer just found.
+        raise IdempotencyInFlight("A request with this idempotency key is in progress.",
+                                  retry_after_s=1)
 
-    def _finish(self, key: IdempotencyKey, token: str, answer: Answer) -> bool:
-        """Store the idempotent answer (or release the key); false if Redis could not."""
+    def _finish(self, key: IdempotencyKey, token: str, answer: Answer,
+                previous: Answer | None = None) -> bool:
+        """Store the idempotent answer (or release the key); false if Redis could not. A run
+        afresh that ends with nothing to store (refused, or failed) puts back the answer it
+        took over: a retry then asks again whether that callback ended, rather than
+        running as a new request that the window alone would not stop."""
+        if previous is not None and answer.get("outcome") not in STORED_OUTCOMES:
+            answer = previous
         try:
             self._idempotency.finish(key, token, answer)
         except StoreUnavailable:
@@ -191,30 +226,32 @@ class CreateCallback:
             return False
         return True
 
-    def _ended(self, replay: Answer, deadline: Deadline) -> bool:
+    def _ended(self, replay: Answer, deadline: Deadline) -> str:
         """Whether the callback a stored answer names has ended (a derived key must not
-        replay it: the conversation is asking for a new one). Genesys is asked too: a
-        callback completed there may not have been reconciled yet (SPEC §4 Lifecycle 6)."""
+        replay it: the conversation is asking for a new one): ``_ENDED``, ``_MAYBE_ENDED``
+        (unknown), or ``""``. Genesys is asked too: a callback completed there may not have
+        been reconciled yet (SPEC §4 Lifecycle 6)."""
         callback_id = str(replay.get("callbackId") or replay.get("existingCallbackId") or "")
         if not callback_id:
             # A QUEUED answer names no callback yet, so whether it has ended is unknown here:
-            # the request runs afresh (the window answers DUPLICATE while it is pending).
-            return str(replay.get("outcome")) in ("QUEUED", "DUPLICATE")
+            # the request runs afresh (any pending callback answers DUPLICATE).
+            return _MAYBE_ENDED if str(replay.get("outcome")) in ("QUEUED", "DUPLICATE") \
+                else ""
         record = self._lifecycle.record(callback_id)
         if record is None or not record.pending:
-            return record is not None
+            return _ENDED if record is not None else ""
         if not record.in_genesys:
-            return False
+            return ""
         try:
             ended = callback_end_state(self._genesys.get_callback(callback_id, deadline))
         except UpstreamError:
             # Unknown: it may have ended, so the request runs afresh rather than replaying.
-            # That cannot double it: a callback still pending answers DUPLICATE in the window.
-            return True
+            # That cannot double it: its claim finds the callback if it is still pending.
+            return _MAYBE_ENDED
         if ended is None:
-            return False
+            return ""
         self._lifecycle.close(record, ended)
-        return True
+        return _ENDED
 
     # -- the steps ------------------------------------------------------------------------
 
@@ -333,9 +370,9 @@ class CreateCallback:
             answer = self._warm(d)
             if answer is not None:
                 return answer
-        # Run afresh (a derived key whose callback ended), any pending callback of the
-        # number answers, in the window or beyond it, in the same atomic step as the
-        # claim; one still being created is waited for like any other.
+        # Run afresh (a derived key whose callback may not have ended), any pending
+        # callback of the number answers, in the window or beyond it, in the same atomic
+        # step as the claim; one still being created is waited for like any other.
         claim = self._lifecycle.claim(d.number, d.token, d.ctx.deadline,
                                       beyond_window=d.afresh)
         if claim.existing is not None:
