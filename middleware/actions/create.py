@@ -238,12 +238,17 @@ class CreateCallback:
             return _MAYBE_ENDED if str(replay.get("outcome")) in ("QUEUED", "DUPLICATE") \
                 else ""
         record = self._lifecycle.record(callback_id)
+        if record is not None and record.replaced_by:
+            # Moved to a new owner: the callback lives on as its replacement (SPEC §4
+            # Lifecycle 4), which is what has ended or not.
+            record = self._lifecycle.chain(record)[-1]
         if record is None or not record.pending:
             return _ENDED if record is not None else ""
         if not record.in_genesys:
             return ""
         try:
-            ended = callback_end_state(self._genesys.get_callback(callback_id, deadline))
+            ended = callback_end_state(self._genesys.get_callback(record.callback_id,
+                                                                  deadline))
         except UpstreamError:
             # Unknown: it may have ended, so the request runs afresh rather than replaying.
             # That cannot double it: its claim finds the callback if it is still pending.

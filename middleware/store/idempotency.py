@@ -35,9 +35,11 @@ return 1
 
 
 # Take over a finished key whose stored answer is ``ARGV[1]`` (compared, so two requests
-# racing to take it over cannot both win). ARGV: answer, owner token, lease ms.
+# racing to take it over cannot both win). ARGV: answer, owner token, lease ms. A key this
+# owner holds already means Redis applied an earlier try whose reply was lost: ours.
 _TAKE_OVER_IDEMPOTENT: Final = """
-local cur = redis.call('HMGET', KEYS[1], 'st', 'b')
+local cur = redis.call('HMGET', KEYS[1], 'st', 'b', 'o')
+if cur[1] == 'inflight' and cur[3] == ARGV[2] then return 1 end
 if cur[1] ~= 'done' or cur[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'inflight', 'o', ARGV[2])
 redis.call('HDEL', KEYS[1], 'b')
