@@ -34,12 +34,7 @@ from middleware.actions.answers import (
 )
 from middleware.actions.checks import OwnerRule, TimeService
 from middleware.actions.consent import ConsentLedger
-from middleware.actions.idempotency import (
-    STORED_OUTCOMES,
-    IdempotencyGate,
-    IdempotencyKey,
-    key_for,
-)
+from middleware.actions.idempotency import IdempotencyGate, IdempotencyKey, key_for
 from middleware.clock import Clock
 from middleware.context import RequestContext
 from middleware.contracts import Contract
@@ -199,9 +194,10 @@ class CreateCallback:
         for _ in range(_TAKE_OVER_TRIES):
             started = self._idempotency.begin(key, token)
             leased = time.monotonic()
-            ended = "" if started.replay is None or not key.derived \
-                else self._ended(started.replay, deadline)
-            if not ended or started.replay is None:
+            if started.replay is None or not key.derived:
+                return started.replay, leased, None, False
+            ended = self._ended(started.replay, deadline)
+            if not ended:
                 return started.replay, leased, None, False
             if self._idempotency.take_over(key, token, started.replay):
                 return None, time.monotonic(), started.replay, ended == _MAYBE_ENDED
@@ -211,15 +207,11 @@ class CreateCallback:
                                   retry_after_s=1)
 
     def _finish(self, key: IdempotencyKey, token: str, answer: Answer,
-                previous: Answer | None = None) -> bool:
-        """Store the idempotent answer (or release the key); false if Redis could not. A run
-        afresh that ends with nothing to store (refused, or failed) puts back the answer it
-        took over: a retry then asks again whether that callback ended, rather than
-        running as a new request that the window alone would not stop."""
-        if previous is not None and answer.get("outcome") not in STORED_OUTCOMES:
-            answer = previous
+                previous: Answer | None) -> bool:
+        """Store the idempotent answer (or put back ``previous``, the one it took over, or
+        release the key: ``IdempotencyGate.finish``); false if Redis could not."""
         try:
-            self._idempotency.finish(key, token, answer)
+            self._idempotency.finish(key, token, answer, previous)
         except StoreUnavailable:
             # The in-flight lease expires on its own; the caller gets our answer.
             log.warning("could not store the idempotent answer")
@@ -591,7 +583,7 @@ class CreateCallback:
         try:
             with cached_reads_only():
                 return self._times.profile(agent_id, d.now, d.ctx.deadline).zone
-        except (NotCached, UpstreamUnavailable, UpstreamRejected):
+        except (NotCached, UpstreamError):
             return ""
 
     def undo(self, number: CustomerNumber, journaled: LedgerRecord, callback_id: str,

@@ -104,8 +104,14 @@ class IdempotencyGate:
         (``time.monotonic()`` read after it was taken) ends on its own."""
         return max(0, math.ceil(self._lease_ms / 1000 - (time.monotonic() - since)))
 
-    def finish(self, key: IdempotencyKey, owner: str, answer: dict[str, Any]) -> None:
-        """Keep a stored-outcome answer for replays; forget the key otherwise."""
+    def finish(self, key: IdempotencyKey, owner: str, answer: dict[str, Any],
+               taken_over: dict[str, Any] | None = None) -> None:
+        """Keep a stored-outcome answer for replays; forget the key otherwise. A request
+        that took the key over (``taken_over``: the answer it found) and has no answer to
+        store puts that one back: a retry then asks again whether its callback ended,
+        rather than running as a new request that the window alone would not stop."""
+        if taken_over is not None and answer.get("outcome") not in STORED_OUTCOMES:
+            answer = taken_over
         keep = answer.get("outcome") in STORED_OUTCOMES
         self._store.finish_idempotent(key.scope, owner, json.dumps(answer) if keep else "",
                                       self._keep_s)

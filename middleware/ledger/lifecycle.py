@@ -57,6 +57,8 @@ FORGET_AFTER: Final = timedelta(days=8)
 _POLL_S: Final = 0.025
 # Leave this much of the deadline to answer after waiting for another request's create.
 _ANSWER_MARGIN_S: Final = 0.3
+#: A window end no scheduled time reaches: every pending callback, however far ahead.
+_NO_END_MS: Final = 2**62
 
 
 #: How long after the last attempt that may have run a create it is still looked for.
@@ -161,7 +163,7 @@ class Lifecycle:
         while True:
             now = self._clock.now()
             result = self._store.claim_window(
-                digests, token, 2**62 if beyond_window else epoch_ms(now + self._window),
+                digests, token, _NO_END_MS if beyond_window else epoch_ms(now + self._window),
                 self._claim_ttl_ms,
                 epoch_ms(now - FORGET_AFTER), epoch_ms(now),
                 self._daily_limit if capped else 2**31)
@@ -405,7 +407,7 @@ class Lifecycle:
 
     def disconnecting(self, number: CustomerNumber) -> list[LedgerRecord]:
         """The number's cancelled callbacks whose disconnect is still to land."""
-        found = self._store.pending_in_window(self._keys.all(number.e164), 2**62)
+        found = self._store.pending_in_window(self._keys.all(number.e164), _NO_END_MS)
         return [r for r in self.records([cid for cid, _ in found]) if r.disconnecting]
 
     def watch_late_create(self, token: str, e164: str, since_ms: int) -> None:
@@ -604,6 +606,6 @@ class Lifecycle:
     def pending(self, number: CustomerNumber, *, window_only: bool = True
                 ) -> list[LedgerRecord]:
         """The number's pending callbacks, earliest first: in the window, or all of them."""
-        end = epoch_ms(self._clock.now() + self._window) if window_only else 2**62
+        end = epoch_ms(self._clock.now() + self._window) if window_only else _NO_END_MS
         found = self._store.pending_in_window(self._keys.all(number.e164), end)
         return [r for r in self.records([cid for cid, _ in found]) if r.pending]
