@@ -583,6 +583,8 @@ class Lifecycle:
             gone += len(missing)
             self._store.trim_owned(shard, sorted({r.agent_id for r in found}), before_ms)
             gone += self._store.trim_ended_sets(shard, limit)
+            # Packed records and windows have no TTL: each goes once its own expiry passed.
+            gone += self._store.sweep(shard, limit)
             # A short page means the walk reached the end: the next round starts over.
             self._store.save_walk_cursor(shard, "trim", (page[-1][1], page[-1][0])
                                          if len(page) == limit else (-1, ""))

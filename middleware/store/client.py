@@ -7,6 +7,7 @@ when it cannot read or write its own state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -21,6 +22,7 @@ from redis.retry import Retry
 
 from middleware.errors import StoreUnavailable
 from middleware.store import keys
+from middleware.store.packed import READ_RECORDS, WINDOW_PENDING, compose_layers
 
 T = TypeVar("T")
 
@@ -123,8 +125,10 @@ def compose(*bodies: str) -> str:
     out. Each body runs as a local function whose parameters shadow KEYS and ARGV, so it
     reads as it would alone.
     """
-    parts = [f"local function step{i}(KEYS, ARGV)\n{body}\nend"
-             for i, body in enumerate(bodies)]
+    layer, bodies = compose_layers(bodies)
+    parts = [layer] if layer else []
+    parts += [f"local function step{i}(KEYS, ARGV)\n{body}\nend"
+              for i, body in enumerate(bodies)]
     parts.append("""
 local function slice(t, from, n)
   local s = {}
@@ -151,7 +155,9 @@ class StoreBase:
     are registered once, here.
     """
 
-    SCRIPTS: ClassVar[dict[str, str]] = {"_release_lock": _RELEASE_LOCK}
+    SCRIPTS: ClassVar[dict[str, str]] = {
+        "_release_lock": _RELEASE_LOCK, "_read_records": READ_RECORDS,
+        "_window_pending": WINDOW_PENDING}
 
     def __init__(self, client: RedisClient) -> None:
         self._conn = client if isinstance(client, Connection) else Connection("", 0, client)
@@ -159,6 +165,7 @@ class StoreBase:
         for klass in type(self).__mro__:
             self._lua.update(vars(klass).get("SCRIPTS", {}))
         self._scripts: dict[str, Script] = {}
+        self._shas: dict[str, str] = {}
 
     @property
     def _r(self) -> Any:
@@ -196,6 +203,56 @@ class StoreBase:
             args += step_args
         script = self._scripts[name]
         return cast(list[Any], self._call(lambda: script(keys=names, args=[*counts, *args])))
+
+    def _reads(self, scripts: Sequence[str], build: Callable[[Any], None]) -> list[Any]:
+        """Run the reads ``build`` queues on a pipeline (no transaction), where some are
+        ``scripts`` queued by ``_queue_script``: one round trip. Redis forgets scripts when
+        it restarts; they are then loaded and the reads, which change nothing, sent again."""
+        for attempt in (0, 1):
+            pipe = self._r.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return cast(list[Any], pipe.execute())
+            except redis.exceptions.NoScriptError as exc:
+                if attempt:
+                    raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+                for name in scripts:
+                    self._call(functools.partial(self._r.script_load, self._lua[name]))
+            except (redis.RedisError, RedisClusterException) as exc:
+                raise StoreUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    def _queue_script(self, pipe: Any, name: str, names: Sequence[str],
+                      args: Sequence[str | int]) -> None:
+        """Queue one of ``SCRIPTS`` on ``pipe`` by its hash (``_reads`` runs it)."""
+        sha = self._shas.get(name)
+        if sha is None:
+            sha = self._shas[name] = hashlib.sha1(
+                self._lua[name].encode(), usedforsecurity=False).hexdigest()
+        pipe.execute_command("EVALSHA", sha, len(names), *names, *args)
+
+    def _records(self, callback_ids: list[str], shard: str | None) -> list[dict[str, str]]:
+        """Ledger records by id in one round trip, skipping those that are gone (``shard``
+        unknown: every shard is read)."""
+        if not callback_ids:
+            return []
+        shards = (shard,) if shard is not None else keys.SHARDS
+
+        def build(pipe: Any) -> None:
+            # One script per shard: its keys share the shard's slot.
+            for each in shards:
+                self._queue_script(pipe, "_read_records",
+                                   [keys.record(each, cid) for cid in callback_ids], [])
+
+        rows = cast(list[list[list[str]]], self._reads(["_read_records"], build))
+        found: list[dict[str, str]] = []
+        for i, cid in enumerate(callback_ids):
+            for row in (per_shard[i] for per_shard in rows):
+                if row:
+                    # The id is the key's; records written since do not repeat it.
+                    found.append({"id": cid, **dict(zip(row[0::2], row[1::2], strict=True))})
+                    break
+        return found
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Final, cast
 
 from middleware.store import keys
 from middleware.store.client import StoreBase, event_json
+from middleware.store.packed import with_layer
 
 #: A consent record's fields as Redis keeps them (SPEC names on the left, which ``consent``
 #: answers with). The id is the key's, times are epoch ms, and empty fields are left out:
@@ -58,8 +59,8 @@ def _read(consent_id: str, raw: dict[str, str]) -> dict[str, str]:
 # field/value pairs.
 # A guarded consent (a create's own, sent after its journal in one transaction) is stored
 # only if the journal took, so a create refused there leaves no consent behind.
-_STORE_CONSENT_STATE: Final = """
-if ARGV[1] ~= '' and redis.call('HGET', KEYS[4], 't') ~= ARGV[1] then return 0 end
+_STORE_CONSENT_STATE: Final = with_layer("""
+if ARGV[1] ~= '' and R_get(KEYS[4], 't') ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return tonumber(redis.call('HGET', KEYS[2], 'seq')) end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 6))
@@ -81,7 +82,7 @@ for i = 5, #KEYS do
   redis.call('EXPIRE', KEYS[i], ARGV[4])
 end
 return seq
-"""
+""")
 
 
 class ConsentStore(StoreBase):
@@ -142,23 +143,25 @@ class ConsentStore(StoreBase):
         shard (``""``: none asked) and whether any callback is indexed pending in its window
         (a read only: the claim decides)."""
         shard = keys.shard_of(digests[0])
-        pipe = self._r.pipeline(transaction=False)
-        for digest in digests:
-            pipe.zrangebyscore(keys.created(digest), f"({now_ms - 86_400_000}", "+inf")
-        for digest in digests:
-            pipe.hmget(keys.consent_state(digest), "revokedSeq", "liftedSeq")
-        for digest in digests:
-            pipe.zrangebyscore(keys.pending(digest), "-inf", window_end_ms, start=0, num=1)
-        if consent_id:
-            pipe.hgetall(keys.consent(shard, consent_id))
-        rows: list[Any] = self._call(pipe.execute)
+
+        def build(pipe: Any) -> None:
+            for digest in digests:
+                pipe.zrangebyscore(keys.created(digest), f"({now_ms - 86_400_000}", "+inf")
+            for digest in digests:
+                pipe.hmget(keys.consent_state(digest), "revokedSeq", "liftedSeq")
+            self._queue_script(pipe, "_window_pending", [keys.pending(d) for d in digests],
+                               [window_end_ms, 1])
+            if consent_id:
+                pipe.hgetall(keys.consent(shard, consent_id))
+
+        rows = self._reads(["_window_pending"], build)
         n = len(digests)
         created = len({token for row in rows[:n] for token in row})
         states = cast(list[list[str | None]], rows[n:2 * n])
         revoked = max((int(r[0]) for r in states if r[0]), default=0)
         lifted = max((int(r[1]) for r in states if r[1]), default=0)
-        indexed = any(rows[2 * n:3 * n])
-        raw = cast(dict[str, str], rows[3 * n]) if consent_id else {}
+        indexed = bool(rows[2 * n])
+        raw = cast(dict[str, str], rows[2 * n + 1]) if consent_id else {}
         return NumberFacts(created, revoked, lifted, _read(consent_id, raw) if raw else None,
                            indexed)
 

@@ -7,16 +7,17 @@ from typing import ClassVar, Final, cast
 
 from middleware.store import keys
 from middleware.store.client import StoreBase
+from middleware.store.packed import with_layer
 
 # A token bucket shared by every worker and instance. KEYS[1] the bucket.
 # ARGV: capacity, refill per ms. Returns 0 when a token was taken, else ms to wait.
 # Redis' own clock keeps every instance on one timeline. With KEYS[2] (a journal record,
 # queued before in one transaction on one primary) and ARGV[3] (its request token), a call
 # is taken only if that journal took: -1, nothing taken, otherwise.
-_TAKE_RATE_SLOT: Final = """
-if #KEYS > 1 and redis.call('HGET', KEYS[2], 't') ~= ARGV[3] then return -1 end
+_TAKE_RATE_SLOT: Final = with_layer("""
+if #KEYS > 1 and R_get(KEYS[2], 't') ~= ARGV[3] then return -1 end
 -- Once per journal: a step resent after its reply was lost finds the call already taken.
-if #KEYS > 1 and redis.call('HSETNX', KEYS[2], 'rt', 1) == 0 then return 0 end
+if #KEYS > 1 and R_setnx(KEYS[2], 'rt', 1) == 0 then return 0 end
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ms')
@@ -30,7 +31,7 @@ if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rat
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ms', ms)
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 1000)
 return wait
-"""
+""")
 
 
 

@@ -43,6 +43,23 @@ def pending_all(shard: str) -> str:
     return f"{_in(shard)}:pending"
 
 
+def records(shard: str) -> str:
+    """The shard's ledger records, one packed field per callback (``packed``): no key per
+    callback, no TTL; the sweep deletes each once its own expiry passes."""
+    return f"{_in(shard)}:cbs"
+
+
+def windows(shard: str) -> str:
+    """The shard's numbers' windows, one packed field per number (``packed``), swept as the
+    records are."""
+    return f"{_in(shard)}:np"
+
+
+def owner_counts(shard: str) -> str:
+    """How many pending callbacks each agent of the shard owns (``-``: the queue's)."""
+    return f"{_in(shard)}:owners"
+
+
 def outbox(shard: str) -> str:
     """The shard's outbox schedule: request token scored by its next attempt ms."""
     return f"{_in(shard)}:outbox"

@@ -9,38 +9,36 @@ from typing import Any, ClassVar, Final, Protocol, cast
 
 from middleware.store import keys
 from middleware.store.client import StoreBase, event_json
+from middleware.store.packed import with_layer
 
 # Record a created (or queued) callback in the ledger and its indexes, then drop our claim.
-# KEYS: claim, number's pending set, record, global pending set, owner's pending set.
+# KEYS: claim, number's pending set, record, global pending set (the packed layout:
+# ``packed``; the owner's count moves with the record).
 # ARGV: token, callback id, scheduled ms, ttl s, then the record's field/value pairs.
 # Every write is idempotent, so a retried command after a lost reply changes nothing.
-_COMMIT_CALLBACK: Final = """
-redis.call('HSET', KEYS[3], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
-if redis.call('TTL', KEYS[5]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[5], ARGV[4]) end
+_COMMIT_CALLBACK: Final = with_layer("""
+R_set(KEYS[3], unpack(ARGV, 5))
+R_expire(KEYS[3], ARGV[4])
+Z_add(KEYS[2], ARGV[3], ARGV[2])
+Z_keep(KEYS[2], ARGV[4])
+W_add(KEYS[4], ARGV[3], ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
-"""
+""")
 
 
 # Take a callback out of the window for good, only while it is still pending: an end seen
 # late (reconciliation reading a callback just cancelled) never rewrites the first one.
-# KEYS: record, global set, owner's pending set, then the number's pending set per digest.
-_CLOSE_CALLBACK: Final = """
-local st = redis.call('HGET', KEYS[1], 'st')
-if st ~= 'PENDING' and st ~= 'QUEUED' and st ~= 'CREATING' then
-  for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
-  return 0
-end
-redis.call('HSET', KEYS[1], 'st', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
+# KEYS: record, global set, then the number's pending set per digest.
+_CLOSE_CALLBACK: Final = with_layer("""
+local st = R_get(KEYS[1], 'st')
+W_rem(KEYS[2], ARGV[2])
+for i = 3, #KEYS do Z_rem(KEYS[i], ARGV[2]) end
+if st ~= 'PENDING' and st ~= 'QUEUED' and st ~= 'CREATING' then return 0 end
+R_set(KEYS[1], 'st', ARGV[1])
+R_incr(KEYS[1], 'v', 1)
 return 1
-"""
+""")
 
 
 # The journaled create exists in Genesys: in one step, if the request was not cancelled
@@ -48,15 +46,16 @@ return 1
 # history records it, and the entry and its outbox item go. Returns 0 (outbox item dropped,
 # nothing else) when the entry is no longer CREATING or QUEUED.
 # KEYS: journaled record, real record, real number's pending set, global pending set,
-#       owner's pending set, journaled number's pending set, history, outbox, outbox entry,
+#       (unused: the owner's count moves with the record), journaled number's pending
+#       set, history, outbox, outbox entry,
 #       the replaced record of an owner move (else the journaled record again) and the set
 #       of those awaiting their disconnect (the old callback is marked replaced in this same
 #       step, never before), then the consent state under each digest (``nc`` of them),
 #       then the pending set of every further digest of the number.
 # ARGV: journaled id, real id, scheduled ms, ttl s, history ttl s, token, count of record
 #       field/value items, those items, the history event (JSON), the replaced id, nc.
-_DELIVER: Final = """
-local st = redis.call('HGET', KEYS[1], 'st')
+_DELIVER: Final = with_layer("""
+local st = R_get(KEYS[1], 'st')
 redis.call('ZREM', KEYS[8], ARGV[6])
 redis.call('DEL', KEYS[9])
 if st ~= 'CREATING' and st ~= 'QUEUED' then return 0 end
@@ -64,49 +63,45 @@ local nc = tonumber(ARGV[10 + tonumber(ARGV[7])])
 -- A revocation stored since it was accepted, or the replacement of an owner move whose old
 -- callback ended meanwhile (cancelled, revoked, completed): it ends too, and the caller
 -- disconnects what Genesys just created.
-local gone = KEYS[10] ~= KEYS[1] and redis.call('HGET', KEYS[10], 'st') ~= 'PENDING'
-local ep = tonumber(redis.call('HGET', KEYS[1], 'ep') or '-1')
+local gone = KEYS[10] ~= KEYS[1] and R_get(KEYS[10], 'st') ~= 'PENDING'
+local ep = tonumber(R_get(KEYS[1], 'ep') or '-1')
 for i = 12, 11 + nc do
   local seq = tonumber(redis.call('HGET', KEYS[i], 'revokedSeq') or '0')
   if ep >= 0 and seq > ep then gone = true end
 end
 if gone then
-  redis.call('HSET', KEYS[1], 'st', 'CANCELLED')
-  redis.call('HINCRBY', KEYS[1], 'v', 1)
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  redis.call('ZREM', KEYS[5], ARGV[1])
-  redis.call('ZREM', KEYS[6], ARGV[1])
-  for i = 12 + nc, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+  R_set(KEYS[1], 'st', 'CANCELLED')
+  R_incr(KEYS[1], 'v', 1)
+  W_rem(KEYS[4], ARGV[1])
+  Z_rem(KEYS[6], ARGV[1])
+  for i = 12 + nc, #KEYS do Z_rem(KEYS[i], ARGV[1]) end
   return 0
 end
 local n = tonumber(ARGV[7])
-redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + n))
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
-if redis.call('TTL', KEYS[5]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[5], ARGV[4]) end
-redis.call('ZREM', KEYS[6], ARGV[1])
+R_set(KEYS[2], unpack(ARGV, 8, 7 + n))
+R_expire(KEYS[2], ARGV[4])
+Z_rem(KEYS[6], ARGV[1])
+Z_add(KEYS[3], ARGV[3], ARGV[2])
+Z_keep(KEYS[3], ARGV[4])
+W_add(KEYS[4], ARGV[3], ARGV[2])
 for i = 12 + nc, #KEYS do
-  redis.call('ZREM', KEYS[i], ARGV[1])
-  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
-  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+  Z_rem(KEYS[i], ARGV[1])
+  Z_add(KEYS[i], ARGV[3], ARGV[2])
+  Z_keep(KEYS[i], ARGV[4])
 end
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('DEL', KEYS[1])
+W_rem(KEYS[4], ARGV[1])
+R_delete(KEYS[1])
 redis.call('RPUSH', KEYS[7], ARGV[8 + n])
 redis.call('EXPIRE', KEYS[7], ARGV[5])
-if KEYS[10] ~= KEYS[1] and redis.call('EXISTS', KEYS[10]) == 1 then
-  redis.call('HSET', KEYS[10], 'r', ARGV[2])
-  redis.call('HINCRBY', KEYS[10], 'v', 1)
-  if redis.call('HGET', KEYS[10], 'st') == 'PENDING' then
+if KEYS[10] ~= KEYS[1] and R_exists(KEYS[10]) == 1 then
+  R_set(KEYS[10], 'r', ARGV[2])
+  R_incr(KEYS[10], 'v', 1)
+  if R_get(KEYS[10], 'st') == 'PENDING' then
     redis.call('SADD', KEYS[11], ARGV[9 + n])
   end
 end
 return 1
-"""
+""")
 
 
 # Link (ARGV[2] set) or unlink (ARGV[2] empty) a callback to a replacement still being
@@ -114,16 +109,16 @@ return 1
 # -1, the record's version too (a reschedule committed since would be lost otherwise); an
 # unlinked callback is no longer awaiting a disconnect.
 # KEYS: record, the set of replaced callbacks awaiting one.
-_RELINK: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if (redis.call('HGET', KEYS[1], 'r') or '') ~= ARGV[1] then return 0 end
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+_RELINK: Final = with_layer("""
+if R_exists(KEYS[1]) == 0 then return 0 end
+if (R_get(KEYS[1], 'r') or '') ~= ARGV[1] then return 0 end
+local v = tonumber(R_get(KEYS[1], 'v') or '0')
 if tonumber(ARGV[4]) >= 0 and v ~= tonumber(ARGV[4]) then return 0 end
-redis.call('HSET', KEYS[1], 'r', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'v', 1)
+R_set(KEYS[1], 'r', ARGV[2])
+R_incr(KEYS[1], 'v', 1)
 if ARGV[2] == '' then redis.call('SREM', KEYS[2], ARGV[3]) end
 return 1
-"""
+""")
 
 
 # A journaled create Genesys could not take now becomes QUEUED with its next attempt, in
@@ -131,17 +126,17 @@ return 1
 # cancelled meanwhile (the worker then finds the outbox entry unwanted and drops it).
 # KEYS: record, outbox entry, outbox, history. ARGV: token, payload, next ms, history ttl s,
 # the history event (JSON).
-_DEFER: Final = """
-local st = redis.call('HGET', KEYS[1], 'st')
+_DEFER: Final = with_layer("""
+local st = R_get(KEYS[1], 'st')
 if st ~= 'CREATING' and st ~= 'QUEUED' then return 0 end
-redis.call('HSET', KEYS[1], 'st', 'QUEUED')
-redis.call('HINCRBY', KEYS[1], 'v', 1)
+R_set(KEYS[1], 'st', 'QUEUED')
+R_incr(KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[2], 'payload', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('RPUSH', KEYS[4], ARGV[5])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
 return 1
-"""
+""")
 
 
 # The outbox gives up on a create, in one step: the entry becomes a dead letter (kept for a
@@ -149,14 +144,14 @@ return 1
 # from the callback it was to replace, which stays the customer's. Only while the entry
 # exists and the record is still CREATING or QUEUED (or gone): one cancelled meanwhile is
 # dropped, never kept for a replay that would bring it back.
-# KEYS: outbox, entry, dead letters, record, global pending, owner's pending, history,
+# KEYS: outbox, entry, dead letters, record, global pending, (unused), history,
 #       replaced record (else the record again), replacing set, then the number's pending
 #       set per digest.
 # ARGV: token, attempts, error, at ms, record id, history ttl s, the event (JSON), the
 #       replaced record's id.
-_DEAD_LETTER: Final = """
+_DEAD_LETTER: Final = with_layer("""
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-local st = redis.call('HGET', KEYS[4], 'st')
+local st = R_get(KEYS[4], 'st')
 redis.call('ZREM', KEYS[1], ARGV[1])
 if st and st ~= 'CREATING' and st ~= 'QUEUED' then
   redis.call('DEL', KEYS[2])
@@ -165,51 +160,51 @@ end
 redis.call('HSET', KEYS[2], 'attempts', ARGV[2], 'error', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 if not st then return 1 end
-redis.call('HSET', KEYS[4], 'st', 'DEAD_LETTER')
-redis.call('HINCRBY', KEYS[4], 'v', 1)
-redis.call('ZREM', KEYS[5], ARGV[5])
-redis.call('ZREM', KEYS[6], ARGV[5])
-for i = 10, #KEYS do redis.call('ZREM', KEYS[i], ARGV[5]) end
+R_set(KEYS[4], 'st', 'DEAD_LETTER')
+R_incr(KEYS[4], 'v', 1)
+W_rem(KEYS[5], ARGV[5])
+for i = 10, #KEYS do Z_rem(KEYS[i], ARGV[5]) end
 redis.call('RPUSH', KEYS[7], ARGV[7])
 redis.call('EXPIRE', KEYS[7], ARGV[6])
-if KEYS[8] ~= KEYS[4] and redis.call('HGET', KEYS[8], 'r') == ARGV[5] then
-  redis.call('HSET', KEYS[8], 'r', '')
-  redis.call('HINCRBY', KEYS[8], 'v', 1)
+if KEYS[8] ~= KEYS[4] and R_get(KEYS[8], 'r') == ARGV[5] then
+  R_set(KEYS[8], 'r', '')
+  R_incr(KEYS[8], 'v', 1)
   redis.call('SREM', KEYS[9], ARGV[8])
 end
 return 1
-"""
+""")
 
 
 # A callback's new time, only while the record is the version the caller read and no
 # replacement is linked (a move in flight would create it at the old time): record,
 # indexes, lifetimes (a later time must not let the record or the window expire early) and
-# the history event. KEYS: record, number's pending set, global pending set, owner's pending
-# set, history, then the number's pending set per further digest.
+# the history event. KEYS: record, number's pending set, global pending set, (unused),
+# history, then the number's pending set per further digest.
 # ARGV: version read, id, scheduled ms, ttl s, history ttl s, the event (JSON).
-_MOVE: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then return 0 end
-if (redis.call('HGET', KEYS[1], 'r') or '') ~= '' then return 0 end
-redis.call('HSET', KEYS[1], 's', ARGV[3])
-redis.call('HDEL', KEYS[1], 'rx')
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-if redis.call('TTL', KEYS[4]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
+_MOVE: Final = with_layer("""
+if R_exists(KEYS[1]) == 0 then return 0 end
+if tonumber(R_get(KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then return 0 end
+if (R_get(KEYS[1], 'r') or '') ~= '' then return 0 end
+R_set(KEYS[1], 's', ARGV[3])
+R_del(KEYS[1], 'rx')
+R_incr(KEYS[1], 'v', 1)
+R_expire(KEYS[1], ARGV[4])
 for i = 2, #KEYS do
-  if i ~= 5 and redis.call('ZSCORE', KEYS[i], ARGV[2]) then
-    redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
+  if i == 3 then
+    if W_score(KEYS[i], ARGV[2]) then W_add(KEYS[i], ARGV[3], ARGV[2]) end
+  elseif i ~= 4 and i ~= 5 and Z_score(KEYS[i], ARGV[2]) then
+    Z_add(KEYS[i], ARGV[3], ARGV[2])
+    Z_keep(KEYS[i], ARGV[4])
   end
 end
 redis.call('RPUSH', KEYS[5], ARGV[6])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 return 1
-"""
+""")
 
 
 
-# The journal: one guarded step. KEYS: record, global pending, owner's pending, outbox,
+# The journal: one guarded step. KEYS: record, global pending, (unused), outbox,
 # outbox entry, history, then per digest: claim, pending, created, consent state.
 # ARGV: token, id, scheduled ms, ttl s, revocation epoch read (-1: unguarded; -2: read it
 # here, READ_IN_STEP), counts,
@@ -217,9 +212,9 @@ return 1
 # then the history event (JSON; none: no event).
 # The claim may be missing only when Redis applied an earlier try whose reply was lost
 # (the record then exists with our token): that try already did everything.
-_JOURNAL: Final = """
+_JOURNAL: Final = with_layer("""
 local nd = (#KEYS - 6) / 4
-if redis.call('HGET', KEYS[1], 't') == ARGV[1] then return 'OK' end
+if R_get(KEYS[1], 't') == ARGV[1] then return 'OK' end
 -- 'W:<window end ms>:<forget before ms>:<now ms>:<daily cap>': no claim was taken, so this
 -- step is the claim: the window check of the claim script, then the journal, in one step.
 -- Anything in the way answers LIMIT, DUPLICATE:<the pending id found> or BUSY, and nothing
@@ -256,9 +251,9 @@ end
 if w_end then
   for i = 0, nd - 1 do
     local base = 7 + 4 * i
-    redis.call('ZREMRANGEBYSCORE', KEYS[base + 1], '-inf', '(' .. forget)
-    local found = redis.call('ZRANGEBYSCORE', KEYS[base + 1], '-inf', w_end, 'LIMIT', 0, 1)
-    if #found > 0 then return 'DUPLICATE:' .. found[1] end
+    Z_trim(KEYS[base + 1], forget)
+    local found = Z_upto(KEYS[base + 1], w_end, 1)
+    if #found > 0 then return 'DUPLICATE:' .. found[1][1] end
     local held = redis.call('GET', KEYS[base])
     if held and held ~= ARGV[1] then return 'BUSY' end
   end
@@ -275,22 +270,18 @@ for i = 0, nd - 1 do
   end
 end
 local n = tonumber(ARGV[12])
-redis.call('HSET', KEYS[1], unpack(ARGV, 13, 12 + n))
+R_set(KEYS[1], unpack(ARGV, 13, 12 + n))
 -- The revocation epoch it was accepted under: its delivery re-checks it.
-if ep >= 0 then redis.call('HSET', KEYS[1], 'ep', ep) end
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-if redis.call('TTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+if ep >= 0 then R_set(KEYS[1], 'ep', ep) end
+R_incr(KEYS[1], 'v', 1)
+R_expire(KEYS[1], ARGV[4])
+W_add(KEYS[2], ARGV[3], ARGV[2])
 redis.call('HSET', KEYS[5], 'payload', ARGV[8], 'attempts', 0, 'error', '')
 redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1])
 for i = 0, nd - 1 do
   local base = 7 + 4 * i
-  redis.call('ZADD', KEYS[base + 1], ARGV[3], ARGV[2])
-  if redis.call('TTL', KEYS[base + 1]) < tonumber(ARGV[4]) then
-    redis.call('EXPIRE', KEYS[base + 1], ARGV[4])
-  end
+  Z_add(KEYS[base + 1], ARGV[3], ARGV[2])
+  Z_keep(KEYS[base + 1], ARGV[4])
   if ARGV[6] == '1' then
     redis.call('ZADD', KEYS[base + 2], ARGV[7], ARGV[1])
     redis.call('PEXPIRE', KEYS[base + 2], 86400000 + 3600000)
@@ -302,76 +293,73 @@ if #ARGV > 12 + n then
   redis.call('EXPIRE', KEYS[6], ARGV[11])
 end
 return 'OK'
-"""
+""")
 
 
 # A pending callback is cancelled here but Genesys did not take its disconnect: CANCELLED at
 # once (no action finds it pending any more), marked for the worker's retried disconnect, and
 # kept in the number's pending sets, so the window stays blocked until Genesys lets it go.
 # With field/value items in ARGV (a create that landed after its cancel and could not be
-# undone), the record is written first. KEYS: record, global pending, owner's pending, the
+# undone), the record is written first. KEYS: record, global pending, (unused), the
 # set of disconnects to finish, history, then the number's pending set per digest.
 # ARGV: id, scheduled ms, ttl s, history ttl s, count of record items, those items, then the
 # history event (compact JSON).
-_DISCONNECT_LATER: Final = """
+_DISCONNECT_LATER: Final = with_layer("""
 local n = tonumber(ARGV[5])
 if n > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + n))
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  R_set(KEYS[1], unpack(ARGV, 6, 5 + n))
+  R_expire(KEYS[1], ARGV[3])
   for i = 6, #KEYS do
-    redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
-    if redis.call('TTL', KEYS[i]) < tonumber(ARGV[3]) then
-      redis.call('EXPIRE', KEYS[i], ARGV[3])
-    end
+    Z_add(KEYS[i], ARGV[2], ARGV[1])
+    Z_keep(KEYS[i], ARGV[3])
   end
-elseif redis.call('HGET', KEYS[1], 'st') ~= 'PENDING' then
+elseif R_get(KEYS[1], 'st') ~= 'PENDING' then
   return 0
 end
-redis.call('HSET', KEYS[1], 'st', 'CANCELLED', 'dx', '1', 'cx', '1')
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+R_set(KEYS[1], 'st', 'CANCELLED', 'dx', '1', 'cx', '1')
+R_incr(KEYS[1], 'v', 1)
+W_rem(KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('RPUSH', KEYS[5], ARGV[6 + n])
 redis.call('EXPIRE', KEYS[5], ARGV[4])
 return 1
-"""
+""")
 
 
 # Genesys let go of a callback whose disconnect was pending: the number's window is free.
 # KEYS: record, the set of disconnects to finish, then the number's pending set per digest.
-_DISCONNECTED: Final = """
+_DISCONNECTED: Final = with_layer("""
 redis.call('SREM', KEYS[2], ARGV[1])
-if redis.call('HGET', KEYS[1], 'dx') then
-  redis.call('HDEL', KEYS[1], 'dx')
-  redis.call('HINCRBY', KEYS[1], 'v', 1)
+if R_get(KEYS[1], 'dx') then
+  R_del(KEYS[1], 'dx')
+  R_incr(KEYS[1], 'v', 1)
 end
-for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+for i = 3, #KEYS do Z_rem(KEYS[i], ARGV[1]) end
 return 1
-"""
+""")
 
 
 # A cancel is being sent: noted on the record, never creating one. KEYS[1] the record.
-_MARK_CANCEL: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'cx', '1') end
+_MARK_CANCEL: Final = with_layer("""
+if R_exists(KEYS[1]) == 1 then R_set(KEYS[1], 'cx', '1') end
 return 1
-"""
+""")
 
 # A reschedule's PATCH is being sent: noted on the record (``rx``, the ask's ms), never
 # creating one; a committed reschedule clears it. KEYS[1] the record. ARGV[1] the ms.
-_MARK_RESCHEDULE: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'rx', ARGV[1]) end
+_MARK_RESCHEDULE: Final = with_layer("""
+if R_exists(KEYS[1]) == 1 then R_set(KEYS[1], 'rx', ARGV[1]) end
 return 1
-"""
+""")
 
 # Genesys was read and holds the ledger's time: the reschedule is no longer in doubt,
 # unless another reschedule asked since (``rx`` changed). KEYS[1] the record. ARGV[1] the ms.
-_CLEAR_RESCHEDULE: Final = """
-local rx = redis.call('HGET', KEYS[1], 'rx')
+_CLEAR_RESCHEDULE: Final = with_layer("""
+local rx = R_get(KEYS[1], 'rx')
 if not rx then return 1 end
-if rx == ARGV[1] then redis.call('HDEL', KEYS[1], 'rx'); return 1 end
+if rx == ARGV[1] then R_del(KEYS[1], 'rx'); return 1 end
 return 0
-"""
+""")
 
 
 #: The journal's ``epoch`` for a create no consent check has read the state for (one that
@@ -440,8 +428,7 @@ class LedgerStore(StoreBase):
             fields += [name, value]
         shard = keys.shard_of(digest)
         names = [keys.claim(digest), keys.pending(digest),
-                 keys.record(shard, record.callback_id), keys.pending_all(shard),
-                 keys.owned(shard, record.agent_id)]
+                 keys.record(shard, record.callback_id), keys.pending_all(shard)]
         # EVAL, not a registered script: inside MULTI a missing script (after a Redis
         # restart) would fail alone while the rest applied, and redis-py's guard against that
         # costs a SCRIPT EXISTS round trip per transaction. Redis caches it by hash anyway.
@@ -648,20 +635,7 @@ class LedgerStore(StoreBase):
                   ) -> list[dict[str, str]]:
         """Several ledger records' hashes in one round trip, skipping those that are gone
         (``shard`` unknown, as for an id a caller or Genesys gave: every shard is read)."""
-        shards = (shard,) if shard is not None else keys.SHARDS
-        pipe = self._r.pipeline(transaction=False)
-        for callback_id in callback_ids:
-            for each in shards:
-                pipe.hgetall(keys.record(each, callback_id))
-        rows = cast(list[dict[str, str]], self._call(pipe.execute))
-        found: list[dict[str, str]] = []
-        for i, cid in enumerate(callback_ids):
-            for row in rows[i * len(shards):(i + 1) * len(shards)]:
-                if row:
-                    # The id is the key's; records written since do not repeat it.
-                    found.append({"id": cid, **row})
-                    break
-        return found
+        return self._records(callback_ids, shard)
 
     def close_callback(self, record: LedgerRecord, state: str,
                        event: Mapping[str, str | int] | None, history_ttl_s: int) -> None:
@@ -670,7 +644,7 @@ class LedgerStore(StoreBase):
         already ended keeps its first end."""
         shard = record.shard
         names = [keys.record(shard, record.callback_id), keys.pending_all(shard),
-                 keys.owned(shard, record.agent_id), *(keys.pending(d) for d in record.digests)]
+                 *(keys.pending(d) for d in record.digests)]
         pipe = self._r.pipeline(transaction=True)
         pipe.execute_command("EVAL", _CLOSE_CALLBACK, len(names), *names, state, record.callback_id)
         pipe.srem(keys.replacing(shard), record.callback_id)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Final, cast
 
 from middleware.store import keys
 from middleware.store.client import StoreBase, event_json
+from middleware.store.packed import with_layer
 
 # Lease the outbox entries that are due: move each one's next attempt past the lease so no
 # other worker takes it meanwhile; a worker killed mid-attempt frees it when the lease ends.
@@ -26,11 +27,11 @@ return due
 # dead letter, no revocation was stored since the consent check that read ARGV[3], and the
 # number's window claim is still the replay's (ARGV[1], the entry's token). Then it is back
 # in the window, the indexes and the outbox, and the claim is released.
-# KEYS: dead letters, outbox, outbox entry, record, global pending, owner's pending,
+# KEYS: dead letters, outbox, outbox entry, record, global pending, (unused),
 #       history, then per digest: claim, pending set, consent state.
 # ARGV: token, now ms, revocation epoch read, record id, scheduled ms, ttl s, history ttl s,
 #       then the history event (JSON).
-_REPLAY: Final = """
+_REPLAY: Final = with_layer("""
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'GONE' end
 local nd = (#KEYS - 7) / 3
 for i = 0, nd - 1 do
@@ -40,22 +41,18 @@ for i = 0, nd - 1 do
   local held = redis.call('GET', KEYS[base])
   if held and held ~= ARGV[1] then return 'LOST' end
 end
-if redis.call('EXISTS', KEYS[4]) == 0 then return 'GONE' end
+if R_exists(KEYS[4]) == 0 then return 'GONE' end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[3], 'attempts', 0, 'error', '')
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[4], 'st', 'QUEUED', 'ep', ARGV[3])
-redis.call('HINCRBY', KEYS[4], 'v', 1)
-redis.call('EXPIRE', KEYS[4], ARGV[6])
-redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
-redis.call('ZADD', KEYS[6], ARGV[5], ARGV[4])
-if redis.call('TTL', KEYS[6]) < tonumber(ARGV[6]) then redis.call('EXPIRE', KEYS[6], ARGV[6]) end
+R_set(KEYS[4], 'st', 'QUEUED', 'ep', ARGV[3])
+R_incr(KEYS[4], 'v', 1)
+R_expire(KEYS[4], ARGV[6])
+W_add(KEYS[5], ARGV[5], ARGV[4])
 for i = 0, nd - 1 do
   local base = 8 + 3 * i
-  redis.call('ZADD', KEYS[base + 1], ARGV[5], ARGV[4])
-  if redis.call('TTL', KEYS[base + 1]) < tonumber(ARGV[6]) then
-    redis.call('EXPIRE', KEYS[base + 1], ARGV[6])
-  end
+  Z_add(KEYS[base + 1], ARGV[5], ARGV[4])
+  Z_keep(KEYS[base + 1], ARGV[6])
   if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
 end
 if #ARGV > 7 then
@@ -63,7 +60,7 @@ if #ARGV > 7 then
   redis.call('EXPIRE', KEYS[7], ARGV[7])
 end
 return 'OK'
-"""
+""")
 
 
 class OutboxStore(StoreBase):

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Final, cast
 
 from middleware.store import keys
 from middleware.store.client import StoreBase
+from middleware.store.packed import with_layer
 
 # The duplicate window's check-and-claim, one atomic step for all workers and instances.
 # KEYS, per digest of the number (current HMAC key first, then those of older PII keys): its
@@ -19,13 +20,13 @@ from middleware.store.client import StoreBase
 # ARGV: token, window end ms, claim ttl ms, forget-before ms, now ms, creations allowed a day.
 # A claim already holding our own token means Redis applied an earlier try of this very
 # command whose reply was lost: that is our claim, not somebody else's.
-_CLAIM_WINDOW: Final = """
+_CLAIM_WINDOW: Final = with_layer("""
 local nd = #KEYS / 3
 for i = 0, nd - 1 do
   local p = KEYS[3 + 3 * i]
-  redis.call('ZREMRANGEBYSCORE', p, '-inf', '(' .. ARGV[4])
-  local found = redis.call('ZRANGEBYSCORE', p, '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
-  if #found > 0 then return {'DUPLICATE', found[1], found[2]} end
+  Z_trim(p, ARGV[4])
+  local found = Z_upto(p, ARGV[2], 1)
+  if #found > 0 then return {'DUPLICATE', found[1][1], _sf('%.0f', found[1][2])} end
 end
 local mine = false
 for i = 0, nd - 1 do
@@ -48,7 +49,7 @@ end
 if count >= tonumber(ARGV[6]) then return {'LIMIT'} end
 for i = 0, nd - 1 do redis.call('SET', KEYS[1 + 3 * i], ARGV[1], 'PX', ARGV[3]) end
 return {'CLAIMED'}
-"""
+""")
 
 
 # Keep a claim longer only while it is still the holder's. KEYS[1] the claim.
@@ -59,12 +60,100 @@ return 0
 """
 
 
+# Drop a callback from a number's window (every digest) and the shard's walk.
+# KEYS: the walk, then the number's pending set per digest. ARGV: the id.
+_UNINDEX: Final = with_layer("""
+W_rem(KEYS[1], ARGV[1])
+for i = 2, #KEYS do Z_rem(KEYS[i], ARGV[1]) end
+return 1
+""")
+
+# The walk's next page after the cursor (ms, id), ordered by time then id as text, whatever
+# order the stored ids sort in: a page cut inside a millisecond resumes after its last id.
+# KEYS[1] the walk. ARGV: cursor ms, cursor id, page size. Answers id, ms, id, ms, ...
+_WALK_PAGE: Final = with_layer("""
+local limit = tonumber(ARGV[3])
+local function by_id(x, y) return x[1] < y[1] end
+local page = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])) do
+  local id = _id_t(m)
+  if id > ARGV[2] then page[#page + 1] = {id, tonumber(ARGV[1])} end
+end
+table.sort(page, by_id)
+local rest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
+  'LIMIT', 0, limit)
+if #rest > 0 then
+  local last = rest[#rest]
+  for i = 1, #rest, 2 do
+    if rest[i + 1] ~= last then page[#page + 1] = {_id_t(rest[i]), tonumber(rest[i + 1])} end
+  end
+  local group = {}
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], last, last)) do
+    group[#group + 1] = {_id_t(m), tonumber(last)}
+  end
+  table.sort(group, by_id)
+  for _, e in ipairs(group) do page[#page + 1] = e end
+end
+local o = {}
+for i = 1, math.min(limit, #page) do
+  o[#o + 1] = page[i][1]; o[#o + 1] = _sf('%.0f', page[i][2])
+end
+return o
+""")
+
+# Drop ids from the walk. KEYS[1] the walk. ARGV: the ids.
+_WALK_FORGET: Final = with_layer("""
+for _, id in ipairs(ARGV) do W_rem(KEYS[1], id) end
+return #ARGV
+""")
+
+# Drop up to ARGV[2] walk entries before ARGV[1] ms. KEYS[1] the walk. Answers how many.
+_WALK_TRIM: Final = """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+if #stale > 0 then redis.call('ZREM', KEYS[1], unpack(stale)) end
+return #stale
+"""
+
+# The sweep: the next slice of the shard's packed records and windows, each deleted once
+# its own expiry has passed (Redis' clock, ``ahead`` ms on), with its owner's count and its
+# walk entry; where each slice stopped is kept for the next round.
+# KEYS: records, windows, owner counts, walk, cursors. ARGV: slice size, ahead ms.
+# Answers how many went.
+_SWEEP: Final = with_layer("""
+local now = _now_ms() + tonumber(ARGV[2])
+local cur = redis.call('HMGET', KEYS[5], 'sweep-records', 'sweep-windows')
+local gone = 0
+local r = redis.call('HSCAN', KEYS[1], cur[1] or '0', 'COUNT', ARGV[1])
+for i = 1, #r[2], 2 do
+  local t = _decode(r[2][i + 1])
+  if tonumber(t.xp or '0') <= now then
+    redis.call('HDEL', KEYS[1], r[2][i])
+    local a = _owner_of(t)
+    if a and redis.call('HINCRBY', KEYS[3], a, -1) <= 0 then redis.call('HDEL', KEYS[3], a) end
+    redis.call('ZREM', KEYS[4], r[2][i])
+    gone = gone + 1
+  end
+end
+local w = redis.call('HSCAN', KEYS[2], cur[2] or '0', 'COUNT', ARGV[1])
+for i = 1, #w[2], 2 do
+  if _u6(w[2][i + 1], 1) <= now then redis.call('HDEL', KEYS[2], w[2][i]); gone = gone + 1 end
+end
+redis.call('HSET', KEYS[5], 'sweep-records', r[1], 'sweep-windows', w[1])
+return gone
+""")
+
+
 class WindowStore(StoreBase):
     """The duplicate window: claims, daily counts, pending indexes and cursors."""
 
     SCRIPTS: ClassVar[dict[str, str]] = {
         "_claim_window": _CLAIM_WINDOW,
         "_extend_claim": _EXTEND_CLAIM,
+        "_unindex": _UNINDEX,
+        "_walk_page": _WALK_PAGE,
+        "_walk_forget": _WALK_FORGET,
+        "_walk_trim": _WALK_TRIM,
+        "_sweep": _SWEEP,
     }
 
     def claim_window(self, digests: tuple[str, ...], token: str, window_end_ms: int,
@@ -110,55 +199,52 @@ class WindowStore(StoreBase):
     def pending_in_window(self, digests: tuple[str, ...], window_end_ms: int
                           ) -> list[tuple[str, int]]:
         """``(callback id, scheduled ms)`` of a number's pending callbacks, earliest first."""
-        pipe = self._r.pipeline(transaction=False)
-        for digest in digests:
-            pipe.zrangebyscore(keys.pending(digest), "-inf", window_end_ms,
-                               withscores=True)
-        rows = cast(list[list[tuple[str, float]]], self._call(pipe.execute))
-        # A callback is indexed under every digest of its number: once each.
-        found = {str(cid): int(score) for row in rows for cid, score in row}
-        return sorted(found.items(), key=lambda item: (item[1], item[0]))
+        row = cast(list[str], self._call(lambda: self._script("_window_pending")(
+            keys=[keys.pending(d) for d in digests], args=[window_end_ms, 0])))
+        return [(str(row[i]), int(row[i + 1])) for i in range(0, len(row), 2)]
 
     def unindex(self, callback_id: str, digests: tuple[str, ...]) -> None:
         """Drop a callback id from the window's indexes (its record is gone or terminal)."""
-        pipe = self._r.pipeline(transaction=True)
-        for digest in digests:
-            pipe.zrem(keys.pending(digest), callback_id)
-        pipe.zrem(keys.pending_all(keys.shard_of(digests[0])), callback_id)
-        self._call(pipe.execute)
+        self._call(lambda: self._script("_unindex")(
+            keys=[keys.pending_all(keys.shard_of(digests[0])),
+                  *(keys.pending(d) for d in digests)], args=[callback_id]))
 
     def pending_owned_counts(self, agent_ids: list[str], now_ms: int) -> dict[str, int]:
         """How many pending callbacks each agent owns here (the reassignment order), counted
         over every shard in one round trip (entries older than any pending callback can be
         are not counted: the trim duty drops them)."""
+        if not agent_ids:
+            return {}
         stale = now_ms - 8 * 86_400_000
         pipe = self._r.pipeline(transaction=False)
+        for shard in keys.SHARDS:
+            pipe.hmget(keys.owner_counts(shard), [a or "-" for a in agent_ids])
+        # The sets of the layout before (``packed``) still count the callbacks no step has
+        # rewritten since.
         for agent_id in agent_ids:
             for shard in keys.SHARDS:
                 pipe.zcount(keys.owned(shard, agent_id), f"({stale}", "+inf")
-        replies = cast(list[int], self._call(pipe.execute))
+        replies = cast(list[Any], self._call(pipe.execute))
         n = len(keys.SHARDS)
-        return {agent_id: sum(replies[i * n:(i + 1) * n]) for i, agent_id in enumerate(agent_ids)}
+        counts = {a: sum(int(row[i] or 0) for row in replies[:n])
+                  for i, a in enumerate(agent_ids)}
+        old = replies[n:]
+        return {a: counts[a] + sum(old[i * n:(i + 1) * n]) for i, a in enumerate(agent_ids)}
 
     def pending_page(self, shard: str, after: tuple[int, str], limit: int
                      ) -> list[tuple[str, int]]:
         """The shard's next pending callbacks after the cursor ``(scheduled ms, id)``, in
         order (for the worker); callbacks sharing a millisecond are ordered by id, none is
         skipped."""
-        after_ms, after_id = after
-        key = keys.pending_all(shard)
-        pipe = self._r.pipeline(transaction=False)
-        pipe.zrangebyscore(key, after_ms, after_ms)
-        pipe.zrangebyscore(key, f"({after_ms}", "+inf", start=0, num=limit, withscores=True)
-        ties, rest = cast(tuple[list[str], list[tuple[str, float]]], tuple(
-            self._call(pipe.execute)))
-        page = [(str(cid), after_ms) for cid in ties if str(cid) > after_id]
-        page += [(str(cid), int(score)) for cid, score in rest]
-        return page[:limit]
+        row = cast(list[str], self._call(lambda: self._script("_walk_page")(
+            keys=[keys.pending_all(shard)], args=[after[0], after[1], limit])))
+        return [(str(row[i]), int(row[i + 1])) for i in range(0, len(row), 2)]
 
     def forget_pending(self, shard: str, callback_ids: list[str]) -> None:
         """Drop ids from the shard's worker index whose ledger records have expired."""
-        self._call(lambda: self._r.zrem(keys.pending_all(shard), *callback_ids))
+        if callback_ids:
+            self._call(lambda: self._script("_walk_forget")(
+                keys=[keys.pending_all(shard)], args=callback_ids))
 
     def walk_cursor(self, shard: str, walk: str) -> tuple[int, str]:
         """Where a worker walk (``reconcile``, ``reassign``, ``trim``) of the shard's index
@@ -201,12 +287,9 @@ class WindowStore(StoreBase):
                       ) -> list[tuple[str, str, int] | None]:
         """``(queue id, state, created ms)`` of each record of the shard in one round trip
         (``None``: gone)."""
-        pipe = self._r.pipeline(transaction=False)
-        for callback_id in callback_ids:
-            pipe.hmget(keys.record(shard, callback_id), "q", "st", "c")
-        rows = cast(list[list[str | None]], self._call(pipe.execute))
-        return [(row[0] or "", row[1] or "", int(row[2] or 0)) if row[1] else None
-                for row in rows]
+        found = {r["id"]: r for r in self._records(callback_ids, shard)}
+        return [(r.get("q", ""), r.get("st", ""), int(r.get("c") or 0)) if r.get("st")
+                else None for r in (found.get(cid, {}) for cid in callback_ids)]
 
     def doubt(self, shard: str, callback_ids: list[str], check_ms: int) -> None:
         """Read these callbacks of the shard one by one from ``check_ms`` on (their change is
@@ -229,20 +312,21 @@ class WindowStore(StoreBase):
     def trim_stale_pending(self, shard: str, before_ms: int, limit: int) -> int:
         """Drop up to ``limit`` entries scheduled before ``before_ms`` from the shard's
         worker index (Genesys forgot them long ago); how many went."""
-        key = keys.pending_all(shard)
-        stale = cast(list[str], self._call(lambda: self._r.zrangebyscore(
-            key, "-inf", f"({before_ms}", start=0, num=limit)))
-        if stale:
-            self._call(lambda: self._r.zrem(key, *stale))
-        return len(stale)
+        return int(self._call(lambda: self._script("_walk_trim")(
+            keys=[keys.pending_all(shard)], args=[before_ms, limit])))
 
     def missing_records(self, shard: str, callback_ids: list[str]) -> list[str]:
         """The ids among ``callback_ids`` whose ledger records in the shard are gone."""
-        pipe = self._r.pipeline(transaction=False)
-        for callback_id in callback_ids:
-            pipe.exists(keys.record(shard, callback_id))
-        found = cast(list[int], self._call(pipe.execute))
-        return [cid for cid, there in zip(callback_ids, found, strict=True) if not there]
+        held = {r["id"] for r in self._records(callback_ids, shard)}
+        return [cid for cid in callback_ids if cid not in held]
+
+    def sweep(self, shard: str, limit: int, ahead_ms: int = 0) -> int:
+        """Delete the next slice (about ``limit`` fields) of the shard's packed records and
+        windows whose own expiry has passed on Redis' clock (``ahead_ms`` later: the
+        memory report's view of every TTL passed); how many went."""
+        return int(self._call(lambda: self._script("_sweep")(keys=[
+            keys.records(shard), keys.windows(shard), keys.owner_counts(shard),
+            keys.pending_all(shard), keys.cursors(shard)], args=[limit, ahead_ms])))
 
     def trim_owned(self, shard: str, agent_ids: list[str], before_ms: int) -> None:
         """Drop entries scheduled before ``before_ms`` from these agents' sets of the shard

@@ -19,6 +19,12 @@ BOUNDED_WITHOUT_TTL: dict[str, str] = {
     # The worker's walk of pending callbacks: the trim duty drops entries scheduled before
     # the window and a week ago and entries whose records are gone, a page per round.
     r"cbm:\{s[0-9a-f]\}:pending": "pending callbacks (trimmed by the trim duty)",
+    # The packed ledger (``middleware.store.packed``): records and windows carry their own
+    # expiry, and the sweep duty deletes those past it, a slice of each shard per round;
+    # an owner's count leaves with its last pending callback.
+    r"cbm:\{s[0-9a-f]\}:cbs": "callback records (swept once expired)",
+    r"cbm:\{s[0-9a-f]\}:np": "numbers' windows (swept once expired)",
+    r"cbm:\{s[0-9a-f]\}:owners": "pending callbacks per owner (one counter per owner)",
     # Outbox schedule and entries: each leaves when delivered, abandoned or dead-lettered.
     r"cbm:\{s[0-9a-f]\}:outbox": "creates waiting for Genesys",
     r"cbm:\{s[0-9a-f]\}:outbox:.+": "creates waiting for Genesys, and dead letters",
@@ -78,6 +84,11 @@ def test_every_growing_key_has_a_ttl_or_is_trimmed(
     assert pending_total(service.redis) == 0
     owners = list(service.redis.scan_iter(match="cbm:{s*}:agent:*:pending"))
     assert [k for k in owners if service.redis.zcard(k)] == []
+    # Nothing ended or stale is left in the packed ledger once the sweep has passed.
+    for shard in keys.SHARDS:
+        assert service.redis.hlen(keys.records(shard)) == 0
+        assert service.redis.hlen(keys.windows(shard)) == 0
+        assert service.redis.hlen(keys.owner_counts(shard)) == 0
 
 
 def test_a_callback_costs_what_the_capacity_table_says(
