@@ -42,6 +42,7 @@ from typing import Any, Final
 from wsgiref.simple_server import make_server
 
 import falcon.testing
+import redis
 import requests
 
 from middleware.app import Services, build_duties, build_services, create_app
@@ -67,6 +68,7 @@ from tests.conftest import (
     service_env,
     start_redis,
 )
+from tests.ledger_check import ledger_problems
 
 #: The numbers the workload calls, each as E.164 and as callers may type it.
 NUMBERS: Final = (
@@ -602,8 +604,14 @@ class Workload:
             if call.action in ("record-consent", "revoke-consent") and consent_id:
                 raw = self.services.store.consent(NumberKeys.shard(call.e164), consent_id) or {}
                 stored[consent_id] = (int(raw.get("seq") or 0), _instant(raw.get("capturedAt")))
+        client = redis.Redis.from_url(self.rig.redis.url, decode_responses=True)
+        try:
+            problems = ledger_problems(client)
+        finally:
+            client.close()
         return Observation(self.rig.sim("GET", "callbacks")["callbacks"], views,
-                           self.dead_lettered, self.rig.rotation, self.errors, stored)
+                           self.dead_lettered, self.rig.rotation, self.errors, stored,
+                           problems)
 
 
 @dataclass
@@ -617,6 +625,8 @@ class Observation:
     errors: list[str]
     #: consentId → (store order, capture instant) of every consent and revocation answered.
     stored: dict[str, tuple[int, datetime | None]] = field(default_factory=dict)
+    #: What ``tests.ledger_check`` found inconsistent in the packed ledger.
+    ledger: list[str] = field(default_factory=list)
 
 
 # -- the checker -----------------------------------------------------------------------
@@ -685,6 +695,8 @@ class Checker:
             self.held_ids(e164)
             self.derived_keys(e164)
             self.instances_agree(e164)
+        for problem in self.seen.ledger:
+            self.flag("ledger", "-", problem)
         return self.violations
 
     def _live_lines(self, e164: str) -> list[str]:

@@ -610,4 +610,6 @@ class Lifecycle:
         """The number's pending callbacks, earliest first: in the window, or all of them."""
         end = epoch_ms(self._clock.now() + self._window) if window_only else _NO_END_MS
         found = self._store.pending_in_window(self._keys.all(number.e164), end)
-        return [r for r in self.records([cid for cid, _ in found]) if r.pending]
+        # A number's callbacks are all in its shard: one read, not one per shard.
+        return [r for r in self.records([cid for cid, _ in found], NumberKeys.shard(number.e164))
+                if r.pending]

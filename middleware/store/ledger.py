@@ -11,29 +11,42 @@ from middleware.store import keys
 from middleware.store.client import StoreBase, event_json
 from middleware.store.packed import with_layer
 
-# Record a created (or queued) callback in the ledger and its indexes, then drop our claim.
-# KEYS: claim, number's pending set, record, global pending set (the packed layout:
-# ``packed``; the owner's count moves with the record).
-# ARGV: token, callback id, scheduled ms, ttl s, then the record's field/value pairs.
-# Every write is idempotent, so a retried command after a lost reply changes nothing.
+# Record a created (or queued) callback in the ledger, its window under every digest, the
+# walk and the history, then drop our claim. KEYS: record, the shard's walk, history, then
+# per digest: claim, number's pending set. ARGV: token, callback id, scheduled ms, ttl s,
+# history ttl s, the history event (JSON; '' none), then the record's field/value pairs.
 _COMMIT_CALLBACK: Final = with_layer("""
-R_set(KEYS[3], unpack(ARGV, 5))
-R_expire(KEYS[3], ARGV[4])
-Z_add(KEYS[2], ARGV[3], ARGV[2])
-Z_keep(KEYS[2], ARGV[4])
-W_add(KEYS[4], ARGV[3], ARGV[2])
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+R_set(KEYS[1], unpack(ARGV, 7))
+R_expire(KEYS[1], ARGV[4])
+W_add(KEYS[2], ARGV[3], ARGV[2])
+for i = 4, #KEYS, 2 do
+  Z_add(KEYS[i + 1], ARGV[3], ARGV[2])
+  Z_keep(KEYS[i + 1], ARGV[4])
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+if ARGV[6] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[6])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
 return 1
 """)
 
 
 # Take a callback out of the window for good, only while it is still pending: an end seen
 # late (reconciliation reading a callback just cancelled) never rewrites the first one.
-# KEYS: record, global set, then the number's pending set per digest.
+# The callback leaves the set of replaced ones awaiting a disconnect, and the event (when
+# one is given) goes in the history, either way.
+# KEYS: record, global set, replacing set, history, then the number's pending set per
+# digest. ARGV: state, id, history ttl s, the event (JSON; '': none).
 _CLOSE_CALLBACK: Final = with_layer("""
 local st = R_get(KEYS[1], 'st')
 W_rem(KEYS[2], ARGV[2])
-for i = 3, #KEYS do Z_rem(KEYS[i], ARGV[2]) end
+for i = 5, #KEYS do Z_rem(KEYS[i], ARGV[2]) end
+redis.call('SREM', KEYS[3], ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[4], ARGV[4])
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
+end
 if st ~= 'PENDING' and st ~= 'QUEUED' and st ~= 'CREATING' then return 0 end
 R_set(KEYS[1], 'st', ARGV[1])
 R_incr(KEYS[1], 'v', 1)
@@ -339,16 +352,13 @@ return 1
 """)
 
 
-# A cancel is being sent: noted on the record, never creating one. KEYS[1] the record.
-_MARK_CANCEL: Final = with_layer("""
-if R_exists(KEYS[1]) == 1 then R_set(KEYS[1], 'cx', '1') end
-return 1
-""")
-
-# A reschedule's PATCH is being sent: noted on the record (``rx``, the ask's ms), never
-# creating one; a committed reschedule clears it. KEYS[1] the record. ARGV[1] the ms.
-_MARK_RESCHEDULE: Final = with_layer("""
-if R_exists(KEYS[1]) == 1 then R_set(KEYS[1], 'rx', ARGV[1]) end
+# A cancel (ARGV[1] 'cx') or a reschedule's PATCH (ARGV[1] 'rx', with the ask's ms) is
+# being sent: noted on the record, never creating one (a committed reschedule clears
+# ``rx``), and the worker reads the callback from ARGV[3] ms on.
+# KEYS: the record, the shard's in-doubt set. ARGV: field, value, check ms, id.
+_MARK_ASKED: Final = with_layer("""
+if R_exists(KEYS[1]) == 1 then R_set(KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 return 1
 """)
 
@@ -418,33 +428,24 @@ class LedgerStore(StoreBase):
         "_clear_reschedule": _CLEAR_RESCHEDULE,
         "_disconnect_later": _DISCONNECT_LATER,
         "_disconnected": _DISCONNECTED,
+        "_commit_callback": _COMMIT_CALLBACK,
+        "_close_callback": _CLOSE_CALLBACK,
+        "_mark_asked": _MARK_ASKED,
     }
-
-    def _commit_in(self, pipe: Any, digest: str, token: str, record: LedgerRecord,
-                   ttl_s: int) -> None:
-        """Queue the commit script (record, window, indexes, claim release) on ``pipe``."""
-        fields: list[str | int] = []
-        for name, value in record.to_fields().items():
-            fields += [name, value]
-        shard = keys.shard_of(digest)
-        names = [keys.claim(digest), keys.pending(digest),
-                 keys.record(shard, record.callback_id), keys.pending_all(shard)]
-        # EVAL, not a registered script: inside MULTI a missing script (after a Redis
-        # restart) would fail alone while the rest applied, and redis-py's guard against that
-        # costs a SCRIPT EXISTS round trip per transaction. Redis caches it by hash anyway.
-        # Sent as a raw command: a cluster pipeline's ``eval`` is not the EVAL command.
-        pipe.execute_command("EVAL", _COMMIT_CALLBACK, len(names), *names, token,
-                             record.callback_id, record.scheduled_ms, ttl_s, *fields)
 
     def commit_callback(self, digest: str, token: str, record: LedgerRecord, ttl_s: int,
                         event: Mapping[str, str | int], history_ttl_s: int) -> None:
-        """Put a created or queued callback in the ledger, the window and the number's
-        evidence history, in one transaction; release the claim."""
-        pipe = self._r.pipeline(transaction=True)
+        """Put a created or queued callback in the ledger, the window (under every digest)
+        and the number's evidence history, in one step; release the claim."""
+        fields = [item for pair in record.to_fields().items() for item in pair]
+        shard = keys.shard_of(digest)
+        names = [keys.record(shard, record.callback_id), keys.pending_all(shard),
+                 keys.events(digest)]
         for each in record.digests or (digest,):
-            self._commit_in(pipe, each, token, record, ttl_s)
-        self._append_history(pipe, digest, event, history_ttl_s)
-        self._call(pipe.execute)
+            names += [keys.claim(each), keys.pending(each)]
+        self._call(lambda: self._script("_commit_callback")(keys=names, args=[
+            token, record.callback_id, record.scheduled_ms, ttl_s, history_ttl_s,
+            event_json(event), *fields]))
 
     def deliver_journaled(self, journaled: LedgerRecord, real: LedgerRecord, ttl_s: int,
                           event: Mapping[str, str | int], history_ttl_s: int) -> bool:
@@ -586,19 +587,17 @@ class LedgerStore(StoreBase):
     def mark_cancel_asked(self, shard: str, callback_id: str, check_ms: int = 0) -> None:
         """Note that a cancel is being sent for this callback (only while it exists); the
         worker reads it from ``check_ms`` on."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.execute_command("EVAL", _MARK_CANCEL, 1, keys.record(shard, callback_id))
-        pipe.zadd(keys.in_doubt(shard), {callback_id: check_ms})
-        self._call(pipe.execute)
+        self._call(lambda: self._script("_mark_asked")(
+            keys=[keys.record(shard, callback_id), keys.in_doubt(shard)],
+            args=["cx", "1", check_ms, callback_id]))
 
     def mark_reschedule_asked(self, shard: str, callback_id: str, asked_ms: int,
                               check_ms: int) -> None:
         """Note that a reschedule's PATCH is being sent (only while the record exists); the
         worker reads the callback from ``check_ms`` on unless the reschedule commits."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.execute_command("EVAL", _MARK_RESCHEDULE, 1, keys.record(shard, callback_id), asked_ms)
-        pipe.zadd(keys.in_doubt(shard), {callback_id: check_ms})
-        self._call(pipe.execute)
+        self._call(lambda: self._script("_mark_asked")(
+            keys=[keys.record(shard, callback_id), keys.in_doubt(shard)],
+            args=["rx", asked_ms, check_ms, callback_id]))
 
     def clear_reschedule_asked(self, shard: str, callback_id: str, asked_ms: int) -> bool:
         """The reschedule asked at ``asked_ms`` is no longer in doubt; false (the flag kept)
@@ -644,13 +643,11 @@ class LedgerStore(StoreBase):
         already ended keeps its first end."""
         shard = record.shard
         names = [keys.record(shard, record.callback_id), keys.pending_all(shard),
+                 keys.replacing(shard), keys.events(record.number_key),
                  *(keys.pending(d) for d in record.digests)]
-        pipe = self._r.pipeline(transaction=True)
-        pipe.execute_command("EVAL", _CLOSE_CALLBACK, len(names), *names, state, record.callback_id)
-        pipe.srem(keys.replacing(shard), record.callback_id)
-        if event is not None:
-            self._append_history(pipe, record.number_key, event, history_ttl_s)
-        self._call(pipe.execute)
+        self._call(lambda: self._script("_close_callback")(keys=names, args=[
+            state, record.callback_id, history_ttl_s,
+            event_json(event) if event is not None else ""]))
 
     def append_history(self, digest: str, event: Mapping[str, str | int], ttl_s: int) -> None:
         """Add one event to the number's evidence history (kept ``ttl_s`` after the last)."""

@@ -40,23 +40,23 @@ _KINDS: Final = (
 _STATES: Final = ("CREATING", "QUEUED", "PENDING", "CANCELLED", "COMPLETED", "DISCONNECTED",
                   "REASSIGNED", "DEAD_LETTER")
 
+_HEX = "[0-9a-f]"
+# Written out here, not built by the script: the prelude runs on every call.
 _TABLE: Final = (
     "local _F = {" + ", ".join(f"'{name}'" for name, _ in _KINDS) + "}\n"
     "local _KIND = {" + ", ".join(f"{name} = '{kind}'" for name, kind in _KINDS) + "}\n"
-    "local _STATES = {" + ", ".join(f"'{s}'" for s in _STATES) + "}\n")
+    "local _CODE = {" + ", ".join(f"{name} = {i}" for i, (name, _) in enumerate(_KINDS, 1))
+    + "}\n"
+    "local _STATES = {" + ", ".join(f"'{s}'" for s in _STATES) + "}\n"
+    "local _SCODE = {" + ", ".join(f"{s} = {i}" for i, s in enumerate(_STATES, 1)) + "}\n"
+    f"local _UUID = '^{_HEX * 8}%-{_HEX * 4}%-{_HEX * 4}%-{_HEX * 4}%-{_HEX * 12}$'\n"
+    f"local _DIGEST = '^{_HEX * 33}$'\n")
 
 #: The prelude every script that touches a record, a number's window or the walk starts
 #: with (``with_layer``). Its names all start with ``R_``, ``Z_``, ``W_`` or ``_``.
 LAYER: Final = "-- packed ledger layer\n" + _TABLE + r"""
-local _CODE, _SCODE = {}, {}
-for i, f in ipairs(_F) do _CODE[f] = i end
-for i, s in ipairs(_STATES) do _SCODE[s] = i end
 local _sb, _sc, _ss, _sf = string.byte, string.char, string.sub, string.format
 local _LIVE = {CREATING = true, QUEUED = true, PENDING = true}
-local _UUID = '^' .. string.rep('[0-9a-f]', 8) .. '%-' .. string.rep('[0-9a-f]', 4) .. '%-'
-  .. string.rep('[0-9a-f]', 4) .. '%-' .. string.rep('[0-9a-f]', 4) .. '%-'
-  .. string.rep('[0-9a-f]', 12) .. '$'
-local _DIGEST = '^' .. string.rep('[0-9a-f]', 33) .. '$'
 local _now
 local function _now_ms()
   if not _now then
@@ -389,6 +389,8 @@ local function Z_add(name, score, id)
   local z = _zload(name)
   local s = tonumber(score)
   for i, e in ipairs(z.e) do if e[1] == id then table.remove(z.e, i); break end end
+  -- A new window lives as its first ``Z_keep`` says (the default only until then).
+  if #z.e == 0 and not z.legacy then z.xp = 0; z.fresh = true end
   z.e[#z.e + 1] = {id, s}
   _zsort(z.e)
   _zsave(name)
@@ -421,7 +423,7 @@ end
 local function Z_keep(name, ttl_s)
   local z = _zload(name)
   local xp = _now_ms() + tonumber(ttl_s) * 1000
-  if #z.e > 0 and xp > z.xp then z.xp = xp; _zsave(name) end
+  if #z.e > 0 and (xp > z.xp or z.fresh) then z.xp = xp; z.fresh = false; _zsave(name) end
 end
 
 -- The shard's walk (``keys.pending_all``): ids as ``_id_b`` keeps them, the old text ids

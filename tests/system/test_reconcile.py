@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 import redis
+from redis.commands.core import Script
 
 from middleware.app import Services, build_services
 from middleware.deadline import Deadline
@@ -53,6 +54,14 @@ class _Batching:
     def __init__(self, real: redis.Redis) -> None:
         self._real = real
         self.pipe = real.pipeline(transaction=False)
+
+    def register_script(self, text: str) -> Any:
+        # Loaded now, sent later by its hash on the batch (``evalsha``).
+        self._real.script_load(text)
+        return Script(self, text)
+
+    def evalsha(self, sha: str, numkeys: int, *args: Any) -> None:
+        self.pipe.execute_command("EVALSHA", sha, numkeys, *args)
 
     def pipeline(self, transaction: bool = True) -> _Deferred:
         return _Deferred(self.pipe)
