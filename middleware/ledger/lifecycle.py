@@ -54,6 +54,8 @@ from middleware.store import (
 
 #: Owned callbacks live at most 168 h past their time in Genesys; older entries are stale.
 FORGET_AFTER: Final = timedelta(days=8)
+#: The sweep's slice of each shard's packed records and windows, in trim pages.
+SWEEP_PAGES: Final = 10
 _POLL_S: Final = 0.025
 # Leave this much of the deadline to answer after waiting for another request's create.
 _ANSWER_MARGIN_S: Final = 0.3
@@ -584,7 +586,10 @@ class Lifecycle:
             self._store.trim_owned(shard, sorted({r.agent_id for r in found}), before_ms)
             gone += self._store.trim_ended_sets(shard, limit)
             # Packed records and windows have no TTL: each goes once its own expiry passed.
-            gone += self._store.sweep(shard, limit)
+            # Ten times the page: reading an expiry in place costs little, and the sweep
+            # must pass over every callback kept (a week past its time) faster than they
+            # expire.
+            gone += self._store.sweep(shard, limit * SWEEP_PAGES)
             # A short page means the walk reached the end: the next round starts over.
             self._store.save_walk_cursor(shard, "trim", (page[-1][1], page[-1][0])
                                          if len(page) == limit else (-1, ""))

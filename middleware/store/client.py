@@ -125,7 +125,7 @@ def compose(*bodies: str) -> str:
     out. Each body runs as a local function whose parameters shadow KEYS and ARGV, so it
     reads as it would alone.
     """
-    layer, bodies = compose_layers(bodies)
+    layer, finish, bodies = compose_layers(bodies)
     parts = [layer] if layer else []
     parts += [f"local function step{i}(KEYS, ARGV)\n{body}\nend"
               for i, body in enumerate(bodies)]
@@ -144,6 +144,8 @@ local out, k, a = {}, 0, """ + str(2 * len(bodies)))
   out[{i + 1}] = r
   k, a = k + nk, a + na
 end""")
+    if finish:
+        parts.append(finish)
     parts.append("return out")
     return "\n".join(parts)
 

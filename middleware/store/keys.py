@@ -109,13 +109,14 @@ def cursors(shard: str) -> str:
 
 
 def owned(shard: str, agent_id: str) -> str:
-    """An agent's pending callbacks in the shard; callbacks that went to the queue share one
-    set."""
+    """An agent's pending callbacks in the shard in the layout before ``packed`` (read,
+    never written: ``owner_counts`` counts them now); the queue's shared one set."""
     return f"{_in(shard)}:agent:{agent_id or '-'}:pending"
 
 
 def record(shard: str, callback_id: str) -> str:
-    """One callback's ledger record."""
+    """One callback's ledger record, as the ledger's scripts name it: a field of
+    ``records(shard)`` (``packed``), or this key itself in the layout before."""
     return f"{_in(shard)}:cb:{callback_id}"
 
 
@@ -143,7 +144,9 @@ def claim(digest: str) -> str:
 
 
 def pending(digest: str) -> str:
-    """The number's pending callbacks, scored by scheduled ms."""
+    """The number's pending callbacks and their scheduled ms, as the ledger's scripts name
+    them: a field of ``windows`` of its shard (``packed``), or this sorted set itself in the
+    layout before."""
     return f"{number(digest)}:pending"
 
 

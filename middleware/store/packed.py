@@ -33,9 +33,10 @@ from typing import Final
 #: hex (a length byte and the bytes), ``d`` a comma-separated list of number digests (a
 #: count and 17 bytes each), ``m`` a callback state (1), ``r`` kept as written.
 _KINDS: Final = (
-    ("s", "i"), ("a", "u"), ("q", "u"), ("st", "m"), ("x", "u"), ("t", "h"), ("c", "i"),
-    ("k", "u"), ("e", "r"), ("r", "u"), ("rf", "u"), ("ns", "d"), ("v", "i"), ("ep", "i"),
-    ("cx", "r"), ("dx", "r"), ("rx", "i"), ("xp", "i"), ("n", "d"), ("id", "r"), ("rt", "r"))
+    # The expiry first, at a fixed place: the sweep reads it without decoding the rest.
+    ("xp", "i"), ("s", "i"), ("a", "u"), ("q", "u"), ("st", "m"), ("x", "u"), ("t", "h"),
+    ("c", "i"), ("k", "u"), ("e", "r"), ("r", "u"), ("rf", "u"), ("ns", "d"), ("v", "i"),
+    ("ep", "i"), ("cx", "r"), ("dx", "r"), ("rx", "i"), ("n", "d"), ("id", "r"), ("rt", "r"))
 
 _STATES: Final = ("CREATING", "QUEUED", "PENDING", "CANCELLED", "COMPLETED", "DISCONNECTED",
                   "REASSIGNED", "DEAD_LETTER")
@@ -65,14 +66,37 @@ local function _now_ms()
   end
   return _now
 end
+local _tn = tonumber
+local _fl = math.floor
+-- Eight hex digits at a time: every call counts, the prelude runs in each step.
 local function _h2b(h)
-  return (string.gsub(h, '..', function(x) return _sc(tonumber(x, 16)) end))
-end
-local function _b2h(b) return (string.gsub(b, '.', function(c) return _sf('%02x', _sb(c)) end)) end
-local function _i6(n)
-  local o = {}
-  for i = 6, 1, -1 do o[i] = _sc(n % 256); n = math.floor(n / 256) end
+  local o, n, len = {}, 0, #h
+  for i = 1, len, 8 do
+    local c = _ss(h, i, i + 7)
+    local v = _tn(c, 16)
+    if #c == 8 then
+      o[n + 1] = _sc(_fl(v / 16777216), _fl(v / 65536) % 256, _fl(v / 256) % 256, v % 256)
+    else
+      local k = {}
+      for j = #c / 2, 1, -1 do k[j] = v % 256; v = _fl(v / 256) end
+      o[n + 1] = _sc(unpack(k))
+    end
+    n = n + 1
+  end
   return table.concat(o)
+end
+local _HEXF = {}
+local function _b2h(b)
+  local l = #b
+  if l == 0 then return '' end
+  local f = _HEXF[l]
+  if not f then f = string.rep('%02x', l); _HEXF[l] = f end
+  return _sf(f, _sb(b, 1, -1))
+end
+local function _i6(n)
+  local hi, lo = _fl(n / 16777216), n % 16777216
+  return _sc(_fl(hi / 65536) % 256, _fl(hi / 256) % 256, hi % 256, _fl(lo / 65536),
+    _fl(lo / 256) % 256, lo % 256)
 end
 local function _u6(s, p)
   local n = 0
@@ -183,6 +207,12 @@ local function _decode(s)
   return t
 end
 
+-- A packed record's expiry (ms): read in place, where ``_encode`` always puts it.
+local function _expiry(s)
+  if _sb(s, 1) == 1 then return _u6(s, 2) end
+  return tonumber(_decode(s).xp or '0')
+end
+
 -- Records. ``name`` is the record key of the layout before (``...:cb:<id>``): the field
 -- of its shard's record hash, or that key itself while no step has rewritten it.
 local _R = {}
@@ -223,7 +253,8 @@ local function _rload(name)
   _R[name] = c
   return c
 end
-local function _rsave(name)
+local _RD, _ZD = {}, {}
+local function _rstore(name)
   local c = _R[name]
   local h, f, stem, id = _rk(name)
   local now = _owner_of(c.t)
@@ -275,7 +306,7 @@ local function R_set(name, ...)
   if not c.t then c.t = {} end
   local a = {...}
   for i = 1, #a, 2 do c.t[a[i]] = tostring(a[i + 1]) end
-  _rsave(name)
+  _RD[#_RD + 1] = name
 end
 local function R_setnx(name, f, v)
   local c = _rload(name)
@@ -287,27 +318,27 @@ local function R_del(name, ...)
   local c = _rload(name)
   if not c.t then return end
   for _, f in ipairs({...}) do c.t[f] = nil end
-  _rsave(name)
+  _RD[#_RD + 1] = name
 end
 local function R_incr(name, f, n)
   local c = _rload(name)
   if not c.t then c.t = {} end
   local v = (tonumber(c.t[f] or '0') or 0) + n
   c.t[f] = _sf('%.0f', v)
-  _rsave(name)
+  _RD[#_RD + 1] = name
   return v
 end
 local function R_expire(name, ttl_s)
   local c = _rload(name)
   if not c.t then return end
   c.t.xp = _sf('%.0f', _now_ms() + tonumber(ttl_s) * 1000)
-  _rsave(name)
+  _RD[#_RD + 1] = name
 end
 local function R_delete(name)
   local c = _rload(name)
   if not c.t and not c.legacy then return end
   c.t = false
-  _rsave(name)
+  _RD[#_RD + 1] = name
 end
 
 -- A number's window (``...:n:<digest>:pending``): one field of its shard's window hash,
@@ -362,7 +393,7 @@ local function _zload(name)
   _Z[name] = z
   return z
 end
-local function _zsave(name)
+local function _zstore(name)
   local z = _Z[name]
   local h, f = _zk(name)
   if #z.e == 0 then
@@ -393,14 +424,14 @@ local function Z_add(name, score, id)
   if #z.e == 0 and not z.legacy then z.xp = 0; z.fresh = true end
   z.e[#z.e + 1] = {id, s}
   _zsort(z.e)
-  _zsave(name)
+  _ZD[#_ZD + 1] = name
 end
 local function Z_rem(name, id)
   local z = _zload(name)
   for i, e in ipairs(z.e) do
-    if e[1] == id then table.remove(z.e, i); _zsave(name); return 1 end
+    if e[1] == id then table.remove(z.e, i); _ZD[#_ZD + 1] = name; return 1 end
   end
-  if z.legacy then _zsave(name) end
+  if z.legacy then _ZD[#_ZD + 1] = name end
   return 0
 end
 -- The ids (then times) up to ``max`` ms, earliest first, at most ``limit`` (nil: all).
@@ -417,13 +448,15 @@ local function Z_trim(name, before)
   local z = _zload(name)
   local kept = {}
   for _, e in ipairs(z.e) do if e[2] >= tonumber(before) then kept[#kept + 1] = e end end
-  if #kept ~= #z.e or z.legacy then z.e = kept; _zsave(name) end
+  if #kept ~= #z.e or z.legacy then z.e = kept; _ZD[#_ZD + 1] = name end
 end
 -- Keep the window at least ``ttl_s`` more.
 local function Z_keep(name, ttl_s)
   local z = _zload(name)
   local xp = _now_ms() + tonumber(ttl_s) * 1000
-  if #z.e > 0 and (xp > z.xp or z.fresh) then z.xp = xp; z.fresh = false; _zsave(name) end
+  if #z.e > 0 and (xp > z.xp or z.fresh) then
+    z.xp = xp; z.fresh = false; _ZD[#_ZD + 1] = name
+  end
 end
 
 -- The shard's walk (``keys.pending_all``): ids as ``_id_b`` keeps them, the old text ids
@@ -441,21 +474,46 @@ end
 local function W_score(key, id)
   return redis.call('ZSCORE', key, _id_b(id)) or redis.call('ZSCORE', key, id)
 end
+-- Every record and window changed, written once each (in the order first changed).
+local function _flush()
+  local done = {}
+  for _, name in ipairs(_RD) do
+    if not done[name] then done[name] = true; _rstore(name) end
+  end
+  for _, name in ipairs(_ZD) do
+    if not done[name] then done[name] = true; _zstore(name) end
+  end
+  _RD, _ZD = {}, {}
+end
 -- end of layer
 """
 
 
 def with_layer(body: str) -> str:
-    """A script that may use the layer's functions."""
-    return LAYER + body
+    """A script that may use the layer's functions: its records and windows are written
+    once, when it returns (a step's checks come before its writes, so a step that refuses
+    has changed nothing either way)."""
+    return LAYER + f"local function _main()\n{body}" + _TAIL
 
 
-def compose_layers(bodies: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """The layer once, for a script made of several bodies (``client.compose``), and the
-    bodies without it: their steps then share one view of the records they touch."""
+_TAIL: Final = "\nend\nlocal _answer = _main()\n_flush()\nreturn _answer\n"
+
+
+def compose_layers(bodies: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
+    """For a script made of several bodies (``client.compose``): the layer once, what to
+    run before it answers (the writes, once for all steps), and the bodies alone: their
+    steps then share one view of the records they touch."""
     if not any(b.startswith(LAYER) for b in bodies):
-        return "", bodies
-    return LAYER, tuple(b[len(LAYER):] if b.startswith(LAYER) else b for b in bodies)
+        return "", "", bodies
+    return LAYER, "_flush()", tuple(_bare(b) for b in bodies)
+
+
+def _bare(body: str) -> str:
+    if not body.startswith(LAYER):
+        return body
+    inner = body[len(LAYER):]
+    head, tail = "local function _main()\n", _TAIL
+    return inner[len(head):-len(tail)]
 
 
 # Records by id, as their field/value lists (empty: none). KEYS: the record of each id.

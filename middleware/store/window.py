@@ -125,10 +125,9 @@ local cur = redis.call('HMGET', KEYS[5], 'sweep-records', 'sweep-windows')
 local gone = 0
 local r = redis.call('HSCAN', KEYS[1], cur[1] or '0', 'COUNT', ARGV[1])
 for i = 1, #r[2], 2 do
-  local t = _decode(r[2][i + 1])
-  if tonumber(t.xp or '0') <= now then
+  if _expiry(r[2][i + 1]) <= now then
     redis.call('HDEL', KEYS[1], r[2][i])
-    local a = _owner_of(t)
+    local a = _owner_of(_decode(r[2][i + 1]))
     if a and redis.call('HINCRBY', KEYS[3], a, -1) <= 0 then redis.call('HDEL', KEYS[3], a) end
     redis.call('ZREM', KEYS[4], r[2][i])
     gone = gone + 1

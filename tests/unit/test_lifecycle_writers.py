@@ -20,7 +20,7 @@ RECORD_WRITERS = frozenset({
     "release_claim", "uncount_creation", "unindex", "forget_pending", "disconnect_later",
     "disconnected", "watch_orphan", "mark_reschedule_asked", "clear_reschedule_asked",
     "note_queues", "doubt", "settle_doubt", "lock_change", "unlock_change",
-    "trim_stale_pending", "trim_owned", "trim_ended_sets",
+    "trim_stale_pending", "trim_owned", "trim_ended_sets", "sweep",
 })
 
 
