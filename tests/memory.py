@@ -5,8 +5,8 @@ bytes of every key by kind, per pending callback and per callback past the windo
 (the README's capacity table is derived from it); ``tests/system/test_memory.py`` runs the
 same workload against the suite's Redis and holds the product to its budgets.
 
-A pending callback costs its ledger record, its number's pending set, and its share of the
-shared indexes (``cbm:pending``, the owner's set). What a callback leaves past the window
+A pending callback costs its share of its shard's packed records, windows, walk and owner
+counts (``middleware.store.packed``). What a callback leaves past the window
 is what is still in Redis once the clock has passed every TTL the ledger sets (the record
 lives a week past its time): the evidence history, consent records and consent state.
 """

@@ -305,6 +305,11 @@ local function R_set(name, ...)
   local c = _rload(name)
   if not c.t then c.t = {} end
   local a = {...}
+  -- What the packed form cannot hold is refused here, before the step writes anything
+  -- after it, not when the step's writes are flushed.
+  for i = 1, #a, 2 do
+    if #tostring(a[i + 1]) > 65535 or #a[i] > 255 then error('ledger value too long') end
+  end
   for i = 1, #a, 2 do c.t[a[i]] = tostring(a[i + 1]) end
   _RD[#_RD + 1] = name
 end
@@ -417,6 +422,7 @@ local function Z_score(name, id)
   return false
 end
 local function Z_add(name, score, id)
+  if #id == 0 or #id > 255 then error('ledger id empty or too long') end
   local z = _zload(name)
   local s = tonumber(score)
   for i, e in ipairs(z.e) do if e[1] == id then table.remove(z.e, i); break end end

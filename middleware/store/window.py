@@ -74,6 +74,12 @@ return 1
 _WALK_PAGE: Final = with_layer("""
 local limit = tonumber(ARGV[3])
 local function by_id(x, y) return x[1] < y[1] end
+-- Redis orders a millisecond's ids by their stored bytes (binary before text, in the layout
+-- before's entries): the page is put in (ms, text id) order before it is cut.
+local function by_time(x, y)
+  if x[2] ~= y[2] then return x[2] < y[2] end
+  return x[1] < y[1]
+end
 local page = {}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])) do
   local id = _id_t(m)
@@ -91,9 +97,9 @@ if #rest > 0 then
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], last, last)) do
     group[#group + 1] = {_id_t(m), tonumber(last)}
   end
-  table.sort(group, by_id)
   for _, e in ipairs(group) do page[#page + 1] = e end
 end
+table.sort(page, by_time)
 local o = {}
 for i = 1, math.min(limit, #page) do
   o[#o + 1] = page[i][1]; o[#o + 1] = _sf('%.0f', page[i][2])
@@ -130,6 +136,9 @@ for i = 1, #r[2], 2 do
     local a = _owner_of(_decode(r[2][i + 1]))
     if a and redis.call('HINCRBY', KEYS[3], a, -1) <= 0 then redis.call('HDEL', KEYS[3], a) end
     redis.call('ZREM', KEYS[4], r[2][i])
+    -- and its entry as the layout before kept it, if no step has moved it since
+    local id = _id_t(r[2][i])
+    if id ~= r[2][i] then redis.call('ZREM', KEYS[4], id) end
     gone = gone + 1
   end
 end

@@ -9,8 +9,9 @@ from middleware.ledger.lifecycle import Lifecycle
 
 
 class IndexTrim:
-    """The ``trim`` duty: stale entries of ``cbm:pending``, the owners' sets and the
-    disconnect sets go, ``batch`` at most of each per round."""
+    """The ``trim`` duty: stale entries of the shards' walks, the owners' sets of the layout
+    before ``packed`` and the disconnect sets go, ``batch`` at most of each per round, and
+    the sweep deletes packed records and windows past their expiry."""
 
     def __init__(self, lifecycle: Lifecycle, batch: int) -> None:
         self._lifecycle = lifecycle

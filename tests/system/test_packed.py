@@ -135,17 +135,46 @@ def test_the_walk_pages_through_a_crowded_millisecond_without_a_skip(
     store = Store(redis_client)
     rnd = random.Random(4104)  # noqa: S311 (test data, not keys)
     add = with_layer("W_add(KEYS[1], ARGV[1], ARGV[2]); return 1")
-    entries = [(rnd.choice([_uuid(rnd), f"cb-{i}"]), rnd.choice([1000, 1000, 1000, 2000, 3000]))
-               for i in range(23)]
-    for callback_id, ms in entries:
-        redis_client.eval(add, 1, keys.pending_all("5"), ms, callback_id)
-    seen: list[tuple[str, int]] = []
-    cursor = (-1, "")
-    for _ in range(30):
-        page = store.pending_page("5", cursor, 2)
-        if not page:
-            break
-        seen += page
-        cursor = (page[-1][1], page[-1][0])
-    assert seen == sorted(entries, key=lambda e: (e[1], e[0]))
+    # The case found by review: a binary and a text id inside a millisecond between others.
+    fixed = [("a1", 10), ("a2", 10), ("ffffffff-ffff-4fff-afff-ffffffffffff", 20),
+             ("00000000-0000-4000-a000-000000000000", 20), ("d", 30)]
+    runs = [(5, fixed, {"00000000-0000-4000-a000-000000000000", "a1", "a2", "d"})]
+    for size in (2, 3, 5) * 8:
+        entries = [(rnd.choice([_uuid(rnd), f"cb-{i}", f"{i:02d}" + _uuid(rnd)[2:]]),
+                    rnd.choice([1000, 1000, 2000, 2000, 3000, 4000])) for i in range(40)]
+        runs.append((size, entries, {c for c, _ in entries if rnd.random() < 0.4}))
+    for size, entries, as_text in runs:
+        redis_client.delete(keys.pending_all("5"))
+        for callback_id, ms in entries:
+            if callback_id in as_text:
+                # An entry as the layout before kept it: its id as text.
+                redis_client.zadd(keys.pending_all("5"), {callback_id: ms})
+            else:
+                redis_client.eval(add, 1, keys.pending_all("5"), ms, callback_id)
+        seen: list[tuple[str, int]] = []
+        cursor = (-1, "")
+        for _ in range(60):
+            page = store.pending_page("5", cursor, size)
+            if not page:
+                break
+            seen += page
+            cursor = (page[-1][1], page[-1][0])
+        assert seen == sorted(entries, key=lambda e: (e[1], e[0])), size
 
+
+
+def test_the_sweep_takes_a_walk_entry_of_the_layout_before(redis_client: Any) -> None:
+    """A record of the layout before that a step rewrote without touching the walk (a
+    cancel being marked) still has its text id in the walk: the sweep takes that too."""
+    store = Store(redis_client)
+    rnd = random.Random(4105)  # noqa: S311 (test data, not keys)
+    record = _record(rnd, _digest(rnd), _uuid(rnd))
+    old = keys.record(record.shard, record.callback_id)
+    redis_client.hset(old, mapping=record.to_fields())
+    redis_client.expire(old, 60)
+    redis_client.zadd(keys.pending_all(record.shard), {record.callback_id: record.scheduled_ms})
+    store.mark_cancel_asked(record.shard, record.callback_id)
+    assert redis_client.exists(old) == 0
+    assert store.sweep(record.shard, 100, ahead_ms=3_600_000) == 1
+    assert store.callback(record.callback_id) is None
+    assert redis_client.zcard(keys.pending_all(record.shard)) == 0
