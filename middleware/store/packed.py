@@ -236,8 +236,11 @@ local function _rload(name)
   c = {}
   local raw = redis.call('HGET', h, f)
   if raw then
-    c.t = _decode(raw)
-    c.was = _owner_of(c.t)
+    local t = _decode(raw)
+    c.was = _owner_of(t)
+    -- Past its expiry a record reads as absent, as a key past its TTL did; the sweep
+    -- deletes it later, and ``was`` keeps its owner's count right until then.
+    if tonumber(t.xp or '0') > _now_ms() then c.t = t end
   else
     local flat = redis.call('HGETALL', name)
     if #flat > 0 then
@@ -368,7 +371,8 @@ local function _zload(name)
   local h, f = _zk(name)
   z = {e = {}, xp = 0}
   local raw = redis.call('HGET', h, f)
-  if raw then
+  -- A window past its expiry reads as empty, as a sorted set past its TTL did.
+  if raw and _u6(raw, 1) > _now_ms() then
     z.xp = _u6(raw, 1)
     local p = 7
     while p <= #raw do

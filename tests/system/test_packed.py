@@ -6,6 +6,7 @@ Each against the real Redis of the run (a cluster under ``TEST_REDIS=cluster``).
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from typing import Any
 
@@ -178,3 +179,35 @@ def test_the_sweep_takes_a_walk_entry_of_the_layout_before(redis_client: Any) ->
     assert store.sweep(record.shard, 100, ahead_ms=3_600_000) == 1
     assert store.callback(record.callback_id) is None
     assert redis_client.zcard(keys.pending_all(record.shard)) == 0
+
+
+def test_past_its_expiry_a_callback_reads_as_gone_before_the_sweep(
+        redis_client: Any) -> None:
+    """A record and window past their own expiry read as absent at once, as keys past
+    their TTL did, not only once the sweep has been by; the sweep then deletes them and
+    their owner's count, and a new callback for the number starts a window of its own."""
+    store = Store(redis_client)
+    rnd = random.Random(4105)  # noqa: S311 (test data, not keys)
+    agent = _uuid(rnd)
+    gone = _record(rnd, _digest(rnd), agent)
+    kept = _record(rnd, _digest(rnd), agent)
+    store.commit_callback(gone.number_key, "t", gone, 1, {"e": "cb", "t": 1}, 1)
+    store.commit_callback(kept.number_key, "t", kept, 3_600, {"e": "cb", "t": 1}, 3_600)
+    assert store.callback(gone.callback_id) is not None
+    deadline = time.monotonic() + 5
+    while store.callback(gone.callback_id) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.callback(gone.callback_id) is None
+    assert store.pending_in_window(gone.digests, 2**47) == []
+    assert store.callback(kept.callback_id) is not None
+    assert store.pending_in_window(kept.digests, 2**47) == [
+        (kept.callback_id, kept.scheduled_ms)]
+    # Still held until swept, and counted until then: the sweep takes record and window.
+    assert redis_client.hlen(keys.records(gone.shard)) == 2
+    assert store.sweep(gone.shard, 100) == 2
+    assert store.pending_owned_counts([agent], 0) == {agent: 1}
+    again = _record(rnd, gone.number_key, agent)
+    store.commit_callback(again.number_key, "t", again, 3_600, {"e": "cb", "t": 1}, 3_600)
+    assert store.pending_in_window(again.digests, 2**47) == [
+        (again.callback_id, again.scheduled_ms)]
+    assert ledger_problems(redis_client) == []
