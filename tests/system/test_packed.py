@@ -204,6 +204,10 @@ def test_past_its_expiry_a_callback_reads_as_gone_before_the_sweep(
         (kept.callback_id, kept.scheduled_ms)]
     # Still held until swept, and counted until then: the sweep takes record and window.
     assert redis_client.hlen(keys.records(gone.shard)) == 2
+    assert ledger_problems(redis_client) == []
+    store.close_callback(gone, State.CANCELLED, None, 86_400)
+    assert store.callback(gone.callback_id) is None
+    assert ledger_problems(redis_client) == []
     assert store.sweep(gone.shard, 100) == 2
     assert store.pending_owned_counts([agent], 0) == {agent: 1}
     again = _record(rnd, gone.number_key, agent)
