@@ -24,10 +24,7 @@ for i = 4, #KEYS, 2 do
   Z_keep(KEYS[i + 1], ARGV[4])
   if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
 end
-if ARGV[6] ~= '' then
-  redis.call('RPUSH', KEYS[3], ARGV[6])
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
-end
+_history(KEYS[3], ARGV[6], ARGV[5])
 return 1
 """)
 
@@ -43,10 +40,7 @@ local st = R_get(KEYS[1], 'st')
 W_rem(KEYS[2], ARGV[2])
 for i = 5, #KEYS do Z_rem(KEYS[i], ARGV[2]) end
 redis.call('SREM', KEYS[3], ARGV[2])
-if ARGV[4] ~= '' then
-  redis.call('RPUSH', KEYS[4], ARGV[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[3])
-end
+_history(KEYS[4], ARGV[4], ARGV[3])
 if st ~= 'PENDING' and st ~= 'QUEUED' and st ~= 'CREATING' then return 0 end
 R_set(KEYS[1], 'st', ARGV[1])
 R_incr(KEYS[1], 'v', 1)
@@ -104,8 +98,7 @@ for i = 12 + nc, #KEYS do
 end
 W_rem(KEYS[4], ARGV[1])
 R_delete(KEYS[1])
-redis.call('RPUSH', KEYS[7], ARGV[8 + n])
-redis.call('EXPIRE', KEYS[7], ARGV[5])
+_history(KEYS[7], ARGV[8 + n], ARGV[5])
 if KEYS[10] ~= KEYS[1] and R_exists(KEYS[10]) == 1 then
   R_set(KEYS[10], 'r', ARGV[2])
   R_incr(KEYS[10], 'v', 1)
@@ -146,8 +139,7 @@ R_set(KEYS[1], 'st', 'QUEUED')
 R_incr(KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[2], 'payload', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('RPUSH', KEYS[4], ARGV[5])
-redis.call('EXPIRE', KEYS[4], ARGV[4])
+_history(KEYS[4], ARGV[5], ARGV[4])
 return 1
 """)
 
@@ -177,8 +169,7 @@ R_set(KEYS[4], 'st', 'DEAD_LETTER')
 R_incr(KEYS[4], 'v', 1)
 W_rem(KEYS[5], ARGV[5])
 for i = 10, #KEYS do Z_rem(KEYS[i], ARGV[5]) end
-redis.call('RPUSH', KEYS[7], ARGV[7])
-redis.call('EXPIRE', KEYS[7], ARGV[6])
+_history(KEYS[7], ARGV[7], ARGV[6])
 if KEYS[8] ~= KEYS[4] and R_get(KEYS[8], 'r') == ARGV[5] then
   R_set(KEYS[8], 'r', '')
   R_incr(KEYS[8], 'v', 1)
@@ -210,8 +201,7 @@ for i = 2, #KEYS do
     Z_keep(KEYS[i], ARGV[4])
   end
 end
-redis.call('RPUSH', KEYS[5], ARGV[6])
-redis.call('EXPIRE', KEYS[5], ARGV[5])
+_history(KEYS[5], ARGV[6], ARGV[5])
 return 1
 """)
 
@@ -301,10 +291,7 @@ for i = 0, nd - 1 do
   end
   if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
 end
-if #ARGV > 12 + n then
-  redis.call('RPUSH', KEYS[6], ARGV[13 + n])
-  redis.call('EXPIRE', KEYS[6], ARGV[11])
-end
+_history(KEYS[6], ARGV[13 + n], ARGV[11])
 return 'OK'
 """)
 
@@ -333,8 +320,7 @@ R_set(KEYS[1], 'st', 'CANCELLED', 'dx', '1', 'cx', '1')
 R_incr(KEYS[1], 'v', 1)
 W_rem(KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('RPUSH', KEYS[5], ARGV[6 + n])
-redis.call('EXPIRE', KEYS[5], ARGV[4])
+_history(KEYS[5], ARGV[6 + n], ARGV[4])
 return 1
 """)
 

@@ -240,7 +240,7 @@ local function _rload(name)
     c.was = _owner_of(t)
     -- Past its expiry a record reads as absent, as a key past its TTL did; the sweep
     -- deletes it later, and ``was`` keeps its owner's count right until then.
-    if tonumber(t.xp or '0') > _now_ms() then c.t = t end
+    if _expiry(raw) > _now_ms() then c.t = t end
   else
     local flat = redis.call('HGETALL', name)
     if #flat > 0 then
@@ -372,8 +372,9 @@ local function _zload(name)
   z = {e = {}, xp = 0}
   local raw = redis.call('HGET', h, f)
   -- A window past its expiry reads as empty, as a sorted set past its TTL did.
-  if raw and _u6(raw, 1) > _now_ms() then
-    z.xp = _u6(raw, 1)
+  local xp = raw and _u6(raw, 1)
+  if xp and xp > _now_ms() then
+    z.xp = xp
     local p = 7
     while p <= #raw do
       local id
@@ -483,6 +484,13 @@ local function W_rem(key, id)
 end
 local function W_score(key, id)
   return redis.call('ZSCORE', key, _id_b(id)) or redis.call('ZSCORE', key, id)
+end
+-- One event ('' or none: nothing) on a number's evidence history, kept ``ttl_s`` after
+-- the last; a plain list, written at once.
+local function _history(key, event, ttl_s)
+  if event == nil or event == '' then return end
+  redis.call('RPUSH', key, event)
+  redis.call('EXPIRE', key, ttl_s)
 end
 -- Every record and window changed, written once each (in the order first changed).
 local function _flush()
