@@ -69,6 +69,7 @@ KINDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("orphan_info", r"cbm:\{s[0-9a-f]\}:orphan-watch-info"),
         ("consent_seq", r"cbm:\{s[0-9a-f]\}:consent-seq"),
         ("cursors", r"cbm:\{s[0-9a-f]\}:cursors"),
+        ("reconcile", r"cbm:reconcile-(?:pass|queues)"),
         ("change_lock", r"cbm:lock:.+"),
         ("token", r"cbm:token:.+"),
         ("token_lock", r"cbm:token-lock:.+"),
