@@ -65,8 +65,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return tonumber(redis.call('HGET', KE
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('RPUSH', KEYS[3], ARGV[5])
-redis.call('EXPIRE', KEYS[3], ARGV[4])
+_history(KEYS[3], ARGV[5], ARGV[4])
 -- The number's latest revocation under any digest: one stored by an instance on an older
 -- PII_KEYS list is under fewer digests, and must still hold against a consent before it.
 local revoked = 0

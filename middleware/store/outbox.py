@@ -26,10 +26,11 @@ return due
 # Replay a dead letter like a new request, in one guarded step: only while it is still a
 # dead letter, no revocation was stored since the consent check that read ARGV[3], and the
 # number's window claim is still the replay's (ARGV[1], the entry's token). Then it is back
-# in the window, the indexes and the outbox, and the claim is released.
+# in the window, the indexes and the outbox at the time it is now due (ARGV[5], which the
+# record takes too), and the claim is released.
 # KEYS: dead letters, outbox, outbox entry, record, global pending, (unused),
 #       history, then per digest: claim, pending set, consent state.
-# ARGV: token, now ms, revocation epoch read, record id, scheduled ms, ttl s, history ttl s,
+# ARGV: token, now ms, revocation epoch read, record id, due ms, ttl s, history ttl s,
 #       then the history event (JSON).
 _REPLAY: Final = with_layer("""
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'GONE' end
@@ -45,7 +46,7 @@ if R_exists(KEYS[4]) == 0 then return 'GONE' end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[3], 'attempts', 0, 'error', '')
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-R_set(KEYS[4], 'st', 'QUEUED', 'ep', ARGV[3])
+R_set(KEYS[4], 'st', 'QUEUED', 'ep', ARGV[3], 's', ARGV[5])
 R_incr(KEYS[4], 'v', 1)
 R_expire(KEYS[4], ARGV[6])
 W_add(KEYS[5], ARGV[5], ARGV[4])
@@ -55,10 +56,7 @@ for i = 0, nd - 1 do
   Z_keep(KEYS[base + 1], ARGV[6])
   if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
 end
-if #ARGV > 7 then
-  redis.call('RPUSH', KEYS[7], ARGV[8])
-  redis.call('EXPIRE', KEYS[7], ARGV[7])
-end
+_history(KEYS[7], ARGV[8], ARGV[7])
 return 'OK'
 """)
 
@@ -136,7 +134,7 @@ class OutboxStore(StoreBase):
         return sorted(entries, key=lambda e: (died[(e.shard, e.token)], e.token))
 
     def replay_dead_letter(self, token: str, digests: tuple[str, ...], record_id: str,
-                           agent_id: str, scheduled_ms: int, ttl_s: int, epoch: int,
+                           agent_id: str, due_ms: int, ttl_s: int, epoch: int,
                            now_ms: int, event: Mapping[str, str | int], history_ttl_s: int
                            ) -> str:
         """Put a dead letter back in the window and the outbox in one guarded step.
@@ -152,7 +150,7 @@ class OutboxStore(StoreBase):
         for d in digests:
             names += [keys.claim(d), keys.pending(d), keys.consent_state(d)]
         return str(self._call(lambda: self._script("_replay")(keys=names, args=[
-            token, now_ms, epoch, record_id, scheduled_ms, ttl_s, history_ttl_s,
+            token, now_ms, epoch, record_id, due_ms, ttl_s, history_ttl_s,
             event_json(event)])))
 
     def refuse_replay(self, entry: OutboxEntry, reason: str) -> None:

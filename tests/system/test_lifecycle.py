@@ -16,6 +16,7 @@ from middleware.app import Services, build_duties, build_services
 from middleware.config import Config
 from middleware.deadline import Deadline
 from middleware.genesys.client import new_session
+from middleware.ledger.lifecycle import FORGET_AFTER
 from middleware.store import SHARDS, connect
 from tests.conftest import (
     AUTH,
@@ -29,6 +30,7 @@ from tests.conftest import (
     when,
 )
 from tests.faultproxy import FaultProxy
+from tests.ledger_check import ledger_problems
 
 NUMBER = "+14155552671"
 ADA, BOB = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (1, 2))
@@ -556,3 +558,23 @@ def test_a_create_cancelled_while_queued_is_not_kept_as_a_dead_letter(
     replay_all(service, redis_server)
     duty(services, "outbox")()
     assert live(sim) == [] and pending_count(service) == 0
+
+
+def test_a_dead_letter_replayed_long_after_its_time_still_holds_the_window(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """A dead letter replayed more than FORGET_AFTER past its time: until the outbox has
+    created it, a new create for the number answers DUPLICATE (the replay is the number's
+    pending callback), and the customer gets one callback, not two."""
+    services = worker(service, redis_server)
+    dead_letter_one(service, sim, services)
+    service.clock.advance(FORGET_AFTER + timedelta(days=1))
+    replay_all(service, redis_server)
+    assert services.store.dead_letters() == []
+    assert ledger_problems(service.redis) == []
+    again = service.action("create-callback", create_body(requestedTime=None)).json
+    assert again["outcome"] == "DUPLICATE", again
+    service.clock.advance(timedelta(seconds=30))
+    duty(services, "outbox")()
+    assert len(live(sim)) == 1, live(sim)
+    assert pending_count(service) == 1
+    assert ledger_problems(service.redis) == []
