@@ -473,15 +473,16 @@ class Lifecycle:
         if not claim.claimed:
             return "BUSY: another request for the number is being created; replay later"
         now = self._clock.now()
-        # Back in the window at the time it is due now, not the one that has passed: an
-        # entry long past would leave the window (FORGET_AFTER) before the outbox creates
-        # it, and a second create for the number would then go through. The outbox moves a
-        # time gone by to the next valid instant, as for any queued callback.
-        queued = replace(record, state="QUEUED",
-                         scheduled_ms=max(record.scheduled_ms, epoch_ms(now)))
+        # Indexed at the time it is due now, not one that has passed: an entry long past
+        # would leave the window (FORGET_AFTER) before the outbox creates it, and a second
+        # create for the number would then go through. The record keeps its own time until
+        # the outbox moves it to the next valid instant, as for any queued callback whose
+        # time has passed (no answer names an instant the rules have not checked).
+        queued = replace(record, state="QUEUED")
+        due_ms = max(record.scheduled_ms, epoch_ms(now))
         status = self._store.replay_dead_letter(
-            token, digests, record.callback_id, record.agent_id, queued.scheduled_ms,
-            self._ttl_s(queued), revoked, epoch_ms(now),
+            token, digests, record.callback_id, record.agent_id, due_ms,
+            self._ttl_s(replace(queued, scheduled_ms=due_ms)), revoked, epoch_ms(now),
             self._event("callback-queued", queued), self._evidence_ttl_s)
         if status == "OK":
             return ""

@@ -26,8 +26,9 @@ return due
 # Replay a dead letter like a new request, in one guarded step: only while it is still a
 # dead letter, no revocation was stored since the consent check that read ARGV[3], and the
 # number's window claim is still the replay's (ARGV[1], the entry's token). Then it is back
-# in the window, the indexes and the outbox at the time it is now due (ARGV[5], which the
-# record takes too), and the claim is released.
+# in the window and the indexes at the time it is now due (ARGV[5]: its own, or now when
+# that has passed; the record keeps its own until the outbox moves it), back in the outbox,
+# and the claim is released.
 # KEYS: dead letters, outbox, outbox entry, record, global pending, (unused),
 #       history, then per digest: claim, pending set, consent state.
 # ARGV: token, now ms, revocation epoch read, record id, due ms, ttl s, history ttl s,
@@ -46,7 +47,7 @@ if R_exists(KEYS[4]) == 0 then return 'GONE' end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[3], 'attempts', 0, 'error', '')
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-R_set(KEYS[4], 'st', 'QUEUED', 'ep', ARGV[3], 's', ARGV[5])
+R_set(KEYS[4], 'st', 'QUEUED', 'ep', ARGV[3])
 R_incr(KEYS[4], 'v', 1)
 R_expire(KEYS[4], ARGV[6])
 W_add(KEYS[5], ARGV[5], ARGV[4])

@@ -231,8 +231,13 @@ def replay(store: Store, lifecycle: Lifecycle, tokens: list[str], clock: Clock) 
         record = lifecycle.record(str(entry.payload["ledgerId"]), entry.shard)
         number = normalise(record.e164, "") if record is not None else None
         if record is None or number is None:
-            continue
-        reason = lifecycle.replay(number, token, record, Deadline(5))
+            # Nothing to put back (a dead letter kept from before its record lived as long
+            # as it): said, and kept, rather than skipped in silence.
+            reason = ("GONE: its ledger record has expired; the dead letter is kept, "
+                      "create the callback anew") if record is None else \
+                "INVALID_NUMBER: its ledger record holds no valid number"
+        else:
+            reason = lifecycle.replay(number, token, record, Deadline(5))
         if not reason:
             replayed.append(token)
             log.info("dead letter replayed", extra={"token": token})
