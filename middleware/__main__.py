@@ -425,7 +425,8 @@ def _dead_letters(services: ReadServices, action: str, tokens: list[str], everyt
     if not chosen:
         print("name the tokens to replay, or --all", file=sys.stderr)
         return 2
-    done = replay(services.store, services.lifecycle, chosen, services.clock)
+    done = replay(services.store, services.lifecycle, services.consents, chosen,
+                  services.clock)
     for token, reason in done.refused.items():
         print(f"{token}  refused, stays a dead letter: {reason}")
     print(f"replayed {len(done.replayed)} of {len(chosen)}"

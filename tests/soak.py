@@ -326,7 +326,8 @@ def local_services(the_rig: Rig) -> Services:
 def replay_all(services: Services) -> list[str]:
     """What ``dead-letters replay --all`` does; returns the tokens (``requestToken``s)."""
     tokens = [entry.token for entry in services.store.dead_letters()]
-    replay_dead_letters(services.store, services.lifecycle, tokens, services.clock)
+    replay_dead_letters(services.store, services.lifecycle, services.consents, tokens,
+                        services.clock)
     return tokens
 
 

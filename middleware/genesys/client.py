@@ -72,6 +72,9 @@ _AFTER_WAIT_MARGIN_S: Final = 0.5
 USER_AGENT: Final = "agent-owned-callback-middleware"
 # How often an asynchronous WFM answer (status Processing) is asked for again.
 _ASYNC_POLL_S: Final = 0.2
+#: The longest interval the analytics conversation details query takes with a filter
+#: (documented: 7 days without one, 31 with one; the simulator refuses longer ones too).
+_LONGEST_FILTERED_INTERVAL: Final = timedelta(days=31)
 
 
 @dataclass(frozen=True)
@@ -448,10 +451,15 @@ class GenesysClient:
         retried can have landed twice), found through the analytics details query.
 
         The interval pads a day each side: it selects conversations by their start, and a
-        callback starts when it is created.
+        callback starts when it is created. It spans at most the 31 days Genesys takes with
+        a filter, the latest of them: a create accepted longer ago (a dead letter replayed
+        weeks later) is looked for over the last 31 days, where any open callback it made
+        would still start, rather than sent as a query Genesys refuses.
         """
-        interval = (f"{(since - timedelta(days=1)).strftime('%Y-%m-%dT%H:%M:%S.000Z')}/"
-                    f"{(until + timedelta(days=1)).strftime('%Y-%m-%dT%H:%M:%S.000Z')}")
+        end = until + timedelta(days=1)
+        start = max(since - timedelta(days=1), end - _LONGEST_FILTERED_INTERVAL)
+        interval = (f"{start.strftime('%Y-%m-%dT%H:%M:%S.000Z')}/"
+                    f"{end.strftime('%Y-%m-%dT%H:%M:%S.000Z')}")
         answer = self.call("POST", "/api/v2/analytics/conversations/details/query", deadline,
                            body={
             "interval": interval, "order": "desc", "orderBy": "conversationStart",

@@ -148,8 +148,8 @@ return 1
 # replay) and its record leaves the window as DEAD_LETTER; an owner move it was unlinks
 # from the callback it was to replace, which stays the customer's. Only while the entry
 # exists and the record is still CREATING or QUEUED (or gone): one cancelled meanwhile is
-# dropped, never kept for a replay that would bring it back. The record then lives as long
-# as the evidence (ARGV[6]), not its queued lifetime.
+# dropped, never kept for a replay that would bring it back. The record keeps its lifetime:
+# past CONSENT_MAX_AGE_HOURS, far sooner, a replay is refused on its consent anyway.
 # KEYS: outbox, entry, dead letters, record, global pending, (unused), history,
 #       replaced record (else the record again), replacing set, then the number's pending
 #       set per digest.
@@ -168,9 +168,6 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 if not st then return 1 end
 R_set(KEYS[4], 'st', 'DEAD_LETTER')
 R_incr(KEYS[4], 'v', 1)
--- A dead letter is kept until replayed (SPEC §4 Worker), so its record is too, as long as
--- the evidence: past its queued lifetime a replay would find nothing to put back.
-R_expire(KEYS[4], ARGV[6])
 W_rem(KEYS[5], ARGV[5])
 for i = 10, #KEYS do Z_rem(KEYS[i], ARGV[5]) end
 _history(KEYS[7], ARGV[7], ARGV[6])

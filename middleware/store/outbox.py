@@ -30,14 +30,15 @@ return due
 # that has passed; the record keeps its own until the outbox moves it), back in the outbox,
 # and the claim is released.
 # KEYS: dead letters, outbox, outbox entry, record, global pending, (unused),
-#       history, then per digest: claim, pending set, consent state.
+#       history, then per digest: claim, pending set, consent state, creations of the
+#       last 24 h.
 # ARGV: token, now ms, revocation epoch read, record id, due ms, ttl s, history ttl s,
 #       then the history event (JSON).
 _REPLAY: Final = with_layer("""
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'GONE' end
-local nd = (#KEYS - 7) / 3
+local nd = (#KEYS - 7) / 4
 for i = 0, nd - 1 do
-  local base = 8 + 3 * i
+  local base = 8 + 4 * i
   local seq = tonumber(redis.call('HGET', KEYS[base + 2], 'revokedSeq') or '0')
   if seq > tonumber(ARGV[3]) then return 'REVOKED' end
   local held = redis.call('GET', KEYS[base])
@@ -52,9 +53,12 @@ R_incr(KEYS[4], 'v', 1)
 R_expire(KEYS[4], ARGV[6])
 W_add(KEYS[5], ARGV[5], ARGV[4])
 for i = 0, nd - 1 do
-  local base = 8 + 3 * i
+  local base = 8 + 4 * i
   Z_add(KEYS[base + 1], ARGV[5], ARGV[4])
   Z_keep(KEYS[base + 1], ARGV[6])
+  -- Counted against the daily cap as the create it is again (the claim checked the cap).
+  redis.call('ZADD', KEYS[base + 3], ARGV[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[base + 3], 86400000 + 3600000)
   if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
 end
 _history(KEYS[7], ARGV[8], ARGV[7])
@@ -149,7 +153,7 @@ class OutboxStore(StoreBase):
                  keys.record(shard, record_id), keys.pending_all(shard),
                  keys.owned(shard, agent_id), keys.events(digests[0])]
         for d in digests:
-            names += [keys.claim(d), keys.pending(d), keys.consent_state(d)]
+            names += [keys.claim(d), keys.pending(d), keys.consent_state(d), keys.created(d)]
         return str(self._call(lambda: self._script("_replay")(keys=names, args=[
             token, now_ms, epoch, record_id, due_ms, ttl_s, history_ttl_s,
             event_json(event)])))

@@ -26,6 +26,7 @@ from typing import Any
 
 from middleware.actions.answers import from_ms
 from middleware.actions.checks import TimeService
+from middleware.actions.consent import ConsentLedger
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
@@ -153,6 +154,13 @@ class OutboxDelivery:
                 self._store.retry_outbox(entry, epoch_ms(self._clock.now()) + 5000,
                                          exc.message, payload)
                 return False
+            except UpstreamRejected as exc:
+                # Asking again gets the same refusal, and an entry kept for it would be
+                # leased, and refused, every round. A create of this token that did land is
+                # a callback Genesys holds and the ledger does not own: reconciliation
+                # disconnects it (SPEC §4 Worker).
+                log.error("search for a cancelled request's callback refused", extra={
+                    "token": entry.token, "error": exc.message})
         if record is not None and record.replaces:
             self._lifecycle.unlink(record, record.replaces)
         self._store.finish_outbox(entry.shard, entry.token)
@@ -218,10 +226,13 @@ class Replay:
     refused: dict[str, str]
 
 
-def replay(store: Store, lifecycle: Lifecycle, tokens: list[str], clock: Clock) -> Replay:
+def replay(store: Store, lifecycle: Lifecycle, consents: ConsentLedger, tokens: list[str],
+           clock: Clock) -> Replay:
     """Put dead letters back in the outbox (and their callbacks back in the window) only if
     each passes the consent and duplicate checks again, like a new request (SPEC §4
-    Lifecycle 5); a refused one stays a dead letter with the reason in its error."""
+    Lifecycle 5): the consent it relied on must not be revoked, nor older than
+    CONSENT_MAX_AGE_HOURS now; a refused one stays a dead letter with the reason in its
+    error."""
     replayed: list[str] = []
     refused: dict[str, str] = {}
     for token in tokens:
@@ -237,7 +248,8 @@ def replay(store: Store, lifecycle: Lifecycle, tokens: list[str], clock: Clock) 
                       "create the callback anew") if record is None else \
                 "INVALID_NUMBER: its ledger record holds no valid number"
         else:
-            reason = lifecycle.replay(number, token, record, Deadline(5))
+            reason = _stale_consent(lifecycle, consents, number, record) or \
+                lifecycle.replay(number, token, record, Deadline(5))
         if not reason:
             replayed.append(token)
             log.info("dead letter replayed", extra={"token": token})
@@ -248,7 +260,16 @@ def replay(store: Store, lifecycle: Lifecycle, tokens: list[str], clock: Clock) 
     return Replay(replayed, refused)
 
 
-def replay_dead_letters(store: Store, lifecycle: Lifecycle, tokens: list[str],
-                        clock: Clock) -> list[str]:
+def _stale_consent(lifecycle: Lifecycle, consents: ConsentLedger, number: CustomerNumber,
+                   record: LedgerRecord) -> str:
+    """Why the consent the dead letter relied on no longer lets it be created (``""``: it
+    still does), by the rule a new create relying on it would meet."""
+    verdict = consents.check({"consentGiven": True, "consentId": record.consent_id}, number,
+                             lifecycle.facts(number, record.consent_id))
+    return "" if verdict.reason == "OK" else f"{verdict.reason}: {verdict.message}"
+
+
+def replay_dead_letters(store: Store, lifecycle: Lifecycle, consents: ConsentLedger,
+                        tokens: list[str], clock: Clock) -> list[str]:
     """Replay dead letters as ``replay`` does; return the tokens replayed."""
-    return replay(store, lifecycle, tokens, clock).replayed
+    return replay(store, lifecycle, consents, tokens, clock).replayed

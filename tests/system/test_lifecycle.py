@@ -16,7 +16,6 @@ from middleware.app import Services, build_duties, build_services
 from middleware.config import Config
 from middleware.deadline import Deadline
 from middleware.genesys.client import new_session
-from middleware.ledger.lifecycle import FORGET_AFTER
 from middleware.store import SHARDS, connect
 from tests.conftest import (
     AUTH,
@@ -30,8 +29,6 @@ from tests.conftest import (
     when,
 )
 from tests.faultproxy import FaultProxy
-from tests.ledger_check import ledger_problems
-from tests.memory import expire_after
 
 NUMBER = "+14155552671"
 ADA, BOB = (f"a1000000-0000-4000-8000-0000000000{n:02d}" for n in (1, 2))
@@ -560,60 +557,3 @@ def test_a_create_cancelled_while_queued_is_not_kept_as_a_dead_letter(
     duty(services, "outbox")()
     assert live(sim) == [] and pending_count(service) == 0
 
-
-def test_a_dead_letter_replayed_long_after_its_time_still_holds_the_window(
-        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
-    """A dead letter replayed more than FORGET_AFTER past its time: until the outbox has
-    created it, a new create for the number answers DUPLICATE (the replay is the number's
-    pending callback), and the customer gets one callback, not two."""
-    services = worker(service, redis_server)
-    dead_letter_one(service, sim, services)
-    service.clock.advance(FORGET_AFTER + timedelta(days=1))
-    replay_all(service, redis_server)
-    assert services.store.dead_letters() == []
-    assert ledger_problems(service.redis) == []
-    again = service.action("create-callback", create_body(requestedTime=None)).json
-    assert again["outcome"] == "DUPLICATE", again
-    service.clock.advance(timedelta(seconds=30))
-    duty(services, "outbox")()
-    assert len(live(sim)) == 1, live(sim)
-    assert pending_count(service) == 1
-    assert ledger_problems(service.redis) == []
-
-
-def test_a_dead_letter_kept_past_its_queued_lifetime_is_still_replayed(
-        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
-    """A dead letter is kept until replayed (SPEC §4 Worker), and so is its record: replayed
-    after its queued lifetime (its time and FORGET_AFTER, on Redis' clock) has passed, it is
-    put back and created once, not skipped for want of a record."""
-    services = worker(service, redis_server)
-    dead_letter_one(service, sim, services)
-    elapsed = FORGET_AFTER + timedelta(days=1)
-    service.clock.advance(elapsed)
-    expire_after(service.redis, elapsed)
-    env = service_env(redis_server.url, service.config.genesys_api_url)
-    assert run(["dead-letters", "replay", "--all"], env, service.clock, own_logging=False) == 0
-    assert services.store.dead_letters() == []
-    service.clock.advance(timedelta(seconds=30))
-    duty(services, "outbox")()
-    assert len(live(sim)) == 1, live(sim)
-    assert pending_count(service) == 1
-    assert ledger_problems(service.redis) == []
-
-
-def test_a_dead_letter_whose_record_is_gone_is_refused_and_kept(
-        service: Service, sim: Simulator, redis_server: RedisServer,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """A dead letter whose record is gone (kept longer than the evidence) cannot be put
-    back: the replay says why and keeps it, rather than skipping it in silence."""
-    services = worker(service, redis_server)
-    dead_letter_one(service, sim, services)
-    elapsed = timedelta(days=service.config.consent_retention_days + 30)
-    service.clock.advance(elapsed)
-    expire_after(service.redis, elapsed)
-    env = service_env(redis_server.url, service.config.genesys_api_url)
-    assert run(["dead-letters", "replay", "--all"], env, service.clock, own_logging=False) == 0
-    assert "refused, stays a dead letter: GONE" in capsys.readouterr().out
-    [kept] = services.store.dead_letters()
-    assert "GONE" in kept.error
-    assert live(sim) == []
