@@ -157,8 +157,7 @@ class OutboxDelivery:
             except UpstreamRejected as exc:
                 # Asking again gets the same refusal, and an entry kept for it would be
                 # leased, and refused, every round. A create of this token that did land is
-                # a callback Genesys holds and the ledger does not own: reconciliation
-                # disconnects it (SPEC §4 Worker).
+                # left to the orphan sweep, as is any create given up on (SPEC §4 Worker).
                 log.error("search for a cancelled request's callback refused", extra={
                     "token": entry.token, "error": exc.message})
         if record is not None and record.replaces:
