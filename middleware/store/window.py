@@ -43,7 +43,9 @@ for i = 0, nd - 1 do
   local created = KEYS[2 + 3 * i]
   redis.call('ZREMRANGEBYSCORE', created, '-inf', tonumber(ARGV[5]) - 86400000)
   for _, token in ipairs(redis.call('ZRANGE', created, 0, -1)) do
-    if not seen[token] then seen[token] = true; count = count + 1 end
+    -- The claimant's own token is no second create: a dead letter replayed within a day
+    -- of its acceptance holds its one slot already.
+    if not seen[token] and token ~= ARGV[1] then seen[token] = true; count = count + 1 end
   end
 end
 if count >= tonumber(ARGV[6]) then return {'LIMIT'} end

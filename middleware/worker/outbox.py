@@ -150,16 +150,19 @@ class OutboxDelivery:
                     self._genesys.disconnect_callback(found, "", deadline)
                     log.info("callback of a cancelled request disconnected",
                              extra={"callbackId": found})
-            except UpstreamUnavailable as exc:
-                self._store.retry_outbox(entry, epoch_ms(self._clock.now()) + 5000,
-                                         exc.message, payload)
+            except (UpstreamUnavailable, UpstreamRejected) as exc:
+                # Kept until the search answers: a create of it that landed is disconnected
+                # then, and no other duty would look for it once its watch has ended. A
+                # refusal is asked again less often, and said loudly, not raised: raised, it
+                # stopped the round at this entry every time.
+                refused = isinstance(exc, UpstreamRejected)
+                if refused:
+                    log.error("search for a cancelled request's callback refused", extra={
+                        "token": entry.token, "error": exc.message})
+                self._store.retry_outbox(
+                    entry, epoch_ms(self._clock.now()) + (60_000 if refused else 5000),
+                    exc.message, payload)
                 return False
-            except UpstreamRejected as exc:
-                # Asking again gets the same refusal, and an entry kept for it would be
-                # leased, and refused, every round. A create of this token that did land is
-                # left to the orphan sweep, as is any create given up on (SPEC §4 Worker).
-                log.error("search for a cancelled request's callback refused", extra={
-                    "token": entry.token, "error": exc.message})
         if record is not None and record.replaces:
             self._lifecycle.unlink(record, record.replaces)
         self._store.finish_outbox(entry.shard, entry.token)

@@ -15,7 +15,14 @@ from middleware.ledger.lifecycle import FORGET_AFTER
 from tests.conftest import RedisServer, Service, Simulator, create_body, service_env
 from tests.ledger_check import ledger_problems
 from tests.memory import expire_after
-from tests.system.test_lifecycle import NUMBER, dead_letter_one, duty, live, worker
+from tests.system.test_lifecycle import (
+    CALLBACKS,
+    NUMBER,
+    dead_letter_one,
+    duty,
+    live,
+    worker,
+)
 
 
 def replay_cli(service: Service, redis_server: RedisServer) -> int:
@@ -99,3 +106,65 @@ def test_the_token_search_of_a_create_accepted_weeks_ago_is_one_genesys_takes(
     now = service.clock.now()
     assert services.genesys.find_callback_by_token(
         NUMBER, uuid.uuid4().hex, now - timedelta(days=40), now, Deadline(5)) is None
+
+
+def created_and_cancelled(service: Service) -> None:
+    answer = service.action("create-callback", create_body(
+        requestedTime=None, conversationId=str(uuid.uuid4()))).json
+    assert answer["outcome"] == "CREATED", answer
+    assert service.action("cancel-callback", {"callbackId": answer["callbackId"]}
+                          ).json["outcome"] == "CANCELLED"
+
+
+def test_a_replay_within_24h_is_not_blocked_by_its_own_count(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """A dead letter replayed within a day of its acceptance holds its one slot of the daily
+    cap already (the same token): after two more creates the number has three counted and
+    two callbacks made, and the replay goes through as the third, not refused as a
+    fourth; the cap then still holds."""
+    services = worker(service, redis_server)
+    dead_letter_one(service, sim, services)
+    for _ in range(2):
+        service.clock.advance(timedelta(minutes=10))
+        created_and_cancelled(service)
+    service.clock.advance(timedelta(minutes=10))
+    assert replay_cli(service, redis_server) == 0
+    left = services.store.dead_letters()
+    assert left == [], [d.error for d in left]
+    service.clock.advance(timedelta(seconds=30))
+    duty(services, "outbox")()
+    assert len(live(sim)) == 1
+    # And still capped: three tokens in 24 h.
+    answer = service.action("create-callback", create_body(
+        requestedTime=None, conversationId=str(uuid.uuid4()))).json
+    assert answer["reason"] in ("TOO_MANY_REQUESTS_FOR_NUMBER", "DUPLICATE_PENDING"), answer
+
+
+ANALYTICS = "/api/v2/analytics/conversations/details/query"
+
+
+def test_a_refused_search_does_not_drop_a_revoked_request_whose_create_landed(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """Once revoke-consent has answered, nothing leaves a live callback (SPEC §4 Lifecycle
+    2), a create in flight included: a queued create whose attempt landed unanswered (504
+    after) is revoked while queued, the worker next reaches it after its watch has ended,
+    and the token search is refused once (400). The entry is kept and searched again, and
+    what landed is disconnected; the round does not stop at it."""
+    services = worker(service, redis_server)
+    sim.control("PUT", "faults", {"status": 503, "count": 1, "pathPrefix": CALLBACKS})
+    assert service.action("create-callback", create_body()).json["outcome"] == "QUEUED"
+    sim.control("PUT", "faults", {"status": 504, "count": 1, "phase": "after",
+                                  "method": "POST", "pathPrefix": CALLBACKS})
+    service.clock.advance(timedelta(seconds=30))
+    duty(services, "outbox")()
+    assert len(live(sim)) == 1  # it landed; the worker does not know
+    assert service.action("revoke-consent", {"customerNumber": "+14155552671"}
+                          ).json["outcome"] == "REVOKED"
+    service.clock.advance(timedelta(minutes=20))
+    sim.control("PUT", "faults", {"status": 400, "count": 1, "pathPrefix": ANALYTICS})
+    duty(services, "outbox")()
+    for _ in range(3):
+        service.clock.advance(timedelta(minutes=2))
+        duty(services, "outbox")()
+        duty(services, "reconcile")()
+    assert live(sim) == [], live(sim)
