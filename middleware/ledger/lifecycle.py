@@ -457,14 +457,12 @@ class Lifecycle:
         self._store.note_queues(queue_ids, epoch_ms(self._clock.now()))
 
     def replay(self, number: CustomerNumber, token: str, record: LedgerRecord,
-               deadline: Deadline) -> str:
-        """Replay a dead letter like a new request: it passes the consent check and claims
-        the window again, both re-checked in the step that puts it back. Returns ``""`` when
-        it is back in the outbox, else why it stays a dead letter."""
+               deadline: Deadline, epoch: int) -> str:
+        """Replay a dead letter like a new request, once the consent rule has let it
+        (``epoch``: the revocation epoch that check read): it claims the window again, and
+        the step that puts it back re-checks the claim and that no revocation came since.
+        Returns ``""`` when it is back in the outbox, else why it stays a dead letter."""
         digests = self._keys.all(number.e164)
-        revoked, lifted = self._store.consent_state(digests)
-        if revoked > lifted:
-            return "CONSENT_REVOKED: the customer withdrew consent after this request"
         claim = self.claim(number, token, deadline)
         if claim.existing is not None:
             return "DUPLICATE_PENDING: the number has a pending callback in the window"
@@ -482,7 +480,7 @@ class Lifecycle:
         due_ms = max(record.scheduled_ms, epoch_ms(now))
         status = self._store.replay_dead_letter(
             token, digests, record.callback_id, record.agent_id, due_ms,
-            self._ttl_s(replace(queued, scheduled_ms=due_ms)), revoked, epoch_ms(now),
+            self._ttl_s(record), epoch, epoch_ms(now),
             self._event("callback-queued", queued), self._evidence_ttl_s)
         if status == "OK":
             return ""

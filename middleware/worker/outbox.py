@@ -244,14 +244,16 @@ def replay(store: Store, lifecycle: Lifecycle, consents: ConsentLedger, tokens: 
         record = lifecycle.record(str(entry.payload["ledgerId"]), entry.shard)
         number = normalise(record.e164, "") if record is not None else None
         if record is None or number is None:
-            # Nothing to put back (a dead letter kept from before its record lived as long
-            # as it): said, and kept, rather than skipped in silence.
+            # Nothing to put back (its record expired, FORGET_AFTER past its time): said,
+            # and kept, rather than skipped in silence.
             reason = ("GONE: its ledger record has expired; the dead letter is kept, "
                       "create the callback anew") if record is None else \
                 "INVALID_NUMBER: its ledger record holds no valid number"
         else:
-            reason = _stale_consent(lifecycle, consents, number, record) or \
-                lifecycle.replay(number, token, record, Deadline(5))
+            verdict = consents.check({"consentGiven": True, "consentId": record.consent_id},
+                                     number, lifecycle.facts(number, record.consent_id))
+            reason = f"{verdict.reason}: {verdict.message}" if verdict.reason != "OK" else \
+                lifecycle.replay(number, token, record, Deadline(5), verdict.epoch)
         if not reason:
             replayed.append(token)
             log.info("dead letter replayed", extra={"token": token})
@@ -260,15 +262,6 @@ def replay(store: Store, lifecycle: Lifecycle, consents: ConsentLedger, tokens: 
         store.refuse_replay(entry, f"replay refused: {reason}")
         log.warning("dead letter replay refused", extra={"token": token, "reason": reason})
     return Replay(replayed, refused)
-
-
-def _stale_consent(lifecycle: Lifecycle, consents: ConsentLedger, number: CustomerNumber,
-                   record: LedgerRecord) -> str:
-    """Why the consent the dead letter relied on no longer lets it be created (``""``: it
-    still does), by the rule a new create relying on it would meet."""
-    verdict = consents.check({"consentGiven": True, "consentId": record.consent_id}, number,
-                             lifecycle.facts(number, record.consent_id))
-    return "" if verdict.reason == "OK" else f"{verdict.reason}: {verdict.message}"
 
 
 def replay_dead_letters(store: Store, lifecycle: Lifecycle, consents: ConsentLedger,
