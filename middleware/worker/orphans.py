@@ -114,6 +114,12 @@ class OrphanSweep:
                     swept += self._disconnect(callback_id, deadline)
             except UpstreamUnavailable as exc:
                 raise _GenesysDown(exc.message) from exc
+            except UpstreamRejected as exc:
+                # Watched tokens come closest-to-expiry first: stopping here would stop at
+                # this one every round until its watch ends, and sweep no other. It stays
+                # watched and is searched again next round.
+                log.error("orphan search refused by genesys", extra={
+                    "shard": shard, "status": exc.status, "error": exc.message})
         return swept
 
     def _disconnect(self, callback_id: str, deadline: Deadline) -> int:
