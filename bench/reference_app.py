@@ -6,7 +6,9 @@
   product's own pieces: the create-callback input schema (``Contract.parse``), the number
   parse (``numbers.normalise``), two Redis round trips (an atomic check-and-claim of the
   number, then one script that records the callback and its window entry) and one Genesys
-  create through the same HTTP client (``genesys.new_session``) to the same simulator.
+  create through the same HTTP client (``genesys.new_session``) to the same simulator,
+  with the product's ``User-Agent`` (the simulator checks every such request against the
+  SDK's models, so its work per create is the same for both).
   No consent record, time rules, owner checks, logs or complete answer.
 
 Reads the service's environment: ``REDIS_URL``, ``GENESYS_API_URL``, ``GENESYS_LOGIN_URL``,
@@ -27,7 +29,7 @@ import falcon
 
 from middleware.contracts import load_contracts
 from middleware.errors import ContractViolation
-from middleware.genesys.client import new_session
+from middleware.genesys.client import USER_AGENT, new_session
 from middleware.rules.number import NumberKeys, normalise
 from middleware.store import connect, keys
 
@@ -80,7 +82,8 @@ class _Genesys:
     def create(self, command: dict[str, Any]) -> dict[str, Any]:
         resp = self._http.post(
             f"{self._api}/api/v2/conversations/callbacks", json=command,
-            headers={"Authorization": f"Bearer {self._bearer()}", "Accept": "application/json"},
+            headers={"Authorization": f"Bearer {self._bearer()}", "Accept": "application/json",
+                     "User-Agent": USER_AGENT},
             timeout=(1, 3), allow_redirects=False)
         resp.raise_for_status()
         return dict(resp.json())
