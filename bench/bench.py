@@ -760,6 +760,7 @@ class LookupRow:
     duplicate: tuple[float, float]
     claimed: tuple[float, float]
     find: tuple[float, float]
+    forks: int  # background saves or rewrites Redis started while they ran (0 expected)
 
 
 @dataclass
@@ -781,14 +782,23 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def _wait_for_aof(client: redis.Redis) -> None:
-    """Let a background AOF rewrite finish (2 min at most), so it does not share the CPU
-    with the timings."""
-    for _ in range(240):
+def _settle_aof(client: redis.Redis) -> None:
+    """Rewrite the AOF now and wait for it (3 min at most), so no rewrite runs during the
+    timings: after a fill the file has grown far past its last rewrite, and Redis' own
+    trigger (``auto-aof-rewrite-percentage``) would otherwise fork one at any moment, a
+    child copying the whole dataset on the same two cores."""
+    info = client.info("persistence")
+    if not info.get("aof_rewrite_in_progress"):
+        client.bgrewriteaof()
+    for _ in range(360):
         info = client.info("persistence")
         if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
             return
         time.sleep(0.5)
+
+
+def _forks(client: redis.Redis) -> int:
+    return int(client.info("stats").get("total_forks", 0))
 
 
 def shape_check(real: redis.Redis, product: str, bulk: list[str], agents: list[str],
@@ -864,7 +874,8 @@ def ledger_phase(redis_port: int, args: argparse.Namespace) -> Ledger:
             consent_id=entry.consent_id, e164=entry.e164))
 
     def lookups(filled: int) -> LookupRow:
-        _wait_for_aof(real)
+        _settle_aof(real)
+        forks = _forks(real)
         pick = random.Random(filled)
         with_pending = [f"+1{2000000000 + pick.randrange(filled) * 7:010d}"
                         for _ in range(args.lookups)]
@@ -896,7 +907,8 @@ def ledger_phase(redis_port: int, args: argparse.Namespace) -> Ledger:
         for key in real.scan_iter(match=keys.claim("?*"), count=5000):
             real.delete(key)
         return LookupRow(filled, _percentiles(times["duplicate"]),
-                         _percentiles(times["claimed"]), _percentiles(times["find"]))
+                         _percentiles(times["claimed"]), _percentiles(times["find"]),
+                         _forks(real) - forks)
 
     started = time.monotonic()
     memory_0 = int(real.info("memory")["used_memory"])
@@ -940,7 +952,7 @@ def ledger_phase(redis_port: int, args: argparse.Namespace) -> Ledger:
         raise RuntimeError(f"bulk fill failed: {out[-1000:]}")
     real.config_set("appendfsync", "always")
     fill_seconds = time.monotonic() - started
-    _wait_for_aof(real)
+    _settle_aof(real)
     memory_full = int(real.info("memory")["used_memory"])
     rows.append(lookups(args.ledger))
 
@@ -1222,7 +1234,11 @@ def report(results: dict[str, WrkResult], ledger: Ledger | None,
                          f"| {row.claimed[0]:.0f} / {row.claimed[1]:.0f} | "
                          f"{row.find[0]:.0f} / {row.find[1]:.0f} |")
         usage = " + ".join(f"{k} {v:.0f}" for k, v in ledger.usage.items() if k != "total")
+        forks = ", ".join(f"{row.forks} at {row.pending:,}" for row in ledger.rows)
         lines += [
+            "",
+            "Each size's AOF is rewritten first and the timings wait for it; background "
+            f"rewrites or saves Redis started during the timings: {forks}.",
             "",
             "## Redis bytes per pending callback",
             "",
