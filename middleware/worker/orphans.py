@@ -28,6 +28,10 @@ from middleware.store import SHARDS, Store
 log = logging.getLogger(__name__)
 
 
+#: Refusals that say nothing about the token searched for: the round stops.
+_NOT_THIS_TOKEN = frozenset({401, 403})
+
+
 class _GenesysDown(Exception):
     """Genesys is unavailable: the round stops here, the next one goes on."""
 
@@ -115,11 +119,15 @@ class OrphanSweep:
             except UpstreamUnavailable as exc:
                 raise _GenesysDown(exc.message) from exc
             except UpstreamRejected as exc:
-                # Watched tokens come closest-to-expiry first: stopping here would stop at
-                # this one every round until its watch ends, and sweep no other. It stays
-                # watched and is searched again next round.
                 log.error("orphan search refused by genesys", extra={
                     "shard": shard, "status": exc.status, "error": exc.message})
+                if exc.status in _NOT_THIS_TOKEN:
+                    # Credentials or permissions: every search would be refused alike, and
+                    # each would spend a call of the shared budget.
+                    raise _GenesysDown(exc.message) from exc
+                # Refused for this token: watched tokens come closest-to-expiry first, so
+                # stopping would stop at it every round until its watch ends and sweep no
+                # other. It stays watched and is searched again next round.
         return swept
 
     def _disconnect(self, callback_id: str, deadline: Deadline) -> int:

@@ -56,3 +56,22 @@ def test_a_refused_token_search_does_not_stop_the_sweep_of_the_others(
     # The refused token is still watched: the next round disconnects its callback too.
     assert sweep.run(Deadline(10)) == 1
     assert live(sim) == []
+
+
+def test_a_refused_permission_stops_the_round_instead_of_spending_the_budget(
+        service: Service, sim: Simulator, redis_server: RedisServer) -> None:
+    """A 403 on the token search (the OAuth client lacks the analytics permission) would
+    refuse every search alike: the round stops at the first instead of spending one call of
+    the shared Genesys budget per watched token, and the sweep goes on once it is fixed."""
+    services = worker(service, redis_server)
+    _landed_unowned(services, NUMBER)
+    _landed_unowned(services, OTHER)
+    sweep = OrphanSweep(services.store, services.genesys, services.lifecycle, services.clock,
+                        100)
+    before = sim.stats()["requests"].get(f"POST {ANALYTICS}", 0)
+    sim.control("PUT", "faults", {"status": 403, "count": 10, "pathPrefix": ANALYTICS})
+    assert sweep.run(Deadline(10)) == 0
+    assert sim.stats()["requests"].get(f"POST {ANALYTICS}", 0) - before == 1
+    sim.control("DELETE", "faults")
+    assert sweep.run(Deadline(10)) == 2
+    assert live(sim) == []
