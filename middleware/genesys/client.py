@@ -70,6 +70,9 @@ _AFTER_WAIT_MARGIN_S: Final = 0.5
 #: Sent on every API call, so Genesys' audit (and the simulator's fidelity log) can tell
 #: this product's calls from anything else using the same OAuth client.
 USER_AGENT: Final = "agent-owned-callback-middleware"
+#: ``UpstreamRejected.code`` of a refused token fetch: it says nothing about the call that
+#: needed the token, so a loop over many calls stops at it.
+OAUTH_REFUSED: Final = "oauth.client.refused"
 # How often an asynchronous WFM answer (status Processing) is asked for again.
 _ASYNC_POLL_S: Final = 0.2
 #: The longest interval the analytics conversation details query takes with a filter
@@ -292,7 +295,8 @@ class GenesysClient:
                                       retry_after_s=_retry_after(resp, self._clock))
         if resp.status_code != 200:
             raise UpstreamRejected("Genesys refused the OAuth client credentials "
-                                   f"({resp.status_code})", status=resp.status_code)
+                                   f"({resp.status_code})", status=resp.status_code,
+                                   code=OAUTH_REFUSED)
         body = resp.json()
         lifetime = int(body.get("expires_in", 0))
         if not body.get("access_token") or lifetime <= 0:

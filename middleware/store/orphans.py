@@ -23,11 +23,11 @@ class OrphanStore(StoreBase):
         pipe.hsetnx(keys.orphan_info(shard), token, json.dumps({"e": e164, "s": since_ms}))
         self._call(pipe.execute)
 
-    def watched_orphans(self, shard: str, now_ms: int, limit: int
+    def watched_orphans(self, shard: str, now_ms: int, limit: int, offset: int = 0
                         ) -> list[tuple[str, str, int]]:
         """Up to ``limit`` of the shard's watched tokens (token, number, first attempt ms),
-        those closest to the end of their watch first; expired watches are dropped on the
-        way."""
+        those closest to the end of their watch first, skipping the first ``offset``;
+        expired watches are dropped on the way."""
         watch, info = keys.orphan_watch(shard), keys.orphan_info(shard)
         expired = cast(list[str], self._call(lambda: self._r.zrangebyscore(
             watch, "-inf", now_ms - 1)))
@@ -37,7 +37,7 @@ class OrphanStore(StoreBase):
             pipe.hdel(info, *expired)
             self._call(pipe.execute)
         tokens = cast(list[str], self._call(lambda: self._r.zrangebyscore(
-            watch, now_ms, "+inf", start=0, num=limit)))
+            watch, now_ms, "+inf", start=offset, num=limit)))
         if not tokens:
             return []
         infos = cast(list[str | None], self._call(lambda: self._r.hmget(info, tokens)))

@@ -20,7 +20,7 @@ from middleware.actions.answers import from_ms
 from middleware.clock import Clock
 from middleware.deadline import Deadline
 from middleware.errors import UpstreamRejected, UpstreamUnavailable
-from middleware.genesys.client import GenesysClient
+from middleware.genesys.client import OAUTH_REFUSED, GenesysClient
 from middleware.ledger.lifecycle import Lifecycle, epoch_ms
 from middleware.ledger.records import LedgerRecord
 from middleware.store import SHARDS, Store
@@ -28,8 +28,11 @@ from middleware.store import SHARDS, Store
 log = logging.getLogger(__name__)
 
 
-#: Refusals that say nothing about the token searched for: the round stops.
-_NOT_THIS_TOKEN = frozenset({401, 403})
+#: Refusals of the search that can be about the token searched for (its query): the
+#: sweep moves on to the next. Any other refusal (credentials, permissions, the route
+#: itself) would refuse every search alike, each spending a call: the round stops. So
+#: does a refused OAuth token fetch, whatever its status (RFC 6749 answers 400 for most).
+_THIS_TOKEN = frozenset({400, 422})
 
 
 class _GenesysDown(Exception):
@@ -47,6 +50,12 @@ class OrphanSweep:
         self._lifecycle = lifecycle
         self._clock = clock
         self._batch = batch
+        # Where each shard's next page of watched tokens starts. A watch stays until it
+        # ends, so reading the first page every round would search the same ``batch``
+        # tokens while a shard holds more, and none after them until those watches end.
+        # Kept per process: a second worker walks in its own order, which costs calls, not
+        # coverage.
+        self._offset: dict[str, int] = {}
 
     def run(self, deadline: Deadline) -> int:
         """Disconnect the callbacks of watched tokens the ledger does not own, and those a
@@ -102,10 +111,11 @@ class OrphanSweep:
     def _sweep(self, shard: str, deadline: Deadline) -> int:
         now = self._clock.now()
         swept = 0
-        for token, e164, since_ms in self._store.watched_orphans(shard, epoch_ms(now),
-                                                                 self._batch):
+        offset = self._offset.get(shard, 0)
+        page = self._store.watched_orphans(shard, epoch_ms(now), self._batch, offset)
+        for token, e164, since_ms in page:
             if deadline.remaining() < 1.0:
-                break
+                return swept  # this page again next round
             if self._store.in_outbox(shard, token):
                 continue
             try:
@@ -121,13 +131,14 @@ class OrphanSweep:
             except UpstreamRejected as exc:
                 log.error("orphan search refused by genesys", extra={
                     "shard": shard, "status": exc.status, "error": exc.message})
-                if exc.status in _NOT_THIS_TOKEN:
-                    # Credentials or permissions: every search would be refused alike, and
-                    # each would spend a call of the shared budget.
+                if exc.status not in _THIS_TOKEN or exc.code == OAUTH_REFUSED:
                     raise _GenesysDown(exc.message) from exc
-                # Refused for this token: watched tokens come closest-to-expiry first, so
-                # stopping would stop at it every round until its watch ends and sweep no
-                # other. It stays watched and is searched again next round.
+                # Refused for this token: stopping would stop at it each time the walk
+                # comes back, and sweep nothing after it. It stays watched, searched again
+                # on the walk's next pass.
+        # A short page is the end of the watch: the next round starts from its front. A
+        # round stopped above reads the same page again.
+        self._offset[shard] = offset + len(page) if len(page) == self._batch else 0
         return swept
 
     def _disconnect(self, callback_id: str, deadline: Deadline) -> int:
