@@ -155,6 +155,10 @@ def created(digest: str) -> str:
     return f"{number(digest)}:created"
 
 
+#: How long ``created`` outlives its latest entry: the cap's 24 hours and an hour's margin.
+CREATED_KEEP_MS: Final = 25 * 3600 * 1000
+
+
 def events(digest: str) -> str:
     """The number's evidence history: a list of compact JSON events, oldest first (a list,
     not a stream: a stream's first node alone costs Redis about 4.7 KB)."""

@@ -288,7 +288,7 @@ for i = 0, nd - 1 do
   Z_keep(KEYS[base + 1], ARGV[4])
   if ARGV[6] == '1' then
     redis.call('ZADD', KEYS[base + 2], ARGV[7], ARGV[1])
-    redis.call('PEXPIRE', KEYS[base + 2], 86400000 + 3600000)
+    redis.call('PEXPIRE', KEYS[base + 2], """ + str(keys.CREATED_KEEP_MS) + """)
   end
   if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
 end

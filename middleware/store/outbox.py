@@ -58,7 +58,7 @@ for i = 0, nd - 1 do
   Z_keep(KEYS[base + 1], ARGV[6])
   -- Counted against the daily cap as the create it is again (the claim checked the cap).
   redis.call('ZADD', KEYS[base + 3], ARGV[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[base + 3], 86400000 + 3600000)
+  redis.call('PEXPIRE', KEYS[base + 3], """ + str(keys.CREATED_KEEP_MS) + """)
   if redis.call('GET', KEYS[base]) == ARGV[1] then redis.call('DEL', KEYS[base]) end
 end
 _history(KEYS[7], ARGV[8], ARGV[7])
